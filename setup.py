@@ -1,0 +1,37 @@
+"""ticketflow: run support tickets through an LLM on Apache Beam, within the provider's limits.
+
+The same distribution carries the pipeline (``pipeline``), its transforms (``transforms``) and the
+local OpenAI-compatible provider simulator (``simulator``); ``--setup_file ./setup.py`` ships all
+three to Dataflow workers.
+"""
+
+import setuptools
+
+# Beam is pinned to ONE version. It must move together with templates/requirements.txt and the
+# base image tag in templates/Dockerfile (a test checks they agree).
+BEAM_VERSION = "2.77.0"
+
+setuptools.setup(
+    name="ticketflow",
+    version="0.1.0",
+    description="Run large volumes of support tickets through an LLM on Apache Beam.",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*",
+                                               "simulator", "simulator.*", "benchmarks", "benchmarks.*"]),
+    package_data={"pipeline": ["pricing.json"]},
+    install_requires=[
+        f"apache-beam[gcp]=={BEAM_VERSION}",
+        "openai>=2.0",
+        "tenacity>=8.2",
+        "pyarrow>=14",
+        "google-cloud-storage>=2.10",
+        "aiohttp>=3.9",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2.2",
+            "jsonschema>=4.20",
+        ],
+    },
+)
