@@ -1,0 +1,190 @@
+"""Frozen configuration, built once from the options; transforms never see argv.
+
+:func:`from_options` checks the flags and turns them into the transforms' config dataclasses.
+Every mistake is a :class:`ConfigError` whose message says what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Optional
+
+from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
+                                                  StandardOptions, WorkerOptions)
+
+from pipeline.options import TicketflowOptions
+from transforms.batch import BatchConfig
+from transforms.llm import DEFAULT_SYSTEM_PROMPT, LlmConfig
+from transforms.retry import RetryPolicy
+from transforms.validate import FieldMapping
+
+SIMULATOR_PUBLIC_KEY = "sk-simulated-not-a-secret"
+NO_KEY_PLACEHOLDER = "no-key"
+
+class ConfigError(Exception):
+    """A flag is missing, malformed or inconsistent; the message says how to fix it."""
+
+@dataclasses.dataclass(frozen=True)
+class JobConfig:
+    """The whole job's configuration."""
+    input: str
+    output: str
+    input_format: str
+    output_format: str
+    overwrite: bool
+    fields: FieldMapping
+    batch: BatchConfig
+    llm: LlmConfig
+    simulate: bool
+    simulator_flags: str
+    worker_processes: int
+    worker_share: float
+    requests_per_minute: float
+    tokens_per_minute: float
+    log_level: str
+
+def worker_processes(options: PipelineOptions) -> int:
+    """How many worker processes the runner may run at once (each takes a share of the limits).
+
+    The rule (README, "Rate limits with several workers"):
+      * DirectRunner / FnApiRunner / PrismRunner: ``--direct_num_workers`` when
+        ``--direct_running_mode multi_processing``, else 1 (threads share one process's limiter).
+      * DataflowRunner: ``--max_num_workers`` (or ``--num_workers``) times the vCPUs of
+        ``--machine_type`` (Dataflow's Python workers run one SDK process per vCPU).
+      * FlinkRunner / SparkRunner: ``--parallelism`` when given.
+    """
+    runner = (options.view_as(StandardOptions).runner or "DirectRunner")
+    runner = runner if isinstance(runner, str) else type(runner).__name__
+    all_options = options.get_all_options(retain_unknown_options=True)
+    if "Dataflow" in runner:
+        worker = options.view_as(WorkerOptions)
+        workers = worker.max_num_workers or worker.num_workers or 1
+        match = re.search(r"-(\d+)$", worker.machine_type or "")
+        vcpus = int(match.group(1)) if match else 1
+        return max(1, workers * vcpus)
+    if "Flink" in runner or "Spark" in runner:
+        parallelism = all_options.get("parallelism")
+        return max(1, int(parallelism)) if parallelism and int(parallelism) > 0 else 1
+    direct = options.view_as(DirectOptions)
+    if (direct.direct_running_mode or "") == "multi_processing":
+        return max(1, direct.direct_num_workers or 1)
+    return 1
+
+def _read_system_prompt(value: Optional[str]) -> str:
+    if value is None:
+        return DEFAULT_SYSTEM_PROMPT
+    if value.startswith("@"):
+        path = value[1:]
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return handle.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"--system_prompt: cannot read {path!r}: {exc.strerror}. "
+                              "Pass the prompt text, or @PATH to an existing file.") from None
+    return value
+
+def _positive(name: str, value, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"--{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}.")
+
+def from_options(options: PipelineOptions) -> JobConfig:
+    """Checks the flags and builds the job's configuration.
+
+    Raises:
+      ConfigError: with a one-line, actionable message.
+    """
+    o = options.view_as(TicketflowOptions)
+    if not o.input:
+        raise ConfigError("--input is required: a JSONL or Parquet path, glob or gs:// pattern, "
+                          "e.g. --input examples/tickets.jsonl")
+    if not o.output:
+        raise ConfigError("--output is required: a directory for results, dead letters and the "
+                          "summary, e.g. --output out/run1")
+    for name in ("batch_size", "max_concurrency", "max_tokens", "max_input_chars",
+                 "num_key_shards", "request_timeout_secs", "max_ticket_secs"):
+        _positive(name, getattr(o, name))
+    for name in ("requests_per_minute", "tokens_per_minute", "max_retries",
+                 "initial_backoff_secs", "max_backoff_secs", "max_retry_after_secs",
+                 "max_buffering_secs"):
+        _positive(name, getattr(o, name), allow_zero=True)
+    if o.worker_share is not None and not 0 < o.worker_share <= 1:
+        raise ConfigError(f"--worker_share must be in (0, 1], got {o.worker_share}.")
+    if o.temperature is not None and not 0 <= o.temperature <= 2:
+        raise ConfigError(f"--temperature must be between 0 and 2, got {o.temperature}.")
+
+    processes = worker_processes(options)
+    share = o.worker_share if o.worker_share is not None else 1.0 / processes
+    estimate_per_request = o.max_tokens + 1
+    if o.tokens_per_minute and o.tokens_per_minute * share < estimate_per_request:
+        raise ConfigError(
+            f"--tokens_per_minute={o.tokens_per_minute:g} gives each of {processes} worker "
+            f"process(es) {o.tokens_per_minute * share:.0f} tokens/min, less than one request's "
+            f"--max_tokens={o.max_tokens}: raise the limit or lower --max_tokens.")
+
+    base_url = o.base_url
+    public_key = None
+    if o.simulate:
+        public_key = SIMULATOR_PUBLIC_KEY
+    elif not os.environ.get(o.api_key_env):
+        if base_url:
+            # A local OpenAI-compatible server (vLLM, Ollama, ...) often needs no key.
+            public_key = NO_KEY_PLACEHOLDER
+        else:
+            raise ConfigError(
+                f"no API key: set the environment variable {o.api_key_env} (or name another "
+                "with --api_key_env), point --base_url at a provider that needs none, or pass "
+                "--simulate to use the bundled simulator.")
+
+    llm = LlmConfig(
+        base_url=base_url,
+        model=o.model,
+        api_key_env=o.api_key_env,
+        public_api_key=public_key,
+        system_prompt=_read_system_prompt(o.system_prompt),
+        temperature=o.temperature,
+        max_tokens=o.max_tokens,
+        request_timeout_secs=o.request_timeout_secs,
+        max_concurrency=o.max_concurrency,
+        max_ticket_secs=o.max_ticket_secs,
+        requests_per_sec=o.requests_per_minute * share / 60.0,
+        tokens_per_sec=o.tokens_per_minute * share / 60.0,
+        retry=RetryPolicy(max_retries=o.max_retries, initial_backoff_secs=o.initial_backoff_secs,
+                          max_backoff_secs=o.max_backoff_secs,
+                          max_retry_after_secs=o.max_retry_after_secs),
+        dispatch=o.dispatch,
+    )
+    return JobConfig(
+        input=o.input,
+        output=o.output.rstrip("/"),
+        input_format=o.input_format,
+        output_format=o.output_format,
+        overwrite=o.overwrite,
+        fields=FieldMapping(id_field=o.id_field, text_field=o.text_field,
+                            subject_field=o.subject_field, max_input_chars=o.max_input_chars),
+        batch=BatchConfig(batch_size=o.batch_size, max_buffering_secs=o.max_buffering_secs or None,
+                          key_field=o.key_field, num_shards=o.num_key_shards),
+        llm=llm,
+        simulate=o.simulate,
+        simulator_flags=o.simulator_flags or "",
+        worker_processes=processes,
+        worker_share=share,
+        requests_per_minute=o.requests_per_minute,
+        tokens_per_minute=o.tokens_per_minute,
+        log_level=o.log_level,
+    )
+
+def with_base_url(config: JobConfig, base_url: str) -> JobConfig:
+    """The same configuration pointed at another endpoint (used by --simulate)."""
+    return dataclasses.replace(config, llm=dataclasses.replace(config.llm, base_url=base_url))
+
+def redacted(config: JobConfig) -> dict:
+    """The configuration as a dict safe to log (it never holds a key; the env var's name is fine)."""
+    out = dataclasses.asdict(config)
+    out["llm"].pop("system_prompt", None)
+    if out["llm"].get("public_api_key") not in (None, SIMULATOR_PUBLIC_KEY, NO_KEY_PLACEHOLDER):
+        out["llm"]["public_api_key"] = "[REDACTED]"
+    return out

@@ -1,0 +1,93 @@
+"""The ONE PipelineOptions subclass: every ticketflow flag is declared here.
+
+Standard Beam options (``--runner``, ``--direct_num_workers``, ``--project``, ...) pass through
+untouched. ``templates/metadata.json`` mirrors these flags and a test keeps the two in sync.
+"""
+
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+
+class TicketflowOptions(PipelineOptions):
+    """ticketflow's own flags (see README, "Flags")."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        io = parser.add_argument_group("input and output")
+        io.add_argument("--input", help="Input path, glob or gs:// pattern (comma-separated for "
+                        "several). JSONL or Parquet.")
+        io.add_argument("--output", help="Output prefix (a directory, local or gs://): "
+                        "results-*, dead_letter-* and summary.json are written under it.")
+        io.add_argument("--input_format", default="auto", choices=("auto", "jsonl", "parquet"),
+                        help="Input format; auto decides by file extension (.parquet or JSONL).")
+        io.add_argument("--output_format", default="jsonl", choices=("jsonl", "parquet"),
+                        help="Format of the results files. Dead letters are always JSONL.")
+        io.add_argument("--overwrite", default=False, action="store_true",
+                        help="Delete earlier results-*/dead_letter-*/summary.json under --output "
+                        "before running (otherwise such files stop the run).")
+        io.add_argument("--id_field", default="id", help="Input field holding the ticket id.")
+        io.add_argument("--text_field", default="body", help="Input field holding the ticket text.")
+        io.add_argument("--subject_field", default="subject",
+                        help="Input field holding the subject (used when present).")
+        io.add_argument("--max_input_chars", type=int, default=20000,
+                        help="Longer texts become dead letters (reason text_too_long).")
+
+        batching = parser.add_argument_group("batching")
+        batching.add_argument("--key_field", default=None,
+                              help="Input field to batch by (e.g. priority); default: a stable "
+                              "hash shard of the id.")
+        batching.add_argument("--num_key_shards", type=int, default=16,
+                              help="Hash shards when batching by id.")
+        batching.add_argument("--batch_size", type=int, default=50, help="Tickets per batch.")
+        batching.add_argument("--max_buffering_secs", type=float, default=0.0,
+                              help="Longest a partial batch waits before it is sent "
+                              "(0: until the key's input ends; set it for streaming inputs).")
+
+        llm = parser.add_argument_group("model")
+        llm.add_argument("--base_url", default=None,
+                         help="OpenAI-compatible API base URL (default: OpenAI's).")
+        llm.add_argument("--api_key_env", default="OPENAI_API_KEY",
+                         help="Name of the environment variable holding the API key.")
+        llm.add_argument("--model", default="gpt-4o-mini", help="Model name.")
+        llm.add_argument("--system_prompt", default=None,
+                         help="System prompt text, or @FILE to read it from a file.")
+        llm.add_argument("--temperature", type=float, default=None, help="Sampling temperature.")
+        llm.add_argument("--max_tokens", type=int, default=256,
+                         help="Most completion tokens per ticket.")
+        llm.add_argument("--request_timeout_secs", type=float, default=60.0,
+                         help="Timeout of one HTTP request.")
+
+        limits = parser.add_argument_group("throughput and limits")
+        limits.add_argument("--max_concurrency", type=int, default=32,
+                            help="Most requests in flight per worker process.")
+        limits.add_argument("--requests_per_minute", type=float, default=0.0,
+                            help="The provider's request limit for the whole job (0: none).")
+        limits.add_argument("--tokens_per_minute", type=float, default=0.0,
+                            help="The provider's token limit for the whole job (0: none).")
+        limits.add_argument("--worker_share", type=float, default=None,
+                            help="Fraction of the job's limits each worker process takes "
+                            "(default: 1 / the number of worker processes the runner may run).")
+        limits.add_argument("--max_retries", type=int, default=6,
+                            help="Retries per ticket after the first attempt.")
+        limits.add_argument("--initial_backoff_secs", type=float, default=0.5,
+                            help="First retry's backoff ceiling (exponential, full jitter).")
+        limits.add_argument("--max_backoff_secs", type=float, default=30.0,
+                            help="Cap of any backoff.")
+        limits.add_argument("--max_retry_after_secs", type=float, default=60.0,
+                            help="Cap on the provider's retry-after.")
+        limits.add_argument("--max_ticket_secs", type=float, default=600.0,
+                            help="Deadline per ticket, across all its attempts.")
+        limits.add_argument("--dispatch", default="continuous", choices=("continuous", "barrier"),
+                            help="continuous: keep max_concurrency in flight; barrier: finish "
+                            "each batch before the next (a baseline for benchmarks).")
+
+        run = parser.add_argument_group("run")
+        run.add_argument("--simulate", default=False, action="store_true",
+                         help="Start the bundled provider simulator in-process and use it "
+                         "(no API key needed).")
+        run.add_argument("--simulator_flags", default="",
+                         help="Flags for the simulator started by --simulate, as one string, "
+                         "e.g. \"--latency_median_ms 200 --p_503 0.02\".")
+        run.add_argument("--log_level", default="INFO",
+                         choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="Logging level.")

@@ -1,0 +1,169 @@
+"""Configuration of the provider simulator: one frozen dataclass, one flag per field.
+
+The flags are declared once here. ``python -m simulator`` parses them, and the pipeline can add
+the same flags to its own parser (with a prefix, so ``--rpm`` does not clash with its own limits):
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, prefix="sim_")           # --sim_rpm, --sim_p_500, ...
+    config = SimulatorConfig.from_namespace(parser.parse_args(argv), prefix="sim_")
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+#: Fault probability fields, in the order the fault draw walks them.
+FAULT_FIELDS = ("p_500", "p_502", "p_503", "p_hang", "p_reset", "p_malformed", "p_content_filter")
+
+# name -> help text; the type and default come from the dataclass field. Kept beside the fields so
+# the README table, --help and the dataclass cannot drift apart.
+_HELP = {
+    "host": "Interface to listen on. Keep the loopback default unless you know why not.",
+    "port": "TCP port; 0 picks a free one (the first stdout line says which).",
+    "rpm": "Requests per minute allowed (rolling one-minute window); 0 = unlimited.",
+    "tpm": "Tokens per minute allowed (prompt tokens + max output tokens); 0 = unlimited.",
+    "burst_secs": "Also enforce limit*B/60 over any rolling B-second window when B < 60.",
+    "default_max_tokens": "Output tokens charged against --tpm when a request sets no max_tokens.",
+    "context_window": "Prompts over this many tokens get 400 context_length_exceeded.",
+    "latency_median_ms": "Median of the log-normal response latency; 0 = no latency.",
+    "latency_p99_ms": "99th percentile of the latency; 0 or <= median = constant median.",
+    "ms_per_output_token": "Extra latency per completion token (ms).",
+    "seed": "Seed of the latency and fault draws (same seed, same sequence).",
+    "p_500": "Probability of HTTP 500 (server_error).",
+    "p_502": "Probability of HTTP 502 (bad gateway).",
+    "p_503": "Probability of HTTP 503 (service unavailable).",
+    "p_hang": "Probability of hanging for --hang_secs, then answering 504.",
+    "hang_secs": "How long a hanging request sleeps before its 504.",
+    "p_reset": "Probability of a connection reset after part of the response was written.",
+    "p_malformed": "Probability of HTTP 200 whose body is not valid JSON.",
+    "p_content_filter": "Probability of HTTP 400 with code content_filter.",
+    "api_key": "If set, requests must send 'Authorization: Bearer KEY' or get 401.",
+    "max_concurrency": "Requests in flight beyond this get 503 overloaded; 0 = unlimited.",
+    "log_requests": "Log one line per request to stderr (off by default: it costs throughput).",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulatorConfig:
+    """Everything the simulator can be told; each field is also a ``--flag`` of the same name.
+
+    Raises:
+        ValueError: On construction, if a value is out of range (negative counts, probabilities
+            outside [0, 1] or summing to more than 1).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    rpm: int = 0
+    tpm: int = 0
+    burst_secs: float = 60.0
+    default_max_tokens: int = 256
+    context_window: int = 128_000
+    latency_median_ms: float = 0.0
+    latency_p99_ms: float = 0.0
+    ms_per_output_token: float = 0.0
+    seed: int = 0
+    p_500: float = 0.0
+    p_502: float = 0.0
+    p_503: float = 0.0
+    p_hang: float = 0.0
+    hang_secs: float = 30.0
+    p_reset: float = 0.0
+    p_malformed: float = 0.0
+    p_content_filter: float = 0.0
+    api_key: str = ""
+    max_concurrency: int = 0
+    log_requests: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("port", "rpm", "tpm", "max_concurrency", "latency_median_ms", "latency_p99_ms",
+                     "ms_per_output_token", "hang_secs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("default_max_tokens", "context_window"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.burst_secs <= 60:
+            raise ValueError(f"burst_secs must be in (0, 60], got {self.burst_secs}")
+        for name in FAULT_FIELDS:
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        total = sum(getattr(self, name) for name in FAULT_FIELDS)
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"fault probabilities sum to {total:.3f} > 1")
+
+    @classmethod
+    def from_namespace(cls, namespace: argparse.Namespace, prefix: str = "") -> SimulatorConfig:
+        """Builds a config from parsed flags.
+
+        Args:
+            namespace: The result of a parser that ``add_arguments`` was applied to.
+            prefix: The same prefix given to ``add_arguments``.
+
+        Returns:
+            The config; fields whose flag is absent from ``namespace`` keep their defaults.
+        """
+        values = {}
+        for field in dataclasses.fields(cls):
+            key = prefix + field.name
+            if hasattr(namespace, key):
+                values[field.name] = getattr(namespace, key)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> SimulatorConfig:
+        """Returns a copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+def add_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> argparse.ArgumentParser:
+    """Adds one ``--flag`` per ``SimulatorConfig`` field to ``parser``.
+
+    Args:
+        parser: Any argparse parser (a Beam ``_add_argparse_args`` parser works too).
+        prefix: Prepended to every flag name and dest, e.g. "sim_" gives ``--sim_rpm``.
+
+    Returns:
+        The same parser, for chaining.
+    """
+    for field in dataclasses.fields(SimulatorConfig):
+        flag = f"--{prefix}{field.name}"
+        help_text = f"{_HELP[field.name]} (default: {field.default!r})"
+        if field.type in ("bool", bool):
+            parser.add_argument(flag, dest=prefix + field.name, action="store_true",
+                                default=field.default, help=help_text)
+        else:
+            kind = {"int": int, "float": float, "str": str}[str(field.type)]
+            parser.add_argument(flag, dest=prefix + field.name, type=kind,
+                                default=field.default, help=help_text)
+    return parser
+
+
+def flag_help() -> dict[str, str]:
+    """Returns flag name -> help text (used to check the README lists every flag)."""
+    return dict(_HELP)
+
+
+def config_from_argv(argv: Sequence[str] | None = None) -> SimulatorConfig:
+    """Parses command-line flags into a config.
+
+    Args:
+        argv: The arguments without the program name; None means ``sys.argv[1:]``.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        SystemExit: On unknown flags or invalid values (argparse's usual behaviour).
+    """
+    parser = add_arguments(argparse.ArgumentParser(
+        prog="python -m simulator", allow_abbrev=False,
+        description="Local OpenAI-compatible chat completions provider with limits and faults."))
+    namespace = parser.parse_args(argv)
+    try:
+        return SimulatorConfig.from_namespace(namespace)
+    except ValueError as exc:
+        parser.error(str(exc))
+        raise  # unreachable: parser.error exits

@@ -1,0 +1,660 @@
+"""The simulator's HTTP server: an OpenAI-compatible chat completions endpoint on aiohttp.
+
+Run it as a process (``python -m simulator --rpm 60``) or in-process from tests and benchmarks:
+
+    from simulator import start
+
+    with start(rpm=60, p_503=0.1, seed=1) as sim:
+        client = openai.OpenAI(base_url=sim.base_url, api_key="test", max_retries=0)
+        ...
+        assert sim.stats()["successful_completions"] > 0
+
+``start`` runs the server on its own asyncio loop in a daemon thread. The request path is kept
+lean (no per-request logging, cached headers when unlimited) so that one core serves thousands of
+requests per second at zero latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import math
+import random
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from simulator.config import SimulatorConfig
+from simulator.content import (
+    content_rng,
+    instance_for_schema,
+    invalid_instance_text,
+    json_object_reply,
+    request_key,
+    support_reply,
+    truncate_to_tokens,
+)
+from simulator.faults import NO_MARKERS, AttemptCounter, FaultDraw, find_markers
+from simulator.limits import Decision, RateLimiter, format_duration
+from simulator.stats import STATUS_RESET, Stats
+from simulator.tokens import count_tokens, message_text, prompt_tokens
+
+if TYPE_CHECKING:
+    from typing import Self
+
+_LOG = logging.getLogger(__name__)
+
+#: Model ids listed by ``GET /v1/models``; completions accept any model name.
+MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "gpt-4.1-nano", "o4-mini")
+
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_JSON = "application/json"
+_Z99 = 2.3263478740408408  # the standard normal's 99th percentile
+_STATUS_CANCELLED = 499  # nginx's "client closed request": the handler was cancelled
+_MAX_BODY = 64 * 1024 * 1024
+
+
+class _BadRequest(Exception):
+    """A request the simulator answers with 400; carries OpenAI's error fields."""
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message, self.param, self.code = message, param, code
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _error_body(message: str, type_: str, code: str | None, param: str | None = None) -> bytes:
+    return _dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "an array", dict: "an object", type(None): "null"}.get(type(value), "a value")
+
+
+def _optional_int(body: Mapping[str, Any], name: str, minimum: int | None = None) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _BadRequest(f"Invalid type for '{name}': expected an integer, but got "
+                          f"{_type_name(value)} instead.", name, "invalid_type")
+    if minimum is not None and value < minimum:
+        raise _BadRequest(f"Invalid '{name}': integer below minimum value. Expected a value >= "
+                          f"{minimum}, but got {value} instead.", name, "integer_below_min_value")
+    return value
+
+
+class ChatRequest:
+    """A validated chat completion request (only the fields the simulator uses).
+
+    Args:
+        body: The decoded JSON body.
+
+    Raises:
+        _BadRequest: If the body does not follow OpenAI's request schema.
+    """
+
+    __slots__ = ("max_tokens", "messages", "model", "response_format", "schema", "seed", "text")
+
+    def __init__(self, body: Any):
+        if not isinstance(body, dict):
+            raise _BadRequest(f"Invalid request body: expected a JSON object, but got "
+                              f"{_type_name(body)} instead.", None, "invalid_type")
+        model = body.get("model")
+        if model is None:
+            raise _BadRequest("Missing required parameter: 'model'.", "model",
+                              "missing_required_parameter")
+        if not isinstance(model, str) or not model:
+            raise _BadRequest("Invalid 'model': expected a non-empty string.", "model",
+                              "invalid_type")
+        messages = body.get("messages")
+        if messages is None:
+            raise _BadRequest("Missing required parameter: 'messages'.", "messages",
+                              "missing_required_parameter")
+        if not isinstance(messages, list):
+            raise _BadRequest(f"Invalid type for 'messages': expected an array, but got "
+                              f"{_type_name(messages)} instead.", "messages", "invalid_type")
+        if not messages:
+            raise _BadRequest("Invalid 'messages': empty array. Expected an array with minimum "
+                              "length 1, but got an empty array instead.", "messages",
+                              "empty_array")
+        texts = []
+        for i, message in enumerate(messages):
+            param = f"messages[{i}]"
+            if not isinstance(message, dict):
+                raise _BadRequest(f"Invalid type for '{param}': expected an object, but got "
+                                  f"{_type_name(message)} instead.", param, "invalid_type")
+            role = message.get("role")
+            if role not in _ROLES:
+                raise _BadRequest(f"Invalid value for '{param}.role': expected one of "
+                                  f"{', '.join(sorted(_ROLES))}.", f"{param}.role",
+                                  "invalid_value")
+            if "content" not in message and role != "assistant":
+                raise _BadRequest(f"Missing required parameter: '{param}.content'.",
+                                  f"{param}.content", "missing_required_parameter")
+            content = message.get("content")
+            if not (isinstance(content, (str, list)) or (content is None and role == "assistant")):
+                raise _BadRequest(f"Invalid type for '{param}.content': expected a string or an "
+                                  f"array, but got {_type_name(content)} instead.",
+                                  f"{param}.content", "invalid_type")
+            texts.append(message_text(content))
+        max_tokens = _optional_int(body, "max_tokens", 1)
+        max_completion_tokens = _optional_int(body, "max_completion_tokens", 1)
+        seed = _optional_int(body, "seed")
+        temperature = body.get("temperature")
+        if temperature is not None and (isinstance(temperature, bool)
+                                        or not isinstance(temperature, (int, float))):
+            raise _BadRequest(f"Invalid type for 'temperature': expected a number, but got "
+                              f"{_type_name(temperature)} instead.", "temperature",
+                              "invalid_type")
+        if temperature is not None and not 0 <= temperature <= 2:
+            raise _BadRequest("Invalid 'temperature': expected a value between 0 and 2.",
+                              "temperature", "invalid_value")
+        user = body.get("user")
+        if user is not None and not isinstance(user, str):
+            raise _BadRequest(f"Invalid type for 'user': expected a string, but got "
+                              f"{_type_name(user)} instead.", "user", "invalid_type")
+        if body.get("stream"):
+            raise _BadRequest("The simulator does not support 'stream': true.", "stream",
+                              "unsupported_value")
+        self.response_format, self.schema = _parse_response_format(body.get("response_format"))
+        self.model = model
+        self.messages = messages
+        self.max_tokens = max_completion_tokens if max_completion_tokens is not None \
+            else max_tokens
+        self.seed = seed
+        self.text = "\n".join(texts)
+
+
+def _parse_response_format(value: Any) -> tuple[str, dict[str, Any] | None]:
+    if value is None:
+        return "text", None
+    if not isinstance(value, dict):
+        raise _BadRequest(f"Invalid type for 'response_format': expected an object, but got "
+                          f"{_type_name(value)} instead.", "response_format", "invalid_type")
+    kind = value.get("type")
+    if kind not in ("text", "json_object", "json_schema"):
+        raise _BadRequest("Invalid value for 'response_format.type': expected one of 'text', "
+                          "'json_object' or 'json_schema'.", "response_format.type",
+                          "invalid_value")
+    if kind != "json_schema":
+        return kind, None
+    spec = value.get("json_schema")
+    if not isinstance(spec, dict):
+        raise _BadRequest("Missing required parameter: 'response_format.json_schema'.",
+                          "response_format.json_schema", "missing_required_parameter")
+    if not isinstance(spec.get("name"), str):
+        raise _BadRequest("Missing required parameter: 'response_format.json_schema.name'.",
+                          "response_format.json_schema.name", "missing_required_parameter")
+    schema = spec.get("schema", {"type": "object"})
+    if not isinstance(schema, dict):
+        raise _BadRequest("Invalid type for 'response_format.json_schema.schema': expected an "
+                          "object.", "response_format.json_schema.schema", "invalid_type")
+    return kind, schema
+
+
+class Simulator:
+    """The request handlers and their state: limits, faults, marker counters and stats.
+
+    Args:
+        config: What to simulate.
+        clock: Monotonic seconds for rate limits and per-second stats (injected for tests).
+        wall_clock: Epoch seconds for ``created`` and ``started_at``.
+    """
+
+    def __init__(self, config: SimulatorConfig, clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time):
+        self.config = config
+        self._wall_clock = wall_clock
+        self.limiter = RateLimiter(config.rpm, config.tpm, config.burst_secs, clock)
+        self.stats = Stats(clock, wall_clock)
+        self._faults = FaultDraw(config, random.Random(config.seed))
+        # A separate stream, so that latency draws never shift which requests fail.
+        self._latency_rng = random.Random(f"{config.seed}:latency")
+        self._fail_attempts = AttemptCounter()
+        self._invalid_attempts = AttemptCounter()
+        self._ids = itertools.count(1)
+        self._id_prefix = f"{random.Random(f'{config.seed}:ids').getrandbits(32):08x}"
+        self._auth = f"Bearer {config.api_key}" if config.api_key else None
+        self._static_limit_headers = self.limiter.headers() if self.limiter.unlimited else None
+        median = config.latency_median_ms / 1000
+        self._latency_mu = math.log(median) if median > 0 else None
+        p99 = config.latency_p99_ms / 1000
+        self._latency_sigma = (math.log(p99 / median) / _Z99
+                               if median > 0 and p99 > median else 0.0)
+
+    # ---- application -------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        """Returns the aiohttp application serving every endpoint."""
+        app = web.Application(client_max_size=_MAX_BODY)
+        app.router.add_post("/v1/chat/completions", self.handle_chat)
+        app.router.add_post("/chat/completions", self.handle_chat)
+        app.router.add_get("/v1/models", self.handle_models)
+        app.router.add_get("/v1/models/{model}", self.handle_model)
+        app.router.add_get("/stats", self.handle_stats)
+        app.router.add_post("/reset", self.handle_reset)
+        app.router.add_get("/health", self.handle_health)
+        app.router.add_route("*", "/{tail:.*}", self.handle_not_found)
+        return app
+
+    def reset(self) -> None:
+        """Zeroes the stats, the rate-limit windows and the marker attempt counters."""
+        self.stats.reset()
+        self.limiter.reset()
+        self._fail_attempts.clear()
+        self._invalid_attempts.clear()
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        headers = (dict(self._static_limit_headers) if self._static_limit_headers is not None
+                   else self.limiter.headers())
+        headers["x-request-id"] = f"req_{self._id_prefix}{next(self._ids):012d}"
+        headers["Content-Type"] = _JSON
+        return headers
+
+    def _error(self, status: int, message: str, type_: str, code: str | None,
+               param: str | None = None, headers: dict[str, str] | None = None) -> web.Response:
+        return web.Response(status=status, body=_error_body(message, type_, code, param),
+                            headers=headers or self._headers())
+
+    def _server_error(self, status: int) -> web.Response:
+        messages = {
+            500: "The server had an error while processing your request. Sorry about that!",
+            502: "Bad gateway.",
+            503: "The server is overloaded or not ready yet.",
+            504: "Gateway timeout: the upstream did not answer in time.",
+        }
+        return self._error(status, messages[status], "server_error", None)
+
+    def _content_filter(self) -> web.Response:
+        return self._error(
+            400, "The response was filtered due to the prompt triggering the content management "
+                 "policy. Please modify your prompt and retry.",
+            "invalid_request_error", "content_filter", "prompt")
+
+    def _rate_limited(self, decision: Decision, model: str) -> web.Response:
+        headers = self._headers()
+        if math.isinf(decision.retry_after):
+            wait = decision.window_secs
+            message = (f"Request too large for {model} in organization org-simulator on "
+                       f"{decision.kind} per min: Limit {decision.limit}, Requested "
+                       f"{decision.requested}. The input or output tokens must be reduced in "
+                       f"order to run successfully.")
+        else:
+            wait = decision.retry_after
+            window = ("per min (RPM)" if decision.kind == "requests" else "per min (TPM)") \
+                if decision.window_secs >= 60 else f"per {decision.window_secs:g}s (burst)"
+            message = (f"Rate limit reached for {decision.kind} {window} for {model} in "
+                       f"organization org-simulator: Limit {decision.limit}, Used {decision.used},"
+                       f" Requested {decision.requested}. Please try again in "
+                       f"{format_duration(wait)}.")
+        # The epsilon keeps float noise (58.2 -> 58.200000001) from rounding up a whole unit.
+        headers["retry-after"] = str(max(1, math.ceil(wait - 1e-9)))
+        headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000 - 1e-6)))
+        return self._error(429, message, decision.kind, "rate_limit_exceeded", headers=headers)
+
+    async def _reset_connection(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200, headers=self._headers())
+        response.content_length = 4096
+        await response.prepare(request)
+        await response.write(b'{"id":"chatcmpl-reset","object":"chat.completion","choi')
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+
+    def latency_secs(self, completion_tokens: int) -> float:
+        """Draws the latency of one successful response.
+
+        Args:
+            completion_tokens: The reply's length, for ``ms_per_output_token``.
+
+        Returns:
+            Seconds: a log-normal draw with the configured median and p99 (constant when no
+            p99 above the median is set), plus the per-token time.
+        """
+        delay = 0.0
+        if self._latency_mu is not None:
+            delay = (self._latency_rng.lognormvariate(self._latency_mu, self._latency_sigma)
+                     if self._latency_sigma else math.exp(self._latency_mu))
+        return delay + self.config.ms_per_output_token * completion_tokens / 1000
+
+    # ---- handlers ----------------------------------------------------------------------------
+
+    async def handle_chat(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/chat/completions``: counts the request, never lets an exception escape."""
+        stats = self.stats
+        in_flight = stats.enter()
+        # status, prompt tokens, completion tokens, 1 if a 200 is not a completion (malformed)
+        outcome = [_STATUS_CANCELLED, 0, 0, 0]
+        try:
+            return await self._chat(request, in_flight, outcome)
+        except Exception:  # noqa: BLE001 - nothing a client sends may take the server down
+            _LOG.exception("unexpected error handling a chat completion")
+            stats.fault("internal_error")
+            outcome[0] = 500
+            return self._server_error(500)
+        finally:
+            stats.leave()
+            stats.record(outcome[0], outcome[1], outcome[2], completed=not outcome[3])
+
+    async def _chat(self, request: web.Request, in_flight: int,
+                    outcome: list[int]) -> web.StreamResponse:
+        config = self.config
+        if config.max_concurrency and in_flight > config.max_concurrency:
+            outcome[0] = 503
+            return self._error(503, "The engine is currently overloaded, please try again "
+                                    "later.", "server_error", "overloaded")
+        if self._auth is not None and request.headers.get("Authorization") != self._auth:
+            outcome[0] = 401
+            # Never echo what the client sent: it may be a real key pasted by mistake.
+            return self._error(401, "Incorrect API key provided. The simulator was started "
+                                    "with --api_key; send 'Authorization: Bearer <that key>'.",
+                               "invalid_request_error", "invalid_api_key")
+        try:
+            raw = await request.read()
+        except web.HTTPException as exc:  # e.g. 413: body over client_max_size
+            outcome[0] = exc.status
+            return self._error(exc.status, exc.reason, "invalid_request_error", None)
+        try:
+            chat = ChatRequest(json.loads(raw))
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
+            outcome[0] = 400
+            return self._error(400, "We could not parse the JSON body of your request. (HINT: "
+                                    "This likely means you aren't using your HTTP library "
+                                    "correctly.)", "invalid_request_error", None)
+        except _BadRequest as exc:
+            outcome[0] = 400
+            return self._error(400, exc.message, "invalid_request_error", exc.code, exc.param)
+        n_prompt = prompt_tokens(chat.messages)
+        if n_prompt > config.context_window:
+            outcome[0] = 400
+            return self._error(
+                400, f"This model's maximum context length is {config.context_window} tokens. "
+                     f"However, your messages resulted in {n_prompt} tokens. Please reduce the "
+                     f"length of the messages.",
+                "invalid_request_error", "context_length_exceeded", "messages")
+        markers = find_markers(chat.text)
+        if markers.content_filter:
+            outcome[0] = 400
+            self.stats.fault("content_filter")
+            return self._content_filter()
+
+        max_out = chat.max_tokens if chat.max_tokens is not None else config.default_max_tokens
+        decision = self.limiter.acquire(n_prompt + max_out)
+        if not decision.allowed:
+            outcome[0] = 429
+            return self._rate_limited(decision, chat.model)
+
+        fault = self._faults.draw()
+        if fault is not None:
+            return await self._inject(fault, request, outcome)
+        key = request_key(chat.model, chat.messages) if markers is not NO_MARKERS else ""
+        if markers.fail_n_times and self._fail_attempts.take(key) < markers.fail_n_times:
+            self.stats.fault("fail_n_times")
+            outcome[0] = 503
+            return self._server_error(503)
+
+        try:
+            content, finish_reason = self._content(chat)
+        except (ValueError, TypeError, LookupError, RecursionError) as exc:
+            # The schema is the only client input that reaches content generation.
+            outcome[0] = 400
+            return self._error(400, f"Invalid schema for response_format: {type(exc).__name__}"
+                                    f": {exc}", "invalid_request_error", "invalid_json_schema",
+                               "response_format")
+        if markers.invalid_output_n_times:
+            attempt = self._invalid_attempts.take(key)
+            if attempt < markers.invalid_output_n_times:
+                self.stats.fault("invalid_output")
+                content = invalid_instance_text(content, chat.schema, attempt)
+        n_completion = count_tokens(content)
+        delay = self.latency_secs(n_completion)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        body = {
+            "id": f"chatcmpl-{self._id_prefix}{next(self._ids):012d}",
+            "object": "chat.completion",
+            "created": int(self._wall_clock()),
+            "model": chat.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None,
+                            "annotations": []},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }],
+            "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_completion,
+                      "total_tokens": n_prompt + n_completion},
+            "system_fingerprint": "fp_simulator",
+        }
+        outcome[:3] = [200, n_prompt, n_completion]
+        return web.Response(body=_dumps(body), headers=self._headers())
+
+    async def _inject(self, fault: str, request: web.Request,
+                      outcome: list[int]) -> web.StreamResponse:
+        """Answers with the drawn fault and records its status in ``outcome``."""
+        self.stats.fault(fault)
+        if fault in ("500", "502", "503"):
+            outcome[0] = int(fault)
+            return self._server_error(int(fault))
+        if fault == "content_filter":
+            outcome[0] = 400
+            return self._content_filter()
+        if fault == "hang":
+            await asyncio.sleep(self.config.hang_secs)
+            outcome[0] = 504
+            return self._server_error(504)
+        if fault == "reset":
+            outcome[0] = STATUS_RESET
+            return await self._reset_connection(request)
+        # malformed: a 200 whose JSON stops half-way, as from a proxy that cut the body.
+        outcome[0], outcome[3] = 200, 1
+        return web.Response(body=b'{"id":"chatcmpl-malformed","object":"chat.completion",'
+                                 b'"choices":[{"index":0,"message":{"role":"assist',
+                            headers=self._headers())
+
+    def _content(self, chat: ChatRequest) -> tuple[str, str]:
+        rng = content_rng(request_key(chat.model, chat.messages), chat.seed)
+        if chat.response_format == "json_schema":
+            text = json.dumps(instance_for_schema(chat.schema or {}, rng, chat.messages),
+                              ensure_ascii=False)
+        elif chat.response_format == "json_object":
+            text = json.dumps(json_object_reply(chat.messages, rng), ensure_ascii=False)
+        else:
+            text = support_reply(chat.messages, rng)
+        if chat.max_tokens is not None:
+            text, truncated = truncate_to_tokens(text, chat.max_tokens)
+            if truncated:
+                return text, "length"
+        return text, "stop"
+
+    async def handle_models(self, request: web.Request) -> web.Response:
+        """``GET /v1/models``: OpenAI's list shape."""
+        if self._auth is not None and request.headers.get("Authorization") != self._auth:
+            return self._error(401, "Incorrect API key provided.", "invalid_request_error",
+                               "invalid_api_key")
+        data = [{"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "simulator"}
+                for m in MODELS]
+        return web.Response(body=_dumps({"object": "list", "data": data}),
+                            headers=self._headers())
+
+    async def handle_model(self, request: web.Request) -> web.Response:
+        """``GET /v1/models/{model}``: any model name exists."""
+        body = {"id": request.match_info["model"], "object": "model", "created": 1_700_000_000,
+                "owned_by": "simulator"}
+        return web.Response(body=_dumps(body), headers=self._headers())
+
+    async def handle_stats(self, request: web.Request) -> web.Response:
+        """``GET /stats``: the counters (see ``Stats.snapshot``)."""
+        return web.Response(body=_dumps(self.stats.snapshot()), content_type=_JSON)
+
+    async def handle_reset(self, request: web.Request) -> web.Response:
+        """``POST /reset``: zero stats, rate-limit windows and marker counters."""
+        self.reset()
+        return web.Response(body=b'{"ok":true}', content_type=_JSON)
+
+    async def handle_health(self, request: web.Request) -> web.Response:
+        """``GET /health``: liveness probe."""
+        return web.Response(body=b'{"ok":true}', content_type=_JSON)
+
+    async def handle_not_found(self, request: web.Request) -> web.Response:
+        """Any other path or method: OpenAI's 404 body."""
+        return self._error(404, f"Unknown request URL: {request.method} {request.path}.",
+                           "invalid_request_error", "unknown_url")
+
+
+async def _start_site(simulator: Simulator) -> tuple[web.AppRunner, int]:
+    config = simulator.config
+    access_log = logging.getLogger("aiohttp.access") if config.log_requests else None
+    # A short shutdown timeout: hanging requests (p_hang) must not hold up close() or SIGTERM.
+    runner = web.AppRunner(simulator.app(), access_log=access_log, handle_signals=False,
+                           shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, backlog=2048, reuse_address=True)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, runner.addresses[0][1]
+
+
+def _base_url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/v1"
+
+
+class SimulatorHandle:
+    """A simulator running in a background thread; returned by ``start``.
+
+    Attributes:
+        base_url: The OpenAI base URL, e.g. "http://127.0.0.1:PORT/v1".
+        port: The bound port.
+        config: The config it runs with.
+        simulator: The ``Simulator`` (its state belongs to the server thread; use ``stats()``).
+    """
+
+    def __init__(self, simulator: Simulator, loop: asyncio.AbstractEventLoop,
+                 runner: web.AppRunner, port: int, thread: threading.Thread):
+        self.simulator = simulator
+        self.config = simulator.config
+        self.port = port
+        self.base_url = _base_url(simulator.config.host, port)
+        self._loop = loop
+        self._runner = runner
+        self._thread = thread
+        self._closed = False
+
+    def _call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+        async def run() -> Any:
+            return fn()
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """Returns the same dict as ``GET /stats``."""
+        return self._call(self.simulator.stats.snapshot)
+
+    def reset(self) -> None:
+        """Same as ``POST /reset``: zero stats, rate-limit windows and marker counters."""
+        self._call(self.simulator.reset)
+
+    def close(self) -> None:
+        """Stops the server and its thread (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def start(config: SimulatorConfig | None = None, *, clock: Callable[[], float] | None = None,
+          **overrides: Any) -> SimulatorHandle:
+    """Starts a simulator on its own event loop in a daemon thread.
+
+    Args:
+        config: What to simulate. When omitted, the defaults with ``port=0`` (a free port).
+        clock: Monotonic seconds for rate limits and per-second stats; tests pass a fake one to
+            move time without sleeping. Defaults to ``time.monotonic``.
+        **overrides: Field overrides applied to ``config``, e.g. ``start(rpm=60, seed=1)``.
+
+    Returns:
+        A handle with ``base_url``, ``stats()``, ``reset()`` and ``close()``; also a context
+        manager.
+
+    Raises:
+        OSError: If the port cannot be bound.
+        ValueError: If an override is invalid.
+    """
+    config = (config or SimulatorConfig(port=0)).replace(**overrides)
+    simulator = Simulator(config, clock=clock or time.monotonic)
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            box["runner"], box["port"] = loop.run_until_complete(_start_site(simulator))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+            ready.set()
+            loop.close()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=run, name="simulator", daemon=True)
+    thread.start()
+    ready.wait()
+    if "error" in box:
+        raise box["error"]
+    return SimulatorHandle(simulator, loop, box["runner"], box["port"], thread)
+
+
+async def serve(config: SimulatorConfig, on_ready: Callable[[str], None] | None = None,
+                stop: Awaitable[Any] | None = None) -> None:
+    """Serves until ``stop`` completes, or until SIGINT/SIGTERM when ``stop`` is None.
+
+    Args:
+        config: What to simulate.
+        on_ready: Called with the base URL once the port is bound.
+        stop: An awaitable that ends the server.
+    """
+    simulator = Simulator(config)
+    runner, port = await _start_site(simulator)
+    try:
+        if on_ready is not None:
+            on_ready(_base_url(config.host, port))
+        if stop is None:
+            event = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, event.set)
+            stop = event.wait()
+        await stop
+    finally:
+        await runner.cleanup()

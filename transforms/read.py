@@ -1,0 +1,152 @@
+"""Reading tickets: JSONL or Parquet files, local paths, globs and ``gs://``.
+
+``ReadTickets`` matches the pattern with Beam's FileSystems (so ``gs://`` works wherever Beam's GCP
+extra is installed), reads each file and emits one :class:`RawRecord` per non-blank line (JSONL)
+or per row (Parquet), with the file and the 1-based line or row number, so that a bad record's
+dead letter can say exactly where it came from. Parsing is validation's job (``transforms.validate``).
+
+Example::
+
+    raw = p | "ReadTickets" >> ReadTickets("gs://bucket/tickets/*.jsonl")
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import decimal
+import math
+from typing import Any, NamedTuple, Optional, Union
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.fileio import EmptyMatchTreatment
+
+from transforms.metrics import TicketflowMetrics
+
+FORMAT_AUTO = "auto"
+FORMAT_JSONL = "jsonl"
+FORMAT_PARQUET = "parquet"
+FORMATS = (FORMAT_AUTO, FORMAT_JSONL, FORMAT_PARQUET)
+
+_PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+
+
+class RawRecord(NamedTuple):
+    """One input record before validation.
+
+    Attributes:
+      source: The file it came from.
+      line: 1-based line (JSONL) or row (Parquet) number.
+      value: The line's text (JSONL) or the row as a dict (Parquet).
+      decode_error: Set when the line's bytes were not UTF-8 (value then holds a lossy decode).
+    """
+    source: str
+    line: int
+    value: Union[str, dict]
+    decode_error: Optional[str] = None
+
+
+def format_of(path: str, forced: str = FORMAT_AUTO) -> str:
+    """The format of one file: ``forced`` unless auto, else by extension (``.parquet`` or JSONL)."""
+    if forced != FORMAT_AUTO:
+        return forced
+    name = path.lower()
+    for compressed in (".gz", ".bz2", ".zst", ".deflate"):
+        if name.endswith(compressed):
+            name = name[: -len(compressed)]
+    return FORMAT_PARQUET if name.endswith(_PARQUET_SUFFIXES) else FORMAT_JSONL
+
+
+def json_safe(value: Any) -> Any:
+    """Turns values Parquet may hold (timestamps, decimals, bytes, NaN, numpy) into JSON values."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        # pyarrow returns map columns as lists of (key, value) tuples; lists stay lists.
+        return [json_safe(v) for v in value]
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return base64.b64encode(bytes(value)).decode("ascii")
+    if hasattr(value, "item"):  # numpy scalars
+        return json_safe(value.item())
+    return str(value)
+
+
+class _ReadFileFn(beam.DoFn):
+    """Reads one matched file into RawRecords."""
+
+    def __init__(self, input_format: str):
+        self._format = input_format
+
+    def setup(self):
+        self._metrics = TicketflowMetrics()
+
+    def process(self, readable: fileio.ReadableFile):
+        path = readable.metadata.path
+        if format_of(path, self._format) == FORMAT_PARQUET:
+            yield from self._parquet(readable, path)
+        else:
+            yield from self._jsonl(readable, path)
+
+    def _jsonl(self, readable, path):
+        with readable.open() as handle:
+            for number, line in enumerate(handle, start=1):
+                line = line.rstrip(b"\r\n")
+                if not line.strip():
+                    continue
+                self._metrics.inc("tickets_read")
+                try:
+                    yield RawRecord(path, number, line.decode("utf-8"))
+                except UnicodeDecodeError as exc:
+                    yield RawRecord(path, number, line.decode("utf-8", errors="replace"),
+                                    f"not UTF-8 at byte {exc.start}")
+
+    def _parquet(self, readable, path):
+        import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+
+        with readable.open(compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            parquet = pq.ParquetFile(handle)
+            number = 0
+            for batch in parquet.iter_batches(batch_size=4096):
+                for row in batch.to_pylist():
+                    number += 1
+                    self._metrics.inc("tickets_read")
+                    yield RawRecord(path, number, json_safe(row))
+
+
+class ReadTickets(beam.PTransform):
+    """Matches ``pattern`` and reads every file into :class:`RawRecord` elements.
+
+    Args:
+      pattern: A path, glob or ``gs://`` pattern (comma-separated for several).
+      input_format: ``auto`` (by extension), ``jsonl`` or ``parquet``.
+    """
+
+    def __init__(self, pattern: str, input_format: str = FORMAT_AUTO):
+        super().__init__()
+        if input_format not in FORMATS:
+            raise ValueError(f"input_format must be one of {FORMATS}, not {input_format!r}")
+        self._patterns = [p.strip() for p in pattern.split(",") if p.strip()]
+        self._format = input_format
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "InputPatterns" >> beam.Create(self._patterns)
+            | "MatchInputFiles" >> fileio.MatchAll(EmptyMatchTreatment.DISALLOW)
+            | "OpenInputFiles" >> fileio.ReadMatches()
+            | "ReadRecords" >> beam.ParDo(_ReadFileFn(self._format)))

@@ -1,0 +1,162 @@
+"""Plain, frozen, picklable records that flow through the pipeline.
+
+A :class:`Ticket` is what validation produces; the LLM step turns it into a :class:`Result` or a
+:class:`DeadLetter`. Failures are data: a dead letter carries the input, the stage, a stable reason
+code and the timings, never an exception object.
+
+Example::
+
+    ticket = Ticket(id="T-1", subject="Refund", body="Please refund order 42.", fields={...})
+    result.to_dict()  # JSON-ready, the shape written to PREFIX/results-*
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from typing import Any, Dict, Mapping, Optional
+
+# How much of an unparseable input line a dead letter keeps.
+MAX_RAW_CHARS = 2000
+
+STAGE_PARSE = "parse"
+STAGE_LLM = "llm"
+
+
+def utc_iso(ts: float) -> str:
+    """Formats a POSIX timestamp as an ISO-8601 UTC string with milliseconds."""
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclasses.dataclass(frozen=True)
+class Ticket:
+    """A validated input record.
+
+    Attributes:
+      id: The ticket id, as a string (numbers in the input are turned into their decimal form).
+      subject: The subject line, or "" when the input has none.
+      body: The text sent to the model.
+      fields: Every field of the input record, JSON-safe, carried through to the output.
+      source: The file the record came from, when known.
+      line: The 1-based line (JSONL) or row (Parquet) in that file, when known.
+    """
+    id: str
+    subject: str
+    body: str
+    fields: Mapping[str, Any]
+    source: Optional[str] = None
+    line: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """One successful model answer for one ticket."""
+    id: str
+    response: str
+    model: str
+    finish_reason: Optional[str]
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    attempts: int
+    started_at: float
+    finished_at: float
+    ticket: Mapping[str, Any]
+    request_id: Optional[str] = None
+    # Bookkeeping for metrics; not written out.
+    retries: int = 0
+    rate_limited: int = 0
+    server_errors: int = 0
+    timeouts: int = 0
+    throttled_secs: float = 0.0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "id": self.id,
+            "response": self.response,
+            "model": self.model,
+            "finish_reason": self.finish_reason,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "latency_ms": round(self.latency_ms, 3),
+            "attempts": self.attempts,
+            "started_at": utc_iso(self.started_at),
+            "finished_at": utc_iso(self.finished_at),
+            "request_id": self.request_id,
+            "ticket": dict(self.ticket),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    """A record that could not be answered, with why.
+
+    Attributes:
+      id: The ticket id when it is known, else None.
+      stage: Where it failed: ``parse`` or ``llm``.
+      reason: A stable, snake_case reason code (see README, "Dead-letter reasons").
+      error_class: The class of the error that ended it (ours, not the SDK's).
+      http_status: The provider's HTTP status, when there was one.
+      message: A short, secret-free description.
+      attempts: How many requests were sent for it (0 at the parse stage).
+      first_attempt_at: POSIX time of the first request, if any.
+      last_attempt_at: POSIX time of the last request, if any.
+      ticket: The parsed input record, when it parsed.
+      raw: The raw input (truncated), when it did not parse.
+      source: The input file, when known.
+      line: The 1-based line or row in that file, when known.
+    """
+    id: Optional[str]
+    stage: str
+    reason: str
+    error_class: str
+    message: str
+    http_status: Optional[int] = None
+    attempts: int = 0
+    first_attempt_at: Optional[float] = None
+    last_attempt_at: Optional[float] = None
+    ticket: Optional[Mapping[str, Any]] = None
+    raw: Optional[str] = None
+    source: Optional[str] = None
+    line: Optional[int] = None
+    # Bookkeeping for metrics; not written out.
+    retries: int = 0
+    rate_limited: int = 0
+    server_errors: int = 0
+    timeouts: int = 0
+    throttled_secs: float = 0.0
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {
+            "id": self.id,
+            "stage": self.stage,
+            "reason": self.reason,
+            "error_class": self.error_class,
+            "http_status": self.http_status,
+            "message": self.message,
+            "attempts": self.attempts,
+            "first_attempt_at": utc_iso(self.first_attempt_at) if self.first_attempt_at else None,
+            "last_attempt_at": utc_iso(self.last_attempt_at) if self.last_attempt_at else None,
+            "source": self.source,
+            "line": self.line,
+        }
+        if self.ticket is not None:
+            out["ticket"] = dict(self.ticket)
+        else:
+            out["raw"] = self.raw
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+
+def truncate_raw(raw: str) -> str:
+    """Keeps at most MAX_RAW_CHARS characters of an input line, marking the cut."""
+    if len(raw) <= MAX_RAW_CHARS:
+        return raw
+    return raw[:MAX_RAW_CHARS] + f"...[truncated {len(raw) - MAX_RAW_CHARS} chars]"

@@ -1,0 +1,129 @@
+"""Writers for results and dead letters.
+
+Results go to ``PREFIX/results-SSSSS-of-NNNNN.jsonl`` (or ``.parquet`` with ``--output_format
+parquet``); dead letters always to ``PREFIX/dead_letter-SSSSS-of-NNNNN.jsonl``. Paths may be local or
+``gs://`` (Beam's FileSystems).
+
+In Parquet, the input record under ``ticket`` is stored as a JSON string column, because input
+fields vary from one file to the next and a Parquet schema may not.
+
+Example::
+
+    results | "WriteResults" >> WriteResults("out/run1", "parquet")
+"""
+
+from __future__ import annotations
+
+import json
+
+import apache_beam as beam
+import pyarrow as pa
+
+OUTPUT_FORMATS = ("jsonl", "parquet")
+
+RESULTS_BASENAME = "results"
+DEAD_LETTER_BASENAME = "dead_letter"
+SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
+
+RESULT_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("response", pa.string()),
+    ("model", pa.string()),
+    ("finish_reason", pa.string()),
+    ("prompt_tokens", pa.int64()),
+    ("completion_tokens", pa.int64()),
+    ("latency_ms", pa.float64()),
+    ("attempts", pa.int64()),
+    ("started_at", pa.string()),
+    ("finished_at", pa.string()),
+    ("request_id", pa.string()),
+    ("ticket", pa.string()),
+])
+
+
+def _parquet_row(result) -> dict:
+    row = result.to_dict()
+    row["ticket"] = json.dumps(row["ticket"], ensure_ascii=False)
+    return row
+
+
+def join_path(prefix: str, name: str) -> str:
+    """``prefix/name`` for local and ``gs://`` prefixes alike."""
+    return prefix.rstrip("/") + "/" + name
+
+
+class WriteResults(beam.PTransform):
+    """Writes Result records as JSONL or Parquet shards under ``prefix``.
+
+    Args:
+      prefix: Output directory (local or gs://).
+      output_format: ``jsonl`` or ``parquet``.
+      basename: File name stem (``results``; runs that must not overwrite pass another).
+    """
+
+    def __init__(self, prefix: str, output_format: str = "jsonl", basename: str = RESULTS_BASENAME):
+        super().__init__()
+        if output_format not in OUTPUT_FORMATS:
+            raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}")
+        self._path = join_path(prefix, basename)
+        self._format = output_format
+
+    def expand(self, results):
+        if self._format == "parquet":
+            return (results
+                    | "ResultToRow" >> beam.Map(_parquet_row)
+                    | "WriteParquet" >> beam.io.WriteToParquet(
+                        self._path, RESULT_SCHEMA, file_name_suffix=".parquet",
+                        shard_name_template=SHARD_TEMPLATE))
+        return (results
+                | "ResultToJson" >> beam.Map(lambda r: r.to_json())
+                | "WriteJsonl" >> beam.io.WriteToText(
+                    self._path, file_name_suffix=".jsonl", shard_name_template=SHARD_TEMPLATE))
+
+
+class WriteDeadLetters(beam.PTransform):
+    """Writes DeadLetter records as JSONL shards under ``prefix``."""
+
+    def __init__(self, prefix: str, basename: str = DEAD_LETTER_BASENAME):
+        super().__init__()
+        self._path = join_path(prefix, basename)
+
+    def expand(self, dead_letters):
+        return (dead_letters
+                | "DeadLetterToJson" >> beam.Map(lambda d: d.to_json())
+                | "WriteJsonl" >> beam.io.WriteToText(
+                    self._path, file_name_suffix=".jsonl", shard_name_template=SHARD_TEMPLATE))
+
+
+def count_records(prefix: str, basename: str) -> int:
+    """Counts the records written under ``prefix/basename-*`` (JSONL lines or Parquet rows).
+
+    The driver uses it to check the ledger against what is really on disk, not only the counters.
+    """
+    from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
+
+    pattern = join_path(prefix, basename) + "-*"
+    total = 0
+    for match in FileSystems.match([pattern])[0].metadata_list:
+        path = match.path
+        if path.endswith(".parquet"):
+            import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+            with FileSystems.open(path) as handle:
+                total += pq.ParquetFile(handle).metadata.num_rows
+        else:
+            with FileSystems.open(path) as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    total += chunk.count(b"\n")
+    return total
+
+
+def existing_outputs(prefix: str) -> list:
+    """Result, dead-letter and summary files already under ``prefix``."""
+    from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
+
+    patterns = [join_path(prefix, RESULTS_BASENAME) + "-*", join_path(prefix, DEAD_LETTER_BASENAME)
+                + "-*", join_path(prefix, "summary.json")]
+    found = []
+    for result in FileSystems.match(patterns):
+        found.extend(m.path for m in result.metadata_list)
+    return found

@@ -1,0 +1,187 @@
+"""Validation: raw records → :class:`~transforms.records.Ticket`, or a dead letter with a reason.
+
+Nothing in the input can crash the pipeline: every way a record can be wrong has a stable reason
+code, and the dead letter keeps the raw input (truncated), the file and the line.
+
+Reason codes (stage ``parse``): ``invalid_encoding``, ``invalid_json``, ``not_an_object``,
+``missing_id``, ``invalid_id``, ``missing_text``, ``invalid_text``, ``empty_text``,
+``text_too_long``, ``duplicate_id``.
+
+Example::
+
+    checked = raw | "Validate" >> ValidateTickets(FieldMapping(id_field="ticket_id"))
+    checked["tickets"], checked["dead_letter"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Optional
+
+import apache_beam as beam
+
+from transforms.metrics import TicketflowMetrics
+from transforms.read import RawRecord
+from transforms.records import STAGE_PARSE, DeadLetter, Ticket, truncate_raw
+
+DEAD_LETTER_TAG = "dead_letter"
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldMapping:
+    """Which input fields hold the id, the text and the subject, and the size limit."""
+    id_field: str = "id"
+    text_field: str = "body"
+    subject_field: str = "subject"
+    max_input_chars: int = 20000
+
+
+class InvalidRecord(Exception):
+    """A record that cannot become a Ticket; ``reason`` is the dead-letter code."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def _ticket_id(record: dict, field: str) -> str:
+    if field not in record or record[field] is None or record[field] == "":
+        raise InvalidRecord("missing_id", f"the record has no {field!r} field")
+    value = record[field]
+    if isinstance(value, bool):
+        raise InvalidRecord("invalid_id", f"{field!r} must be a string or an integer, not a boolean")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str):
+        if not value.strip():
+            raise InvalidRecord("missing_id", f"{field!r} is blank")
+        return value.strip()
+    raise InvalidRecord("invalid_id",
+                        f"{field!r} must be a string or an integer, not {type(value).__name__}")
+
+
+def parse_ticket(raw: RawRecord, mapping: FieldMapping) -> Ticket:
+    """Validates one raw record.
+
+    Raises:
+      InvalidRecord: with a reason code, when the record cannot be processed.
+    """
+    if raw.decode_error:
+        raise InvalidRecord("invalid_encoding", f"line is {raw.decode_error}")
+    record = raw.value
+    if isinstance(record, str):
+        try:
+            record = json.loads(record)
+        except (ValueError, RecursionError) as exc:
+            raise InvalidRecord("invalid_json", f"not valid JSON: {exc}") from None
+    if not isinstance(record, dict):
+        raise InvalidRecord("not_an_object",
+                            f"expected a JSON object, got {type(record).__name__}")
+    ticket_id = _ticket_id(record, mapping.id_field)
+    if mapping.text_field not in record or record[mapping.text_field] is None:
+        raise InvalidRecord("missing_text", f"the record has no {mapping.text_field!r} field")
+    text = record[mapping.text_field]
+    if not isinstance(text, str):
+        raise InvalidRecord("invalid_text",
+                            f"{mapping.text_field!r} must be a string, not {type(text).__name__}")
+    if not text.strip():
+        raise InvalidRecord("empty_text", f"{mapping.text_field!r} is empty")
+    if len(text) > mapping.max_input_chars:
+        raise InvalidRecord(
+            "text_too_long", f"{mapping.text_field!r} has {len(text)} characters, more than "
+            f"--max_input_chars={mapping.max_input_chars}")
+    subject = record.get(mapping.subject_field)
+    subject = "" if subject is None else str(subject).strip()
+    return Ticket(id=ticket_id, subject=subject, body=text.strip(), fields=record,
+                  source=raw.source, line=raw.line)
+
+
+def _id_hint(raw: RawRecord, mapping: FieldMapping) -> Optional[str]:
+    """Best-effort id for a dead letter of a record that did not validate."""
+    value = raw.value
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            return None
+    if isinstance(value, dict):
+        found = value.get(mapping.id_field)
+        if isinstance(found, (str, int)) and not isinstance(found, bool):
+            return str(found)
+    return None
+
+
+class _ParseFn(beam.DoFn):
+    def __init__(self, mapping: FieldMapping):
+        self._mapping = mapping
+
+    def setup(self):
+        self._metrics = TicketflowMetrics()
+
+    def process(self, raw: RawRecord):
+        try:
+            yield parse_ticket(raw, self._mapping)
+        except InvalidRecord as exc:
+            self._metrics.inc("parse_errors")
+            self._metrics.inc("dead_lettered")
+            raw_text = raw.value if isinstance(raw.value, str) else json.dumps(raw.value)
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, DeadLetter(
+                id=_id_hint(raw, self._mapping), stage=STAGE_PARSE, reason=exc.reason,
+                error_class="InvalidRecord", message=exc.message, raw=truncate_raw(raw_text),
+                source=raw.source, line=raw.line))
+
+
+class _KeepFirstFn(beam.DoFn):
+    """Keeps the first ticket of an id (by file, then line); the rest are ``duplicate_id``."""
+
+    def setup(self):
+        self._metrics = TicketflowMetrics()
+
+    def process(self, element):
+        ticket_id, tickets = element
+        tickets = sorted(tickets, key=lambda t: (t.source or "", t.line or 0))
+        first = tickets[0]
+        yield first
+        for dup in tickets[1:]:
+            self._metrics.inc("duplicates")
+            self._metrics.inc("dead_lettered")
+            where = f"{first.source}:{first.line}" if first.source else "an earlier record"
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, DeadLetter(
+                id=ticket_id, stage=STAGE_PARSE, reason="duplicate_id",
+                error_class="DuplicateId", message=f"id {ticket_id!r} already seen at {where}",
+                ticket=dup.fields, source=dup.source, line=dup.line))
+
+
+class ValidateTickets(beam.PTransform):
+    """Parses and validates raw records and drops duplicate ids.
+
+    Output: a dict of PCollections, ``tickets`` and ``dead_letter``.
+
+    Args:
+      mapping: Field names and the size limit.
+      dedupe: Whether duplicate ids become dead letters (one shuffle by id).
+    """
+
+    def __init__(self, mapping: FieldMapping, dedupe: bool = True):
+        super().__init__()
+        self._mapping = mapping
+        self._dedupe = dedupe
+
+    def expand(self, raw):
+        parsed = raw | "ParseTickets" >> beam.ParDo(_ParseFn(self._mapping)).with_outputs(
+            DEAD_LETTER_TAG, main="tickets")
+        if not self._dedupe:
+            return {"tickets": parsed.tickets, DEAD_LETTER_TAG: parsed[DEAD_LETTER_TAG]}
+        deduped = (
+            parsed.tickets
+            | "KeyById" >> beam.Map(lambda t: (t.id, t))
+            | "GroupById" >> beam.GroupByKey()
+            | "KeepFirstOfEachId" >> beam.ParDo(_KeepFirstFn()).with_outputs(
+                DEAD_LETTER_TAG, main="tickets"))
+        dead = ((parsed[DEAD_LETTER_TAG], deduped[DEAD_LETTER_TAG])
+                | "MergeParseDeadLetters" >> beam.Flatten())
+        return {"tickets": deduped.tickets, DEAD_LETTER_TAG: dead}
