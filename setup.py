@@ -18,7 +18,7 @@ setuptools.setup(
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*",
                                                "simulator", "simulator.*", "benchmarks", "benchmarks.*"]),
-    package_data={"pipeline": ["pricing.json"]},
+    package_data={"transforms": ["pricing.json"]},
     install_requires=[
         f"apache-beam[gcp]=={BEAM_VERSION}",
         "openai>=2.0",

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import time
+import uuid
 from typing import Optional
 
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
@@ -17,6 +19,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
 from pipeline.options import TicketflowOptions
 from transforms.batch import BatchConfig
 from transforms.llm import DEFAULT_SYSTEM_PROMPT, LlmConfig
+from transforms.pricing import PricingError, load_pricing
 from transforms.retry import RetryPolicy
 from transforms.validate import FieldMapping
 
@@ -44,6 +47,14 @@ class JobConfig:
     requests_per_minute: float
     tokens_per_minute: float
     log_level: str
+    run_id: str = ""
+    resume: bool = False
+    replay: bool = False
+    estimate: bool = False
+    expected_completion_tokens: Optional[int] = None
+    max_cost_usd: Optional[float] = None
+    price_known: bool = True
+    pricing_file: Optional[str] = None
 
 def worker_processes(options: PipelineOptions) -> int:
     """How many worker processes the runner may run at once (each takes a share of the limits).
@@ -125,9 +136,19 @@ def from_options(options: PipelineOptions) -> JobConfig:
             f"process(es) {o.tokens_per_minute * share:.0f} tokens/min, less than one request's "
             f"--max_tokens={o.max_tokens}: raise the limit or lower --max_tokens.")
 
+    _positive("max_cost_usd", o.max_cost_usd)
+    _positive("expected_completion_tokens", o.expected_completion_tokens, allow_zero=True)
+    if o.resume and o.overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other: --resume keeps "
+                          "earlier results, --overwrite deletes them. Pass one.")
+    try:
+        price, price_known = load_pricing(o.pricing_file).lookup(o.model)
+    except PricingError as exc:
+        raise ConfigError(f"--pricing_file: {exc}") from None
+
     base_url = o.base_url
     public_key = None
-    if o.simulate:
+    if o.simulate or o.estimate:
         public_key = SIMULATOR_PUBLIC_KEY
     elif not os.environ.get(o.api_key_env):
         if base_url:
@@ -156,6 +177,9 @@ def from_options(options: PipelineOptions) -> JobConfig:
                           max_backoff_secs=o.max_backoff_secs,
                           max_retry_after_secs=o.max_retry_after_secs),
         dispatch=o.dispatch,
+        response_store=o.response_store.rstrip("/") if o.response_store else None,
+        price=price,
+        max_cost_usd=o.max_cost_usd * share if o.max_cost_usd is not None else None,
     )
     return JobConfig(
         input=o.input,
@@ -175,7 +199,20 @@ def from_options(options: PipelineOptions) -> JobConfig:
         requests_per_minute=o.requests_per_minute,
         tokens_per_minute=o.tokens_per_minute,
         log_level=o.log_level,
+        run_id=new_run_id(),
+        resume=o.resume,
+        replay=o.replay,
+        estimate=o.estimate,
+        expected_completion_tokens=o.expected_completion_tokens,
+        max_cost_usd=o.max_cost_usd,
+        price_known=price_known,
+        pricing_file=o.pricing_file,
     )
+
+
+def new_run_id() -> str:
+    """A sortable, unique id for one run: its result and dead-letter shards carry it."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 def with_base_url(config: JobConfig, base_url: str) -> JobConfig:
     """The same configuration pointed at another endpoint (used by --simulate)."""

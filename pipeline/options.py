@@ -82,6 +82,30 @@ class TicketflowOptions(PipelineOptions):
                             help="continuous: keep max_concurrency in flight; barrier: finish "
                             "each batch before the next (a baseline for benchmarks).")
 
+        money = parser.add_argument_group("pay once, resume, cost")
+        money.add_argument("--response_store", default=None,
+                           help="Directory (local or gs://) keeping every paid response by "
+                           "request; looked up before each call, so nothing is paid twice "
+                           "across bundle retries, crashes and reruns.")
+        money.add_argument("--resume", default=False, action="store_true",
+                           help="Skip ticket ids already in results under --output; new "
+                           "results go to new shards of this run.")
+        money.add_argument("--replay", default=False, action="store_true",
+                           help="--input is dead-letter files: re-run the tickets whose reason "
+                           "is retryable, budget_exhausted or interrupted; skip the others.")
+        money.add_argument("--pricing_file", default=None,
+                           help="JSON prices per model (USD per 1M input, cached input and "
+                           "output tokens); default: the shipped transforms/pricing.json.")
+        money.add_argument("--max_cost_usd", type=float, default=None,
+                           help="Budget for the run: once reached no request is sent and the "
+                           "rest become budget_exhausted dead letters (replayable).")
+        money.add_argument("--estimate", default=False, action="store_true",
+                           help="Read and validate the input, print tickets, tokens, projected "
+                           "cost and duration, and exit without calling the provider.")
+        money.add_argument("--expected_completion_tokens", type=int, default=None,
+                           help="Average completion tokens assumed by --estimate "
+                           "(default: 60%% of --max_tokens).")
+
         run = parser.add_argument_group("run")
         run.add_argument("--simulate", default=False, action="store_true",
                          help="Start the bundled provider simulator in-process and use it "

@@ -27,7 +27,10 @@ from transforms import metrics as metrics_lib
 from transforms import sinks
 from transforms.batch import BatchTickets
 from transforms.llm import CallModel
+from transforms import estimate as estimate_lib
 from transforms.read import ReadTickets
+from transforms.pricing import load_pricing
+from transforms.resume import ReadDoneIds
 from transforms.validate import ValidateTickets
 
 _LOG = logging.getLogger("ticketflow")
@@ -44,14 +47,27 @@ def build(p: beam.Pipeline, config: config_lib.JobConfig) -> Dict[str, beam.PCol
       The ``results`` and ``dead_letters`` PCollections (before writing), for tests.
     """
     raw = p | "ReadTickets" >> ReadTickets(config.input, config.input_format)
-    checked = raw | "ValidateTickets" >> ValidateTickets(config.fields)
+    done_ids = p | "ReadDoneIds" >> ReadDoneIds(config.output) if config.resume else None
+    checked = raw | "ValidateTickets" >> ValidateTickets(config.fields, done_ids=done_ids,
+                                                         replay=config.replay)
     batches = checked["tickets"] | "BatchTickets" >> BatchTickets(config.batch)
     called = batches | "CallModel" >> CallModel(config.llm)
     dead_letters = ((checked["dead_letter"], called["dead_letter"])
                     | "AllDeadLetters" >> beam.Flatten())
-    called["results"] | "WriteResults" >> sinks.WriteResults(config.output, config.output_format)
-    dead_letters | "WriteDeadLetters" >> sinks.WriteDeadLetters(config.output)
+    called["results"] | "WriteResults" >> sinks.WriteResults(
+        config.output, config.output_format, basename=results_basename(config))
+    dead_letters | "WriteDeadLetters" >> sinks.WriteDeadLetters(
+        config.output, basename=dead_letter_basename(config))
     return {"results": called["results"], "dead_letters": dead_letters}
+
+
+def results_basename(config: config_lib.JobConfig) -> str:
+    """Each run writes its own shards, so a resumed run never overwrites an earlier one."""
+    return f"{sinks.RESULTS_BASENAME}-{config.run_id}"
+
+
+def dead_letter_basename(config: config_lib.JobConfig) -> str:
+    return f"{sinks.DEAD_LETTER_BASENAME}-{config.run_id}"
 
 
 class UsageError(Exception):
@@ -75,11 +91,12 @@ def preflight(config: config_lib.JobConfig) -> None:
             raise UsageError(f"--input {pattern!r} matches no file: check the path or glob "
                              "(quote globs so the shell does not expand them).")
     existing = sinks.existing_outputs(config.output)
-    if existing:
+    if existing and not config.resume:
         if not config.overwrite:
             raise UsageError(
                 f"--output {config.output!r} already holds {len(existing)} output file(s) of an "
-                "earlier run: choose another --output or pass --overwrite to replace them.")
+                "earlier run: pass --resume to continue it (skipping answered tickets), "
+                "--overwrite to replace it, or choose another --output.")
         FileSystems.delete(existing)
 
 
@@ -98,17 +115,24 @@ def _start_simulator(flags: str):
 def summarize(result, config: config_lib.JobConfig, wall_secs: float) -> dict:
     """The run's summary from its metrics and from the files it wrote."""
     counts = metrics_lib.summarize(result.metrics())
-    written_results = sinks.count_records(config.output, sinks.RESULTS_BASENAME)
-    written_dead = sinks.count_records(config.output, sinks.DEAD_LETTER_BASENAME)
+    written_results = sinks.count_records(config.output, results_basename(config))
+    written_dead = sinks.count_records(config.output, dead_letter_basename(config))
     read = int(counts["tickets_read"])
     succeeded = int(counts["succeeded"])
     dead = int(counts["dead_lettered"])
-    balanced = (read == succeeded + dead and written_results == succeeded
-                and written_dead == dead)
+    already_done = int(counts["already_done"])
+    replay_skipped = int(counts["replay_skipped"])
+    balanced = (read == succeeded + dead + already_done + replay_skipped
+                and written_results == succeeded and written_dead == dead)
     summary = {
+        "run_id": config.run_id,
         "read": read,
         "succeeded": succeeded,
         "dead_lettered": dead,
+        "already_done": already_done,
+        "replay_skipped": replay_skipped,
+        "cache_hits": int(counts["cache_hits"]),
+        "cost_usd": round(counts["cost_nano_usd"] / 1e9, 6),
         "parse_errors": int(counts["parse_errors"]),
         "duplicates": int(counts["duplicates"]),
         "requests": int(counts["requests"]),
@@ -139,22 +163,43 @@ def format_summary(summary: dict) -> str:
         ("succeeded", summary["succeeded"]),
         ("dead lettered", f"{summary['dead_lettered']} (parse {summary['parse_errors']}, "
                           f"duplicates {summary['duplicates']})"),
+        ("skipped", f"{summary['already_done']} already done (--resume), "
+                    f"{summary['replay_skipped']} not replayable (--replay)"),
+        ("cost", f"${summary['cost_usd']:.6f} ({summary['cache_hits']} answered from the "
+                 "response store, free)"),
         ("requests", f"{summary['requests']} (retries {summary['retries']}, rate limited "
                      f"{summary['rate_limited']}, server errors {summary['server_errors']}, "
                      f"timeouts {summary['timeouts']})"),
         ("tokens", f"{summary['prompt_tokens']} prompt + {summary['completion_tokens']} completion"),
         ("throttled", f"{summary['throttled_secs']} s"),
         ("wall time", f"{summary['wall_secs']} s ({summary['tickets_per_sec']} tickets/s)"),
-        ("ledger", "balanced: read == succeeded + dead lettered, and matches the files"
+        ("ledger", "balanced: read == succeeded + dead lettered + skipped, and matches the files"
          if summary["ledger_balanced"] else
          f"NOT BALANCED: read {summary['read']} != succeeded {summary['succeeded']} + dead "
-         f"lettered {summary['dead_lettered']} (files: {summary['written_results']} results, "
-         f"{summary['written_dead_letters']} dead letters)"),
+         f"lettered {summary['dead_lettered']} + skipped "
+         f"{summary['already_done'] + summary['replay_skipped']} (files: "
+         f"{summary['written_results']} results, {summary['written_dead_letters']} dead letters)"),
     ]
     width = max(len(name) for name, _ in rows)
     lines = ["ticketflow summary"] + [f"  {name.ljust(width)}  {value}" for name, value in rows]
     lines.append(f"  {'output'.ljust(width)}  {summary['output']}")
     return "\n".join(lines)
+
+
+def _estimate(config: config_lib.JobConfig) -> int:
+    """--estimate: read and validate the input, project tokens, cost and duration; no calls."""
+    for pattern in [p.strip() for p in config.input.split(",") if p.strip()]:
+        if not FileSystems.match([pattern])[0].metadata_list:
+            raise UsageError(f"--input {pattern!r} matches no file: check the path or glob.")
+    report = estimate_lib.estimate(estimate_lib.EstimateInputs(
+        pattern=config.input, input_format=config.input_format, fields=config.fields,
+        system_prompt=config.llm.system_prompt, model=config.llm.model,
+        max_tokens=config.llm.max_tokens, pricing=load_pricing(config.pricing_file),
+        expected_completion_tokens=config.expected_completion_tokens,
+        requests_per_minute=config.requests_per_minute,
+        tokens_per_minute=config.tokens_per_minute))
+    print(estimate_lib.format_estimate(report))
+    return EXIT_OK
 
 
 def _configure_logging(level: str) -> None:
@@ -190,10 +235,15 @@ def run(argv: Optional[List[str]] = None) -> int:
     _configure_logging(ours.log_level or "INFO")
     try:
         config = config_lib.from_options(options)
+        if config.estimate:
+            return _estimate(config)
         preflight(config)
     except (config_lib.ConfigError, UsageError) as exc:
         print(f"ticketflow: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if not config.price_known:
+        _LOG.warning("no price for model %r in %s: costs are counted as $0 (add it with "
+                     "--pricing_file)", config.llm.model, config.pricing_file or "pricing.json")
 
     sim = None
     try:
@@ -224,8 +274,10 @@ def run(argv: Optional[List[str]] = None) -> int:
         summary = summarize(result, config, wall)
         if sim is not None:
             summary["simulator"] = {k: v for k, v in sim.stats().items() if k != "per_second"}
-        with FileSystems.create(sinks.join_path(config.output, "summary.json")) as handle:
-            handle.write(json.dumps(summary, indent=2, default=str).encode("utf-8"))
+        blob = json.dumps(summary, indent=2, default=str).encode("utf-8")
+        for name in ("summary.json", f"summary-{config.run_id}.json"):
+            with FileSystems.create(sinks.join_path(config.output, name)) as handle:
+                handle.write(blob)
         print(format_summary(summary))
         return EXIT_OK if summary["ledger_balanced"] else EXIT_FAILED
     finally:

@@ -439,6 +439,11 @@ class Simulator:
                       "total_tokens": n_prompt + n_completion},
             "system_fingerprint": "fp_simulator",
         }
+        if request.transport is None or request.transport.is_closing():
+            # The client went away while the answer was generated (e.g. its process was killed):
+            # like a provider that stops generating for a closed connection, this is no
+            # completion, so tests can count exactly what a client received (status 499).
+            return web.Response(status=_STATUS_CANCELLED)
         outcome[:3] = [200, n_prompt, n_completion]
         return web.Response(body=_dumps(body), headers=self._headers())
 

@@ -114,6 +114,16 @@ class ContentFiltered(PermanentError):
     reason = "content_filter"
 
 
+class BudgetExhausted(PermanentError):
+    """--max_cost_usd is reached: no further request is sent (replayable with a larger budget)."""
+    reason = "budget_exhausted"
+
+
+class Interrupted(PermanentError):
+    """The run is stopping: the ticket was not sent (replayable)."""
+    reason = "interrupted"
+
+
 class BadRequest(PermanentError):
     reason = "bad_request"
 

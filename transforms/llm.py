@@ -39,9 +39,11 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import errors
 from transforms.metrics import TicketflowMetrics
+from transforms.pricing import Price
 from transforms.ratelimit import AdaptiveRateLimiter
 from transforms.records import STAGE_LLM, DeadLetter, Result, Ticket
 from transforms.retry import RetryPolicy
+from transforms.store import ResponseStore, request_key
 
 _LOG = logging.getLogger(__name__)
 
@@ -77,6 +79,9 @@ class LlmConfig:
     retry: RetryPolicy = RetryPolicy()
     dispatch: str = DISPATCH_CONTINUOUS
     seed: Optional[int] = None
+    response_store: Optional[str] = None
+    price: Price = Price()
+    max_cost_usd: Optional[float] = None
 
     def fingerprint(self) -> str:
         """Identifies engines that may be shared: same config → same engine in a process."""
@@ -158,6 +163,10 @@ class LlmEngine:
         self.users = 0
         self.closed = False
         self._idle_handle = None
+        self._store = ResponseStore(config.response_store) if config.response_store else None
+        self._inflight: Dict[str, "asyncio.Future"] = {}
+        self._spent = 0.0
+        self._reserved = 0.0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ticketflow-llm",
                                         daemon=True)
@@ -207,12 +216,69 @@ class LlmEngine:
         """Schedules one ticket; the future resolves to a Result or a DeadLetter, never raises."""
         return asyncio.run_coroutine_threadsafe(self._handle(ticket), self._loop)
 
+    def _request(self, messages) -> Dict[str, Any]:
+        """The request's parameters (without transport settings such as the timeout)."""
+        c = self.config
+        request: Dict[str, Any] = {"model": c.model, "messages": messages,
+                                   "max_tokens": c.max_tokens}
+        if c.temperature is not None:
+            request["temperature"] = c.temperature
+        return request
+
     async def _handle(self, ticket: Ticket):
+        request = self._request(render_messages(ticket, self.config.system_prompt))
+        if self._store is None:
+            return await self._call(ticket, request)
+        key = request_key(request)
+        stored = await asyncio.to_thread(self._store.get, key)
+        if stored is not None:
+            return self._from_store(ticket, stored)
+        waiting = self._inflight.get(key)
+        if waiting is not None:
+            # An identical request is in flight: share its answer rather than pay twice.
+            shared = await asyncio.shield(waiting)
+            if shared is not None:
+                return self._from_store(ticket, shared)
+            return await self._call(ticket, request)
+        future = self._loop.create_future()
+        self._inflight[key] = future
+        stored = None
+        try:
+            record = await self._call(ticket, request)
+            if isinstance(record, Result):
+                stored = {"content": record.response, "model": record.model,
+                          "finish_reason": record.finish_reason,
+                          "prompt_tokens": record.prompt_tokens,
+                          "completion_tokens": record.completion_tokens,
+                          "cost_usd": record.cost_usd, "request_id": record.request_id,
+                          "stored_at": self._wall()}
+                try:
+                    await asyncio.to_thread(self._store.put, key, stored)
+                except Exception as exc:  # noqa: BLE001 - the answer is still returned and written
+                    _LOG.warning("response store: could not store a response (%s: %s)",
+                                 type(exc).__name__, errors.redact(str(exc), self._secrets))
+            return record
+        finally:
+            del self._inflight[key]
+            future.set_result(stored)
+
+    def _from_store(self, ticket: Ticket, stored: Dict[str, Any]) -> Result:
+        """A result answered from the store: no request, no cost."""
+        now = self._wall()
+        return Result(
+            id=ticket.id, response=stored.get("content") or "",
+            model=stored.get("model") or self.config.model,
+            finish_reason=stored.get("finish_reason"),
+            prompt_tokens=int(stored.get("prompt_tokens") or 0),
+            completion_tokens=int(stored.get("completion_tokens") or 0),
+            latency_ms=0.0, attempts=0, started_at=now, finished_at=now, ticket=ticket.fields,
+            request_id=stored.get("request_id"), cost_usd=0.0, cached=True)
+
+    async def _call(self, ticket: Ticket, request: Dict[str, Any]):
         c = self.config
         trace = _TicketTrace()
         started = self._wall()
         deadline = self._clock() + c.max_ticket_secs
-        messages = render_messages(ticket, c.system_prompt)
 
         def before_sleep(state) -> None:
             trace.retries += 1
@@ -228,7 +294,7 @@ class LlmEngine:
         try:
             async for attempt in retrying:
                 with attempt:
-                    completion, request_id = await self._attempt(messages, trace, deadline)
+                    completion, request_id, cost = await self._attempt(request, trace, deadline)
         except errors.ProviderError as exc:
             return self._dead_letter(ticket, trace, exc)
         except Exception as exc:  # noqa: BLE001 - a bad item never raises out of the DoFn
@@ -245,56 +311,86 @@ class LlmEngine:
             completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
             latency_ms=trace.latency_ms, attempts=trace.attempts, started_at=started,
             finished_at=self._wall(), ticket=ticket.fields, request_id=request_id,
-            retries=trace.retries, rate_limited=trace.rate_limited,
+            cost_usd=cost, retries=trace.retries, rate_limited=trace.rate_limited,
             server_errors=trace.server_errors, timeouts=trace.timeouts,
             throttled_secs=trace.throttled)
 
-    async def _attempt(self, messages, trace: _TicketTrace, deadline: float):
+    def _reserve_budget(self, cost: float) -> None:
+        """Reserves the most a request may cost, or refuses it when the budget would be passed.
+
+        Reserving the upper bound (prompt estimate + max_tokens) before sending means the spend
+        never passes --max_cost_usd, however many requests are in flight.
+        """
+        budget = self.config.max_cost_usd
+        if budget is None:
+            return
+        if self._spent + self._reserved + cost > budget:
+            raise errors.BudgetExhausted(
+                f"--max_cost_usd budget of this worker (${budget:.6f}) reached: "
+                f"${self._spent:.6f} spent, ${self._reserved:.6f} in flight")
+        self._reserved += cost
+
+    async def _attempt(self, request: Dict[str, Any], trace: _TicketTrace, deadline: float):
         c = self.config
+        messages = request["messages"]
         async with self._semaphore:
             prompt_estimate = estimate_prompt_tokens(messages, self._chars_per_token)
-            trace.throttled += await self._limiter.acquire(prompt_estimate + c.max_tokens)
-            timeout = min(c.request_timeout_secs, deadline - self._clock())
-            if timeout <= 0:
-                raise errors.RequestTimeout("per-ticket deadline reached before the request")
-            trace.attempts += 1
-            now = self._wall()
-            trace.first_at = trace.first_at or now
-            trace.last_at = now
-            kwargs: Dict[str, Any] = {"model": c.model, "messages": messages,
-                                      "max_tokens": c.max_tokens, "timeout": timeout}
-            if c.temperature is not None:
-                kwargs["temperature"] = c.temperature
-            sent = self._clock()
+            reserved = c.price.cost(prompt_estimate, c.max_tokens)
+            self._reserve_budget(reserved)
             try:
-                raw = await self._client.chat.completions.with_raw_response.create(**kwargs)
-                completion = raw.parse()
-                if not completion.choices or completion.choices[0].message is None:
-                    raise ValueError("response has no choices")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - mapped to our typed errors right here
-                err = errors.from_openai(exc, self._secrets)
-                if isinstance(err, errors.RateLimited):
-                    trace.rate_limited += 1
-                    self._limiter.on_rate_limited(err.retry_after)
-                elif isinstance(err, errors.ServerError):
-                    trace.server_errors += 1
-                elif isinstance(err, errors.RequestTimeout):
-                    trace.timeouts += 1
-                raise err from None
-            trace.latency_ms = (self._clock() - sent) * 1000.0
-            self._limiter.observe_headers(raw.headers)
-            self._limiter.on_success()
-            usage = completion.usage
-            if usage is not None and usage.prompt_tokens:
-                # The provider charges prompt + max_tokens at admission; correct only the prompt
-                # part of our estimate, and learn the chars-per-token ratio for the next ones.
-                self._limiter.correct(prompt_estimate - usage.prompt_tokens)
-                chars = sum(len(m["content"]) for m in messages)
-                ratio = chars / max(1, usage.prompt_tokens - 3 * len(messages) - 3)
-                self._chars_per_token = 0.9 * self._chars_per_token + 0.1 * max(1.0, ratio)
-            return completion, raw.headers.get("x-request-id")
+                return await self._send(request, trace, deadline, prompt_estimate)
+            finally:
+                if c.max_cost_usd is not None:
+                    self._reserved -= reserved
+
+    async def _send(self, request, trace: _TicketTrace, deadline: float, prompt_estimate: int):
+        c = self.config
+        messages = request["messages"]
+        trace.throttled += await self._limiter.acquire(prompt_estimate + c.max_tokens)
+        timeout = min(c.request_timeout_secs, deadline - self._clock())
+        if timeout <= 0:
+            raise errors.RequestTimeout("per-ticket deadline reached before the request")
+        trace.attempts += 1
+        now = self._wall()
+        trace.first_at = trace.first_at or now
+        trace.last_at = now
+        sent = self._clock()
+        try:
+            raw = await self._client.chat.completions.with_raw_response.create(
+                **request, timeout=timeout)
+            completion = raw.parse()
+            if not completion.choices or completion.choices[0].message is None:
+                raise ValueError("response has no choices")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped to our typed errors right here
+            err = errors.from_openai(exc, self._secrets)
+            if isinstance(err, errors.RateLimited):
+                trace.rate_limited += 1
+                self._limiter.on_rate_limited(err.retry_after)
+            elif isinstance(err, errors.ServerError):
+                trace.server_errors += 1
+            elif isinstance(err, errors.RequestTimeout):
+                trace.timeouts += 1
+            raise err from None
+        trace.latency_ms = (self._clock() - sent) * 1000.0
+        self._limiter.observe_headers(raw.headers)
+        self._limiter.on_success()
+        usage = completion.usage
+        cost = 0.0
+        if usage is not None:
+            details = getattr(usage, "prompt_tokens_details", None)
+            cached = getattr(details, "cached_tokens", 0) or 0
+            cost = c.price.cost(usage.prompt_tokens or 0, usage.completion_tokens or 0, cached)
+            self._spent += cost
+        if usage is not None and usage.prompt_tokens:
+            # The provider charges prompt + max_tokens at admission; correct only the prompt
+            # part of our estimate, and learn the chars-per-token ratio for the next ones.
+            self._limiter.correct(prompt_estimate - usage.prompt_tokens)
+            chars = sum(len(m["content"]) for m in messages)
+            ratio = chars / max(1, usage.prompt_tokens - 3 * len(messages) - 3)
+            self._chars_per_token = 0.9 * self._chars_per_token + 0.1 * max(1.0, ratio)
+        return completion, raw.headers.get("x-request-id"), cost
 
     def _dead_letter(self, ticket: Ticket, trace: _TicketTrace, exc: errors.ProviderError):
         c = self.config

@@ -6,7 +6,8 @@ summary with :func:`summarize`.
 
 Counters: ``tickets_read``, ``parse_errors``, ``duplicates``, ``requests``, ``succeeded``,
 ``dead_lettered``, ``retries``, ``rate_limited``, ``server_errors``, ``timeouts``, ``prompt_tokens``,
-``completion_tokens``, ``throttled_ms`` and Dataflow's ``cumulativeThrottlingSeconds``.
+``completion_tokens``, ``throttled_ms``, ``cache_hits``, ``cost_nano_usd``, ``already_done``,
+``replay_skipped`` and Dataflow's ``cumulativeThrottlingSeconds``.
 Distributions: ``latency_ms`` and ``attempts``.
 """
 
@@ -25,7 +26,7 @@ NAMESPACE = "ticketflow"
 COUNTERS = (
     "tickets_read", "parse_errors", "duplicates", "requests", "succeeded", "dead_lettered",
     "retries", "rate_limited", "server_errors", "timeouts", "prompt_tokens", "completion_tokens",
-    "throttled_ms",
+    "throttled_ms", "cache_hits", "cost_nano_usd", "already_done", "replay_skipped",
 )
 DISTRIBUTIONS = ("latency_ms", "attempts")
 THROTTLING_COUNTER = "cumulativeThrottlingSeconds"
@@ -66,6 +67,9 @@ class TicketflowMetrics:
     def record_result(self, result: Result) -> None:
         self._calls(result)
         self.inc("succeeded")
+        if result.cached:
+            self.inc("cache_hits")
+        self.inc("cost_nano_usd", int(round(result.cost_usd * 1e9)))
         self.inc("prompt_tokens", result.prompt_tokens)
         self.inc("completion_tokens", result.completion_tokens)
         self.distributions["latency_ms"].update(int(result.latency_ms))

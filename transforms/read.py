@@ -16,7 +16,7 @@ import base64
 import datetime
 import decimal
 import math
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, Iterator, NamedTuple, Optional, Union
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -86,6 +86,42 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
+def iter_jsonl(handle, path: str) -> Iterator[RawRecord]:
+    """RawRecords of a JSONL stream (binary), skipping blank lines."""
+    for number, line in enumerate(handle, start=1):
+        line = line.rstrip(b"\r\n")
+        if not line.strip():
+            continue
+        try:
+            yield RawRecord(path, number, line.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            yield RawRecord(path, number, line.decode("utf-8", errors="replace"),
+                            f"not UTF-8 at byte {exc.start}")
+
+
+def iter_parquet(handle, path: str) -> Iterator[RawRecord]:
+    """RawRecords of a Parquet file (a seekable binary stream), one per row."""
+    import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+
+    number = 0
+    for batch in pq.ParquetFile(handle).iter_batches(batch_size=4096):
+        for row in batch.to_pylist():
+            number += 1
+            yield RawRecord(path, number, json_safe(row))
+
+
+def iter_file(path: str, input_format: str = FORMAT_AUTO) -> Iterator[RawRecord]:
+    """Reads one file outside a pipeline (e.g. for ``--estimate``), local or gs://."""
+    from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
+
+    if format_of(path, input_format) == FORMAT_PARQUET:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            yield from iter_parquet(handle, path)
+    else:
+        with FileSystems.open(path) as handle:
+            yield from iter_jsonl(handle, path)
+
+
 class _ReadFileFn(beam.DoFn):
     """Reads one matched file into RawRecords."""
 
@@ -98,34 +134,17 @@ class _ReadFileFn(beam.DoFn):
     def process(self, readable: fileio.ReadableFile):
         path = readable.metadata.path
         if format_of(path, self._format) == FORMAT_PARQUET:
-            yield from self._parquet(readable, path)
+            with readable.open(compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+                records = iter_parquet(handle, path)
+                yield from self._counted(records)
         else:
-            yield from self._jsonl(readable, path)
+            with readable.open() as handle:
+                yield from self._counted(iter_jsonl(handle, path))
 
-    def _jsonl(self, readable, path):
-        with readable.open() as handle:
-            for number, line in enumerate(handle, start=1):
-                line = line.rstrip(b"\r\n")
-                if not line.strip():
-                    continue
-                self._metrics.inc("tickets_read")
-                try:
-                    yield RawRecord(path, number, line.decode("utf-8"))
-                except UnicodeDecodeError as exc:
-                    yield RawRecord(path, number, line.decode("utf-8", errors="replace"),
-                                    f"not UTF-8 at byte {exc.start}")
-
-    def _parquet(self, readable, path):
-        import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
-
-        with readable.open(compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            parquet = pq.ParquetFile(handle)
-            number = 0
-            for batch in parquet.iter_batches(batch_size=4096):
-                for row in batch.to_pylist():
-                    number += 1
-                    self._metrics.inc("tickets_read")
-                    yield RawRecord(path, number, json_safe(row))
+    def _counted(self, records):
+        for record in records:
+            self._metrics.inc("tickets_read")
+            yield record
 
 
 class ReadTickets(beam.PTransform):

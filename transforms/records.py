@@ -65,6 +65,8 @@ class Result:
     finished_at: float
     ticket: Mapping[str, Any]
     request_id: Optional[str] = None
+    cost_usd: float = 0.0
+    cached: bool = False
     # Bookkeeping for metrics; not written out.
     retries: int = 0
     rate_limited: int = 0
@@ -85,6 +87,8 @@ class Result:
             "started_at": utc_iso(self.started_at),
             "finished_at": utc_iso(self.finished_at),
             "request_id": self.request_id,
+            "cost_usd": round(self.cost_usd, 9),
+            "cached": self.cached,
             "ticket": dict(self.ticket),
         }
 

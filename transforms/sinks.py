@@ -37,6 +37,8 @@ RESULT_SCHEMA = pa.schema([
     ("started_at", pa.string()),
     ("finished_at", pa.string()),
     ("request_id", pa.string()),
+    ("cost_usd", pa.float64()),
+    ("cached", pa.bool_()),
     ("ticket", pa.string()),
 ])
 

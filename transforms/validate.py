@@ -5,7 +5,10 @@ code, and the dead letter keeps the raw input (truncated), the file and the line
 
 Reason codes (stage ``parse``): ``invalid_encoding``, ``invalid_json``, ``not_an_object``,
 ``missing_id``, ``invalid_id``, ``missing_text``, ``invalid_text``, ``empty_text``,
-``text_too_long``, ``duplicate_id``.
+``text_too_long``, ``duplicate_id``; with ``--replay``, ``not_a_dead_letter``.
+
+With ``replay``, the input is dead-letter files: the ``ticket`` of each dead letter whose reason is
+replayable is validated again; the others are skipped and counted (``replay_skipped``).
 
 Example::
 
@@ -26,6 +29,11 @@ from transforms.read import RawRecord
 from transforms.records import STAGE_PARSE, DeadLetter, Ticket, truncate_raw
 
 DEAD_LETTER_TAG = "dead_letter"
+
+# Dead-letter reasons worth another try: transient failures, the budget, an interrupted run.
+REPLAYABLE_REASONS = frozenset({"retries_exhausted", "deadline_exceeded", "budget_exhausted",
+                                "interrupted", "internal_error", "rate_limited", "server_error",
+                                "timeout", "connection_error", "malformed_response"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,15 +123,43 @@ def _id_hint(raw: RawRecord, mapping: FieldMapping) -> Optional[str]:
     return None
 
 
+def unwrap_dead_letter(raw: RawRecord, replayable=REPLAYABLE_REASONS) -> Optional[RawRecord]:
+    """For ``--replay``: the ticket inside a dead-letter line, or None to skip it.
+
+    Raises:
+      InvalidRecord: when the line is not a dead letter at all.
+    """
+    if raw.decode_error:
+        raise InvalidRecord("invalid_encoding", f"line is {raw.decode_error}")
+    try:
+        record = json.loads(raw.value) if isinstance(raw.value, str) else raw.value
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRecord("invalid_json", f"not valid JSON: {exc}") from None
+    if not isinstance(record, dict) or "reason" not in record or "stage" not in record:
+        raise InvalidRecord("not_a_dead_letter",
+                            "--replay reads dead-letter files: this record has no stage/reason")
+    if record["reason"] not in replayable or not isinstance(record.get("ticket"), dict):
+        return None
+    return RawRecord(record.get("source") or raw.source, record.get("line") or raw.line,
+                     record["ticket"])
+
+
 class _ParseFn(beam.DoFn):
-    def __init__(self, mapping: FieldMapping):
+    def __init__(self, mapping: FieldMapping, replay: bool = False):
         self._mapping = mapping
+        self._replay = replay
 
     def setup(self):
         self._metrics = TicketflowMetrics()
 
     def process(self, raw: RawRecord):
         try:
+            if self._replay:
+                unwrapped = unwrap_dead_letter(raw)
+                if unwrapped is None:
+                    self._metrics.inc("replay_skipped")
+                    return
+                raw = unwrapped
             yield parse_ticket(raw, self._mapping)
         except InvalidRecord as exc:
             self._metrics.inc("parse_errors")
@@ -136,13 +172,22 @@ class _ParseFn(beam.DoFn):
 
 
 class _KeepFirstFn(beam.DoFn):
-    """Keeps the first ticket of an id (by file, then line); the rest are ``duplicate_id``."""
+    """Keeps the first ticket of an id (by file, then line); the rest are ``duplicate_id``.
+
+    Ids already answered by an earlier run (``--resume``) are dropped and counted ``already_done``.
+    """
 
     def setup(self):
         self._metrics = TicketflowMetrics()
 
     def process(self, element):
-        ticket_id, tickets = element
+        ticket_id, grouped = element
+        tickets = list(grouped["tickets"])
+        if not tickets:
+            return
+        if any(True for _ in grouped["done"]):
+            self._metrics.inc("already_done", len(tickets))
+            return
         tickets = sorted(tickets, key=lambda t: (t.source or "", t.line or 0))
         first = tickets[0]
         yield first
@@ -164,22 +209,31 @@ class ValidateTickets(beam.PTransform):
     Args:
       mapping: Field names and the size limit.
       dedupe: Whether duplicate ids become dead letters (one shuffle by id).
+      done_ids: Ids answered by earlier runs, dropped as ``already_done`` (needs dedupe).
+      replay: Whether the input is dead-letter files to replay.
     """
 
-    def __init__(self, mapping: FieldMapping, dedupe: bool = True):
+    def __init__(self, mapping: FieldMapping, dedupe: bool = True, done_ids=None,
+                 replay: bool = False):
         super().__init__()
         self._mapping = mapping
         self._dedupe = dedupe
+        self._done_ids = done_ids
+        self._replay = replay
 
     def expand(self, raw):
-        parsed = raw | "ParseTickets" >> beam.ParDo(_ParseFn(self._mapping)).with_outputs(
-            DEAD_LETTER_TAG, main="tickets")
+        parsed = raw | "ParseTickets" >> beam.ParDo(
+            _ParseFn(self._mapping, self._replay)).with_outputs(DEAD_LETTER_TAG, main="tickets")
         if not self._dedupe:
             return {"tickets": parsed.tickets, DEAD_LETTER_TAG: parsed[DEAD_LETTER_TAG]}
+        keyed = parsed.tickets | "KeyById" >> beam.Map(lambda t: (t.id, t))
+        done = self._done_ids
+        if done is None:
+            done = raw.pipeline | "NoDoneIds" >> beam.Create([])
+        done_keyed = done | "KeyDoneIds" >> beam.Map(lambda i: (i, True))
         deduped = (
-            parsed.tickets
-            | "KeyById" >> beam.Map(lambda t: (t.id, t))
-            | "GroupById" >> beam.GroupByKey()
+            {"tickets": keyed, "done": done_keyed}
+            | "GroupById" >> beam.CoGroupByKey()
             | "KeepFirstOfEachId" >> beam.ParDo(_KeepFirstFn()).with_outputs(
                 DEAD_LETTER_TAG, main="tickets"))
         dead = ((parsed[DEAD_LETTER_TAG], deduped[DEAD_LETTER_TAG])
