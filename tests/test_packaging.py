@@ -40,10 +40,8 @@ def _data_files(package: str) -> set:
 def dist(tmp_path_factory) -> Path:
     pytest.importorskip("build", reason="pip install build (test extra)")
     out = tmp_path_factory.mktemp("dist")
-    # --no-isolation: build with this venv's setuptools instead of downloading a fresh one;
-    # --skip-dependency-check: setuptools >= 70.1 builds wheels without the `wheel` package.
+    # --no-isolation: build with this venv's setuptools and wheel instead of downloading them.
     proc = subprocess.run([sys.executable, "-m", "build", "--sdist", "--wheel", "--no-isolation",
-                           "--skip-dependency-check",
                            "--outdir", str(out), str(REPO)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
