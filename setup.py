@@ -32,6 +32,9 @@ setuptools.setup(
             "pytest>=8",
             "pytest-timeout>=2.2",
             "jsonschema>=4.20",
+            "gcp-storage-emulator>=2026.7",
+            "build>=1.2",
+            "wheel>=0.43",
         ],
     },
 )

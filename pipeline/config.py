@@ -17,6 +17,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
                                                   StandardOptions, WorkerOptions)
 
 from pipeline.options import TicketflowOptions
+from transforms import secrets
 from transforms.batch import BatchConfig
 from transforms.llm import DEFAULT_SYSTEM_PROMPT, LlmConfig
 from transforms.pricing import PricingError, load_pricing
@@ -150,6 +151,11 @@ def from_options(options: PipelineOptions) -> JobConfig:
     public_key = None
     if o.simulate or o.estimate:
         public_key = SIMULATOR_PUBLIC_KEY
+    elif o.api_key_secret:
+        try:
+            secrets.parse_secret_version(o.api_key_secret)
+        except secrets.SecretError as exc:
+            raise ConfigError(f"--api_key_secret: {exc}") from None
     elif not os.environ.get(o.api_key_env):
         if base_url:
             # A local OpenAI-compatible server (vLLM, Ollama, ...) often needs no key.
@@ -157,7 +163,7 @@ def from_options(options: PipelineOptions) -> JobConfig:
         else:
             raise ConfigError(
                 f"no API key: set the environment variable {o.api_key_env} (or name another "
-                "with --api_key_env), point --base_url at a provider that needs none, or pass "
+                "with --api_key_env, or use --api_key_secret), point --base_url at a provider that needs none, or pass "
                 "--simulate to use the bundled simulator.")
 
     llm = LlmConfig(
@@ -165,6 +171,7 @@ def from_options(options: PipelineOptions) -> JobConfig:
         model=o.model,
         api_key_env=o.api_key_env,
         public_api_key=public_key,
+        api_key_secret=None if public_key else o.api_key_secret,
         system_prompt=_read_system_prompt(o.system_prompt),
         temperature=o.temperature,
         max_tokens=o.max_tokens,

@@ -6,7 +6,24 @@ untouched. ``templates/metadata.json`` mirrors these flags and a test keeps the 
 
 from __future__ import annotations
 
+import argparse
+
 from apache_beam.options.pipeline_options import PipelineOptions
+
+
+def _bool_flag(value: str) -> bool:
+    """Parses ``--flag=true|false`` (Flex Template launchers pass booleans with a value)."""
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _switch(group, name: str, help_text: str) -> None:
+    """A boolean flag usable as ``--name``, ``--name=true`` and ``--name=false``."""
+    group.add_argument(name, type=_bool_flag, nargs="?", const=True, default=False, help=help_text)
 
 
 class TicketflowOptions(PipelineOptions):
@@ -23,9 +40,9 @@ class TicketflowOptions(PipelineOptions):
                         help="Input format; auto decides by file extension (.parquet or JSONL).")
         io.add_argument("--output_format", default="jsonl", choices=("jsonl", "parquet"),
                         help="Format of the results files. Dead letters are always JSONL.")
-        io.add_argument("--overwrite", default=False, action="store_true",
-                        help="Delete earlier results-*/dead_letter-*/summary.json under --output "
-                        "before running (otherwise such files stop the run).")
+        _switch(io, "--overwrite",
+                "Delete earlier results-*/dead_letter-*/summary.json under --output before "
+                "running (otherwise such files stop the run).")
         io.add_argument("--id_field", default="id", help="Input field holding the ticket id.")
         io.add_argument("--text_field", default="body", help="Input field holding the ticket text.")
         io.add_argument("--subject_field", default="subject",
@@ -49,6 +66,10 @@ class TicketflowOptions(PipelineOptions):
                          help="OpenAI-compatible API base URL (default: OpenAI's).")
         llm.add_argument("--api_key_env", default="OPENAI_API_KEY",
                          help="Name of the environment variable holding the API key.")
+        llm.add_argument("--api_key_secret", default=None,
+                         help="Secret Manager version holding the API key, "
+                         "projects/P/secrets/S/versions/V (V a number or latest); read by each "
+                         "worker in setup() (needs roles/secretmanager.secretAccessor).")
         llm.add_argument("--model", default="gpt-4o-mini", help="Model name.")
         llm.add_argument("--system_prompt", default=None,
                          help="System prompt text, or @FILE to read it from a file.")
@@ -87,29 +108,28 @@ class TicketflowOptions(PipelineOptions):
                            help="Directory (local or gs://) keeping every paid response by "
                            "request; looked up before each call, so nothing is paid twice "
                            "across bundle retries, crashes and reruns.")
-        money.add_argument("--resume", default=False, action="store_true",
-                           help="Skip ticket ids already in results under --output; new "
-                           "results go to new shards of this run.")
-        money.add_argument("--replay", default=False, action="store_true",
-                           help="--input is dead-letter files: re-run the tickets whose reason "
-                           "is retryable, budget_exhausted or interrupted; skip the others.")
+        _switch(money, "--resume",
+                "Skip ticket ids already in results under --output; new results go to new shards "
+                "of this run.")
+        _switch(money, "--replay",
+                "--input is dead-letter files: re-run the tickets whose reason is retryable, "
+                "budget_exhausted or interrupted; skip the others.")
         money.add_argument("--pricing_file", default=None,
                            help="JSON prices per model (USD per 1M input, cached input and "
                            "output tokens); default: the shipped transforms/pricing.json.")
         money.add_argument("--max_cost_usd", type=float, default=None,
                            help="Budget for the run: once reached no request is sent and the "
                            "rest become budget_exhausted dead letters (replayable).")
-        money.add_argument("--estimate", default=False, action="store_true",
-                           help="Read and validate the input, print tickets, tokens, projected "
-                           "cost and duration, and exit without calling the provider.")
+        _switch(money, "--estimate",
+                "Read and validate the input, print tickets, tokens, projected cost and duration,"
+                " and exit without calling the provider.")
         money.add_argument("--expected_completion_tokens", type=int, default=None,
                            help="Average completion tokens assumed by --estimate "
                            "(default: 60%% of --max_tokens).")
 
         run = parser.add_argument_group("run")
-        run.add_argument("--simulate", default=False, action="store_true",
-                         help="Start the bundled provider simulator in-process and use it "
-                         "(no API key needed).")
+        _switch(run, "--simulate",
+                "Start the bundled provider simulator in-process and use it (no API key needed).")
         run.add_argument("--simulator_flags", default="",
                          help="Flags for the simulator started by --simulate, as one string, "
                          "e.g. \"--latency_median_ms 200 --p_503 0.02\".")

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
 from pipeline import config as config_lib
 from pipeline.options import TicketflowOptions
@@ -230,14 +230,17 @@ def local_runner_options(options: PipelineOptions) -> PipelineOptions:
 def run(argv: Optional[List[str]] = None) -> int:
     """Runs the job; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    options = local_runner_options(PipelineOptions(argv))
+    # TicketflowOptions (not PipelineOptions) so that --help lists our flags too.
+    options = local_runner_options(TicketflowOptions(argv))
+    dry_run = bool(options.view_as(TestOptions).dry_run)
     ours = options.view_as(TicketflowOptions)
     _configure_logging(ours.log_level or "INFO")
     try:
         config = config_lib.from_options(options)
         if config.estimate:
             return _estimate(config)
-        preflight(config)
+        if not dry_run:
+            preflight(config)
     except (config_lib.ConfigError, UsageError) as exc:
         print(f"ticketflow: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -264,6 +267,9 @@ def run(argv: Optional[List[str]] = None) -> int:
         build(pipeline, config)
         try:
             result = pipeline.run()
+            if dry_run:
+                print("ticketflow: dry run: job built, not submitted")
+                return EXIT_OK
             result.wait_until_finish()
         except Exception as exc:  # noqa: BLE001 - one clear line, not a runner traceback
             _LOG.debug("pipeline failed", exc_info=True)

@@ -37,17 +37,11 @@ EXCLUDED = {
 
 # Parameters the template offers before the option exists (proposed in issue 6's report). Their
 # tests are strict xfails: once the option lands they XPASS and fail, so remove them from here.
-PENDING = {
-    "api_key_secret": "issue 6: --api_key_secret is proposed, not yet in pipeline/options.py",
-}
+PENDING: dict = {}
 
 # Flags whose explicit-value form (``--name=value``, what the Flex Template launcher passes)
 # the options do not parse yet. Same strict-xfail rule as PENDING.
-PENDING_EXPLICIT_VALUE = {
-    "overwrite": "issue 6: store_true rejects --overwrite=true; proposed a str2bool option",
-    "resume": "issue 6: store_true rejects --resume=true; proposed a str2bool option",
-    "replay": "issue 6: store_true rejects --replay=true; proposed a str2bool option",
-}
+PENDING_EXPLICIT_VALUE: dict = {}
 
 # Values an operator types, per parameter: each must pass the regex AND parse as the option.
 EXAMPLES = {
@@ -193,7 +187,7 @@ def test_regexes_refuse_counter_examples():
 
 
 def test_defaults_and_choices_match_regexes():
-    for name, param in PARAMETERS.items():
+    for name in PARAMETERS:
         action = ACTIONS.get(name)
         if action is None:
             continue
@@ -261,7 +255,7 @@ def test_beam_version_is_one_version():
     version = _setup_beam_version()
     extras, pinned = _requirements()["apache-beam"]
     assert extras == "[gcp]" and pinned == version
-    images = re.findall(r"^FROM\s+apache/beam_python(3\.\d+)_sdk:(\S+)", _dockerfile(), re.M)
+    images = re.findall(r"^FROM\s+apache/beam_python(3\.\d+)_sdk:(\S+)", _dockerfile(), re.MULTILINE)
     assert images == [("3.11", version)], images
     assert beam.__version__ == version, "the venv runs another Beam than setup.py pins"
 
@@ -286,20 +280,20 @@ def test_requirements_pin_every_install_requirement():
 def test_dockerfile_follows_the_one_image_pattern():
     text = _dockerfile()
     assert re.search(r"^FROM gcr\.io/dataflow-templates-base/python311-template-launcher-base"
-                     r"\S* AS (\w+)", text, re.M)
+                     r"\S* AS (\w+)", text, re.MULTILINE)
     stage = re.search(r"AS (\w+)", text).group(1)
     assert re.search(rf"^COPY --from={stage} /opt/google/dataflow/python_template_launcher "
-                     r"/opt/google/dataflow/python_template_launcher$", text, re.M)
-    env = dict(re.findall(r'^ENV (\w+)="?([^"\n]*)"?$', text, re.M))
-    workdir = re.search(r"^ARG WORKDIR=(\S+)", text, re.M).group(1)
+                     r"/opt/google/dataflow/python_template_launcher$", text, re.MULTILINE)
+    env = dict(re.findall(r'^ENV (\w+)="?([^"\n]*)"?$', text, re.MULTILINE))
+    workdir = re.search(r"^ARG WORKDIR=(\S+)", text, re.MULTILINE).group(1)
     assert env["FLEX_TEMPLATE_PYTHON_PY_FILE"].replace("${WORKDIR}", workdir) == f"{workdir}/main.py"
     assert env["FLEX_TEMPLATE_PYTHON_SETUP_FILE"].replace("${WORKDIR}", workdir) == \
         f"{workdir}/setup.py"
     assert env.get("PIP_NO_DEPS") == "True"
-    run = " ".join(re.findall(r"^RUN (.*)$", text.replace("\\\n", " "), re.M))
+    run = " ".join(re.findall(r"^RUN (.*)$", text.replace("\\\n", " "), re.MULTILINE))
     assert "-r requirements.txt" in run and "pip install --no-cache-dir ." in run
     assert "pip check" in run
-    copied = set(re.findall(r"^COPY (?!--from)(\S+)", text, re.M))
+    copied = set(re.findall(r"^COPY (?!--from)(\S+)", text, re.MULTILINE))
     packages = {"pipeline", "transforms", "simulator", "benchmarks"}
     assert packages | {"setup.py", "templates/main.py", "templates/requirements.txt"} <= copied
     assert 'ENTRYPOINT ["/opt/apache/beam/boot"]' in text

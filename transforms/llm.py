@@ -61,13 +61,15 @@ DEFAULT_SYSTEM_PROMPT = (
 class LlmConfig:
     """Everything the LLM step needs; built once by the driver, pickled to workers.
 
-    The API key is NOT here: workers read it in ``setup()`` from the environment variable named by
-    ``api_key_env`` (or use ``public_api_key``, for the simulator only, which is no secret).
+    The API key is NOT here: workers read it in ``setup()`` from Secret Manager
+    (``api_key_secret``) or from the environment variable named by ``api_key_env`` (or use
+    ``public_api_key``, for the simulator only, which is no secret).
     """
     base_url: Optional[str]
     model: str = "gpt-4o-mini"
     api_key_env: str = "OPENAI_API_KEY"
     public_api_key: Optional[str] = None
+    api_key_secret: Optional[str] = None
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     temperature: Optional[float] = None
     max_tokens: int = 256
@@ -118,6 +120,12 @@ def resolve_api_key(config: LlmConfig) -> str:
     """
     if config.public_api_key:
         return config.public_api_key
+    if config.api_key_secret:
+        from transforms import secrets  # pylint: disable=import-outside-toplevel
+        try:
+            return secrets.resolve_secret(config.api_key_secret)
+        except secrets.SecretError as exc:
+            raise errors.AuthFailed(str(exc)) from None
     key = os.environ.get(config.api_key_env, "")
     if not key:
         raise errors.AuthFailed(

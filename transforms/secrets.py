@@ -17,7 +17,8 @@ Example::
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 # Project id (6-30 chars) or project number; secret id (1-255 of [A-Za-z0-9_-]); version number
 # or "latest". templates/metadata.json uses the same expression (a test keeps them equal).
@@ -81,7 +82,7 @@ def _close(client: Any) -> None:
     if callable(close):
         try:
             close()
-        except Exception:  # noqa: BLE001 - closing is best effort
+        except Exception:  # noqa: BLE001, S110 - closing is best effort
             pass
 
 
