@@ -49,7 +49,8 @@ def build(p: beam.Pipeline, config: config_lib.JobConfig) -> Dict[str, beam.PCol
     called = batches | "CallModel" >> CallModel(config.llm)
     dead_letters = ((checked["dead_letter"], called["dead_letter"])
                     | "AllDeadLetters" >> beam.Flatten())
-    called["results"] | "WriteResults" >> sinks.WriteResults(config.output, config.output_format)
+    called["results"] | "WriteResults" >> sinks.WriteResults(config.output, config.output_format,
+                                                             structured=config.llm.structured)
     dead_letters | "WriteDeadLetters" >> sinks.WriteDeadLetters(config.output)
     return {"results": called["results"], "dead_letters": dead_letters}
 

@@ -39,9 +39,12 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import errors
 from transforms.metrics import TicketflowMetrics
+from transforms.prompts import PromptRenderer, TemplateRenderError
 from transforms.ratelimit import AdaptiveRateLimiter
 from transforms.records import STAGE_LLM, DeadLetter, Result, Ticket
 from transforms.retry import RetryPolicy
+from transforms.structured import (OutputValidator, StructuredOutput, repair_messages,
+                                   schema_overhead_tokens)
 
 _LOG = logging.getLogger(__name__)
 
@@ -77,6 +80,10 @@ class LlmConfig:
     retry: RetryPolicy = RetryPolicy()
     dispatch: str = DISPATCH_CONTINUOUS
     seed: Optional[int] = None
+    # --prompt_template's text (None: the built-in prompt); compiled once per worker process.
+    prompt_template: Optional[str] = None
+    # --response_schema, when answers must be JSON valid against it.
+    structured: Optional[StructuredOutput] = None
 
     def fingerprint(self) -> str:
         """Identifies engines that may be shared: same config → same engine in a process."""
@@ -122,11 +129,15 @@ def resolve_api_key(config: LlmConfig) -> str:
 
 class _TicketTrace:
     """Mutable per-ticket bookkeeping while its attempts run (event-loop thread only)."""
-    __slots__ = ("attempts", "first_at", "last_at", "rate_limited", "server_errors", "timeouts",
-                 "throttled", "latency_ms", "retries")
+    __slots__ = ("attempts", "call_attempts", "first_at", "last_at", "rate_limited",
+                 "server_errors", "timeouts", "throttled", "latency_ms", "retries",
+                 "prompt_tokens", "completion_tokens")
 
     def __init__(self):
         self.attempts = 0
+        self.call_attempts = 0  # attempts of the current call (the original or the repair)
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
         self.first_at: Optional[float] = None
         self.last_at: Optional[float] = None
         self.rate_limited = 0
@@ -155,6 +166,15 @@ class LlmEngine:
         self._wall = wall
         self._rng = random.Random(config.seed)
         self._chars_per_token = 4.0
+        # Compiled once per process, not per ticket (the driver already checked both compile).
+        self._prompts = PromptRenderer(config.prompt_template, config.system_prompt)
+        self._validator = None
+        self._response_format = None
+        self._schema_tokens = 0
+        if config.structured is not None:
+            self._validator = OutputValidator(config.structured.schema)
+            self._response_format = config.structured.response_format()
+            self._schema_tokens = schema_overhead_tokens(config.structured.schema)
         self.users = 0
         self.closed = False
         self._idle_handle = None
@@ -212,7 +232,37 @@ class LlmEngine:
         trace = _TicketTrace()
         started = self._wall()
         deadline = self._clock() + c.max_ticket_secs
-        messages = render_messages(ticket, c.system_prompt)
+        output = None
+        try:
+            try:
+                messages = self._prompts.render(ticket)
+            except TemplateRenderError as exc:
+                raise errors.TemplateFailed(str(exc)) from None
+            completion, request_id = await self._call(ticket, messages, trace, deadline)
+            if self._validator is not None:
+                completion, request_id, output = await self._structured(
+                    ticket, messages, completion, request_id, trace, deadline)
+        except errors.ProviderError as exc:
+            return self._dead_letter(ticket, trace, exc)
+        except Exception as exc:  # noqa: BLE001 - a bad item never raises out of the DoFn
+            wrapped = errors.ProviderError(
+                errors.redact(f"internal error: {type(exc).__name__}: {exc}", self._secrets))
+            wrapped.reason = "internal_error"
+            return self._dead_letter(ticket, trace, wrapped)
+        choice = completion.choices[0]
+        return Result(
+            id=ticket.id, response=choice.message.content or "", model=completion.model or c.model,
+            finish_reason=choice.finish_reason,
+            prompt_tokens=trace.prompt_tokens, completion_tokens=trace.completion_tokens,
+            latency_ms=trace.latency_ms, attempts=trace.attempts, started_at=started,
+            finished_at=self._wall(), ticket=ticket.fields, request_id=request_id, output=output,
+            retries=trace.retries, rate_limited=trace.rate_limited,
+            server_errors=trace.server_errors, timeouts=trace.timeouts,
+            throttled_secs=trace.throttled)
+
+    async def _call(self, ticket: Ticket, messages, trace: _TicketTrace, deadline: float):
+        """One logical request with its retries; returns (completion, request id) or raises."""
+        c = self.config
 
         def before_sleep(state) -> None:
             trace.retries += 1
@@ -223,41 +273,53 @@ class LlmEngine:
                        state.attempt_number, getattr(exc, "reason", type(exc).__name__),
                        state.upcoming_sleep or 0.0)
 
+        trace.call_attempts = 0
         retrying = c.retry.retrying(deadline=deadline, clock=self._clock, rng=self._rng,
                                     before_sleep=before_sleep)
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    completion, request_id = await self._attempt(messages, trace, deadline)
-        except errors.ProviderError as exc:
-            return self._dead_letter(ticket, trace, exc)
-        except Exception as exc:  # noqa: BLE001 - a bad item never raises out of the DoFn
-            wrapped = errors.ProviderError(
-                errors.redact(f"internal error: {type(exc).__name__}: {exc}", self._secrets))
-            wrapped.reason = "internal_error"
-            return self._dead_letter(ticket, trace, wrapped)
-        choice = completion.choices[0]
-        usage = completion.usage
-        return Result(
-            id=ticket.id, response=choice.message.content or "", model=completion.model or c.model,
-            finish_reason=choice.finish_reason,
-            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-            latency_ms=trace.latency_ms, attempts=trace.attempts, started_at=started,
-            finished_at=self._wall(), ticket=ticket.fields, request_id=request_id,
-            retries=trace.retries, rate_limited=trace.rate_limited,
-            server_errors=trace.server_errors, timeouts=trace.timeouts,
-            throttled_secs=trace.throttled)
+        async for attempt in retrying:
+            with attempt:
+                completion, request_id = await self._attempt(messages, trace, deadline)
+        return completion, request_id
+
+    async def _structured(self, ticket: Ticket, messages, completion, request_id,
+                          trace: _TicketTrace, deadline: float):
+        """Validates the answer; an invalid one is sent back ONCE with the error to be fixed.
+
+        Returns:
+          (completion, request id, output) of the valid answer.
+
+        Raises:
+          errors.InvalidOutput: when the repaired answer is invalid too (it holds the text).
+        """
+        answer = completion.choices[0].message.content or ""
+        output, problem = self._validator.check(answer)
+        if problem is None:
+            return completion, request_id, output
+        _LOG.debug("ticket %s: invalid output (%s), asking for a correction", ticket.id, problem)
+        repair = repair_messages(messages, answer, problem)
+        completion, request_id = await self._call(ticket, repair, trace, deadline)
+        answer = completion.choices[0].message.content or ""
+        output, problem = self._validator.check(answer)
+        if problem is None:
+            return completion, request_id, output
+        exc = errors.InvalidOutput(f"invalid output after one repair: {problem}",
+                                   request_id=request_id)
+        exc.raw_output = answer
+        raise exc
 
     async def _attempt(self, messages, trace: _TicketTrace, deadline: float):
         c = self.config
         async with self._semaphore:
-            prompt_estimate = estimate_prompt_tokens(messages, self._chars_per_token)
+            # The schema travels with every request and providers count it as prompt: the
+            # estimate (and the future --estimate's cost) must include schema_overhead_tokens.
+            prompt_estimate = (estimate_prompt_tokens(messages, self._chars_per_token)
+                               + self._schema_tokens)
             trace.throttled += await self._limiter.acquire(prompt_estimate + c.max_tokens)
             timeout = min(c.request_timeout_secs, deadline - self._clock())
             if timeout <= 0:
                 raise errors.RequestTimeout("per-ticket deadline reached before the request")
             trace.attempts += 1
+            trace.call_attempts += 1
             now = self._wall()
             trace.first_at = trace.first_at or now
             trace.last_at = now
@@ -265,6 +327,8 @@ class LlmEngine:
                                       "max_tokens": c.max_tokens, "timeout": timeout}
             if c.temperature is not None:
                 kwargs["temperature"] = c.temperature
+            if self._response_format is not None:
+                kwargs["response_format"] = self._response_format
             sent = self._clock()
             try:
                 raw = await self._client.chat.completions.with_raw_response.create(**kwargs)
@@ -287,11 +351,15 @@ class LlmEngine:
             self._limiter.observe_headers(raw.headers)
             self._limiter.on_success()
             usage = completion.usage
+            trace.prompt_tokens += getattr(usage, "prompt_tokens", 0) or 0
+            trace.completion_tokens += getattr(usage, "completion_tokens", 0) or 0
             if usage is not None and usage.prompt_tokens:
                 # The provider charges prompt + max_tokens at admission; correct only the prompt
                 # part of our estimate, and learn the chars-per-token ratio for the next ones.
                 self._limiter.correct(prompt_estimate - usage.prompt_tokens)
                 chars = sum(len(m["content"]) for m in messages)
+                # The schema's share is left in: a provider that counts it makes the learnt
+                # ratio lower, so estimates err on the high (safe) side.
                 ratio = chars / max(1, usage.prompt_tokens - 3 * len(messages) - 3)
                 self._chars_per_token = 0.9 * self._chars_per_token + 0.1 * max(1.0, ratio)
             return completion, raw.headers.get("x-request-id")
@@ -300,7 +368,7 @@ class LlmEngine:
         c = self.config
         reason = exc.reason
         if exc.retryable:
-            reason = ("retries_exhausted" if trace.attempts > c.retry.max_retries
+            reason = ("retries_exhausted" if trace.call_attempts > c.retry.max_retries
                       else "deadline_exceeded")
         return DeadLetter(
             id=ticket.id, stage=STAGE_LLM, reason=reason, error_class=type(exc).__name__,
@@ -309,7 +377,8 @@ class LlmEngine:
             last_attempt_at=trace.last_at, ticket=ticket.fields, source=ticket.source,
             line=ticket.line, retries=trace.retries, rate_limited=trace.rate_limited,
             server_errors=trace.server_errors, timeouts=trace.timeouts,
-            throttled_secs=trace.throttled)
+            throttled_secs=trace.throttled, raw_output=getattr(exc, "raw_output", None),
+            prompt_tokens=trace.prompt_tokens, completion_tokens=trace.completion_tokens)
 
 
 # Engines of this process, by config fingerprint. Kept across DoFn teardown/setup cycles (runners
