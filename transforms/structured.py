@@ -224,10 +224,15 @@ def column_names(schema: Mapping[str, Any], reserved: Sequence[str]) -> Dict[str
     Raises:
       SchemaLoadError: when even the prefixed name is taken.
     """
-    taken = set(reserved)
+    reserved = set(reserved)
+    properties = list(schema.get("properties", {}))
+    taken = reserved | set(properties)
     names: Dict[str, str] = {}
-    for prop in schema.get("properties", {}):
-        column = prop if prop not in taken else OUTPUT_PREFIX + prop
+    for prop in properties:
+        if prop not in reserved:
+            names[prop] = prop
+            continue
+        column = OUTPUT_PREFIX + prop
         if column in taken:
             raise SchemaLoadError(f"property {prop!r} cannot become a Parquet column: both "
                                   f"{prop!r} and {column!r} are taken; rename it")
