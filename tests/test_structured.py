@@ -298,8 +298,9 @@ def test_invalid_output_is_repaired_once_or_dead_lettered(run_pipeline, simulato
     (None, (), "cannot read"),
     ("{nope", (), "not JSON"),
     ('{"type": "array", "items": {}}', (), "root must be"),
-    ('{"type": "object", "properties": {"id": {"type": "string"}, '
-     '"output_id": {"type": "string"}}}', ("--output_format", "parquet"), "rename"),
+    (json.dumps({"type": "object", "properties": {"id": {"type": "string"},
+                                                  "output_id": {"type": "string"}}}),
+     ("--output_format", "parquet"), "rename"),
 ])
 def test_bad_schema_file_fails_before_any_work(run_pipeline, tmp_path, content, flags, needle):
     schema = tmp_path / "schema.json"

@@ -127,7 +127,7 @@ def schema_overhead_tokens(schema: Mapping[str, Any]) -> int:
     Providers compile the schema into the prompt, so the rate limiter's per-request estimate (and
     any cost estimate, e.g. a future ``--estimate``) must add this to the messages' tokens.
     """
-    return int(math.ceil(len(json.dumps(schema)) / 4))
+    return math.ceil(len(json.dumps(schema)) / 4)
 
 
 class OutputValidator:
