@@ -26,6 +26,8 @@ setuptools.setup(
         "pyarrow>=14",
         "google-cloud-storage>=2.10",
         "aiohttp>=3.9",
+        "jinja2>=3.1",
+        "jsonschema>=4.20",
     ],
     extras_require={
         "test": [

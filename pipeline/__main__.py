@@ -1,8 +1,14 @@
 """Entry point: ``python -m pipeline --input PATTERN --output PREFIX [flags]``."""
 
+import os
 import sys
 
 from pipeline.run import run
 
 if __name__ == "__main__":
-    sys.exit(run())
+    try:
+        sys.exit(run())
+    except BrokenPipeError:
+        # Output piped into `head` and the like: not an error of the job.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)

@@ -17,11 +17,12 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
                                                   StandardOptions, WorkerOptions)
 
 from pipeline.options import TicketflowOptions
-from transforms import secrets
+from transforms import prompts, secrets, structured
 from transforms.batch import BatchConfig
 from transforms.llm import DEFAULT_SYSTEM_PROMPT, LlmConfig
 from transforms.pricing import PricingError, load_pricing
 from transforms.retry import RetryPolicy
+from transforms.sinks import RESULT_SCHEMA
 from transforms.validate import FieldMapping
 
 SIMULATOR_PUBLIC_KEY = "sk-simulated-not-a-secret"
@@ -97,6 +98,47 @@ def _read_system_prompt(value: Optional[str]) -> str:
                               "Pass the prompt text, or @PATH to an existing file.") from None
     return value
 
+def _read_flag_file(flag: str, path: str) -> str:
+    """The text of a file named by a flag (local or gs://), or a ConfigError saying why not."""
+    from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
+
+    try:
+        with FileSystems.open(path) as handle:
+            return handle.read().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"--{flag} {path!r}: the file is not UTF-8 text.") from None
+    except Exception as exc:  # noqa: BLE001 - any filesystem error is the user's to fix
+        detail = getattr(exc, "strerror", None) or type(exc).__name__
+        raise ConfigError(f"--{flag} {path!r}: cannot read it ({detail}); pass an existing "
+                          "file.") from None
+
+
+def _prompt_template(path: Optional[str]) -> Optional[str]:
+    """The template's text, compiled once here so that syntax errors stop the job early."""
+    if path is None:
+        return None
+    source = _read_flag_file("prompt_template", path)
+    try:
+        prompts.compile_template(source)
+    except prompts.TemplateLoadError as exc:
+        raise ConfigError(f"--prompt_template {path!r}: {exc}.") from None
+    return source
+
+
+def _response_schema(path: Optional[str], output_format: str
+                     ) -> Optional[structured.StructuredOutput]:
+    if path is None:
+        return None
+    try:
+        result = structured.parse_schema(_read_flag_file("response_schema", path), path)
+        if output_format == "parquet":
+            structured.parquet_fields(result.schema, RESULT_SCHEMA.names)
+    except structured.SchemaLoadError as exc:
+        message = " ".join(str(exc).split())[:300]
+        raise ConfigError(f"--response_schema {path!r}: {message}.") from None
+    return result
+
+
 def _positive(name: str, value, allow_zero: bool = False) -> None:
     if value is None:
         return
@@ -128,14 +170,20 @@ def from_options(options: PipelineOptions) -> JobConfig:
     if o.temperature is not None and not 0 <= o.temperature <= 2:
         raise ConfigError(f"--temperature must be between 0 and 2, got {o.temperature}.")
 
+    template = _prompt_template(o.prompt_template)
+    response_schema = _response_schema(o.response_schema, o.output_format)
+
     processes = worker_processes(options)
     share = o.worker_share if o.worker_share is not None else 1.0 / processes
     estimate_per_request = o.max_tokens + 1
+    if response_schema is not None:
+        estimate_per_request += structured.schema_overhead_tokens(response_schema.schema)
     if o.tokens_per_minute and o.tokens_per_minute * share < estimate_per_request:
         raise ConfigError(
             f"--tokens_per_minute={o.tokens_per_minute:g} gives each of {processes} worker "
             f"process(es) {o.tokens_per_minute * share:.0f} tokens/min, less than one request's "
-            f"--max_tokens={o.max_tokens}: raise the limit or lower --max_tokens.")
+            f"--max_tokens={o.max_tokens} (plus the --response_schema, if any): raise the limit "
+            "or lower --max_tokens.")
 
     _positive("max_cost_usd", o.max_cost_usd)
     _positive("expected_completion_tokens", o.expected_completion_tokens, allow_zero=True)
@@ -187,6 +235,8 @@ def from_options(options: PipelineOptions) -> JobConfig:
         response_store=o.response_store.rstrip("/") if o.response_store else None,
         price=price,
         max_cost_usd=o.max_cost_usd * share if o.max_cost_usd is not None else None,
+        prompt_template=template,
+        structured=response_schema,
     )
     return JobConfig(
         input=o.input,
@@ -229,6 +279,7 @@ def redacted(config: JobConfig) -> dict:
     """The configuration as a dict safe to log (it never holds a key; the env var's name is fine)."""
     out = dataclasses.asdict(config)
     out["llm"].pop("system_prompt", None)
+    out["llm"].pop("prompt_template", None)
     if out["llm"].get("public_api_key") not in (None, SIMULATOR_PUBLIC_KEY, NO_KEY_PLACEHOLDER):
         out["llm"]["public_api_key"] = "[REDACTED]"
     return out

@@ -73,6 +73,15 @@ class TicketflowOptions(PipelineOptions):
         llm.add_argument("--model", default="gpt-4o-mini", help="Model name.")
         llm.add_argument("--system_prompt", default=None,
                          help="System prompt text, or @FILE to read it from a file.")
+        llm.add_argument("--prompt_template", default=None, metavar="FILE",
+                         help="Jinja2 file whose 'system' and 'user' blocks render the messages "
+                         "from any ticket field (sandboxed; a missing field makes the ticket a "
+                         "template_error dead letter). Default: the built-in prompt.")
+        llm.add_argument("--response_schema", default=None, metavar="FILE",
+                         help="JSON Schema file: answers must be JSON valid against it "
+                         "(structured outputs); an invalid answer is sent back once with the "
+                         "error, then becomes an invalid_output dead letter. Fields go to "
+                         "'output' (JSONL) or typed columns (Parquet).")
         llm.add_argument("--temperature", type=float, default=None, help="Sampling temperature.")
         llm.add_argument("--max_tokens", type=int, default=256,
                          help="Most completion tokens per ticket.")

@@ -31,6 +31,7 @@ from transforms import estimate as estimate_lib
 from transforms.read import ReadTickets
 from transforms.pricing import load_pricing
 from transforms.resume import ReadDoneIds
+from transforms.structured import schema_overhead_tokens
 from transforms.validate import ValidateTickets
 
 _LOG = logging.getLogger("ticketflow")
@@ -55,7 +56,8 @@ def build(p: beam.Pipeline, config: config_lib.JobConfig) -> Dict[str, beam.PCol
     dead_letters = ((checked["dead_letter"], called["dead_letter"])
                     | "AllDeadLetters" >> beam.Flatten())
     called["results"] | "WriteResults" >> sinks.WriteResults(
-        config.output, config.output_format, basename=results_basename(config))
+        config.output, config.output_format, basename=results_basename(config),
+        structured=config.llm.structured)
     dead_letters | "WriteDeadLetters" >> sinks.WriteDeadLetters(
         config.output, basename=dead_letter_basename(config))
     return {"results": called["results"], "dead_letters": dead_letters}
@@ -197,7 +199,11 @@ def _estimate(config: config_lib.JobConfig) -> int:
         max_tokens=config.llm.max_tokens, pricing=load_pricing(config.pricing_file),
         expected_completion_tokens=config.expected_completion_tokens,
         requests_per_minute=config.requests_per_minute,
-        tokens_per_minute=config.tokens_per_minute))
+        tokens_per_minute=config.tokens_per_minute,
+        prompt_template=config.llm.prompt_template,
+        # The response schema travels with every request and is billed as prompt.
+        extra_prompt_tokens=(schema_overhead_tokens(config.llm.structured.schema)
+                             if config.llm.structured else 0)))
     print(estimate_lib.format_estimate(report))
     return EXIT_OK
 

@@ -5,8 +5,12 @@ with the same ``--seed`` and the same request order fails the same requests. Mar
 make failures exact instead of probable, for tests that assert retry counts:
 
     FAIL_N_TIMES:2            the first 2 attempts of this exact request get 503, then success
-    INVALID_OUTPUT_N_TIMES:1  the first attempt's content is not valid for the requested schema
+    INVALID_OUTPUT_N_TIMES:1  the first answer in this conversation is not valid for the schema
     CONTENT_FILTER            always 400 content_filter
+
+``INVALID_OUTPUT_N_TIMES`` counts per conversation (:func:`conversation_root`), not per exact
+request: a client that repairs an invalid answer sends it back with a correction, and that
+follow-up must count as the conversation's next attempt.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
+from typing import Any, Sequence
 
 from simulator.config import FAULT_FIELDS, SimulatorConfig
 
@@ -81,6 +86,24 @@ def find_markers(text: str) -> Markers:
     return Markers(fail_n_times=int(fail.group(1)) if fail else 0,
                    invalid_output_n_times=int(invalid.group(1)) if invalid else 0,
                    content_filter=has_filter)
+
+
+def conversation_root(messages: Sequence[Any]) -> list:
+    """The messages before the first assistant message: what a repair follow-up keeps unchanged.
+
+    Args:
+        messages: The request's messages.
+
+    Returns:
+        The leading messages up to (not including) the first ``assistant`` one; all of them when
+        there is none, so a plain request is its own root.
+    """
+    root = []
+    for message in messages:
+        if isinstance(message, dict) and message.get("role") == "assistant":
+            break
+        root.append(message)
+    return root
 
 
 class AttemptCounter:

@@ -40,7 +40,8 @@ from simulator.content import (
     support_reply,
     truncate_to_tokens,
 )
-from simulator.faults import NO_MARKERS, AttemptCounter, FaultDraw, find_markers
+from simulator.faults import (NO_MARKERS, AttemptCounter, FaultDraw, conversation_root,
+                              find_markers)
 from simulator.limits import Decision, RateLimiter, format_duration
 from simulator.stats import STATUS_RESET, Stats
 from simulator.tokens import count_tokens, message_text, prompt_tokens
@@ -415,7 +416,10 @@ class Simulator:
                                     f": {exc}", "invalid_request_error", "invalid_json_schema",
                                "response_format")
         if markers.invalid_output_n_times:
-            attempt = self._invalid_attempts.take(key)
+            # Per conversation: a repair follow-up (invalid answer + correction appended) is the
+            # next attempt of the same conversation, not a new request.
+            attempt = self._invalid_attempts.take(
+                request_key(chat.model, conversation_root(chat.messages)))
             if attempt < markers.invalid_output_n_times:
                 self.stats.fault("invalid_output")
                 content = invalid_instance_text(content, chat.schema, attempt)

@@ -83,6 +83,8 @@ EXAMPLES = {
     "resume": ["true", "false"],
     "replay": ["true", "false"],
     "pricing_file": ["gs://my-bucket/pricing.json", "/template/pricing.json"],
+    "prompt_template": ["gs://my-bucket/triage_template.j2", "/template/prompt.j2"],
+    "response_schema": ["gs://my-bucket/triage_schema.json", "/template/schema.json"],
     "max_cost_usd": ["25", "0.5"],
 }
 

@@ -128,6 +128,21 @@ class BadRequest(PermanentError):
     reason = "bad_request"
 
 
+class TemplateFailed(PermanentError):
+    """The prompt template cannot be rendered for this ticket (no request is sent)."""
+    reason = "template_error"
+
+
+class InvalidOutput(PermanentError):
+    """The answer does not match ``--response_schema``, even after one repair request.
+
+    Attributes:
+      raw_output: The last answer's text, kept in the dead letter.
+    """
+    reason = "invalid_output"
+    raw_output: Optional[str] = None
+
+
 class AuthFailed(PermanentError):
     reason = "auth_error"
 

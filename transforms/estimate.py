@@ -20,8 +20,9 @@ from typing import Dict, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.llm import estimate_prompt_tokens, render_messages
+from transforms.llm import estimate_prompt_tokens
 from transforms.pricing import Pricing
+from transforms.prompts import PromptRenderer, TemplateRenderError
 from transforms.read import iter_file
 from transforms.validate import FieldMapping, InvalidRecord, parse_ticket
 
@@ -42,6 +43,7 @@ class EstimateInputs:
     requests_per_minute: float = 0.0
     tokens_per_minute: float = 0.0
     extra_prompt_tokens: int = 0
+    prompt_template: Optional[str] = None
 
 
 def estimate(inputs: EstimateInputs) -> Dict:
@@ -51,6 +53,7 @@ def estimate(inputs: EstimateInputs) -> Dict:
     rejected: Dict[str, int] = collections.Counter()
     seen = set()
     read = 0
+    renderer = PromptRenderer(inputs.prompt_template, inputs.system_prompt)
     for pattern in [p.strip() for p in inputs.pattern.split(",") if p.strip()]:
         for meta in FileSystems.match([pattern])[0].metadata_list:
             for raw in iter_file(meta.path, inputs.input_format):
@@ -64,9 +67,13 @@ def estimate(inputs: EstimateInputs) -> Dict:
                     rejected["duplicate_id"] += 1
                     continue
                 seen.add(ticket.id)
+                try:
+                    messages = renderer.render(ticket)
+                except TemplateRenderError:
+                    rejected["template_error"] += 1
+                    continue
                 tickets += 1
-                prompt_tokens += estimate_prompt_tokens(
-                    render_messages(ticket, inputs.system_prompt)) + inputs.extra_prompt_tokens
+                prompt_tokens += estimate_prompt_tokens(messages) + inputs.extra_prompt_tokens
     per_ticket_completion = (inputs.expected_completion_tokens
                              if inputs.expected_completion_tokens is not None
                              else int(round(inputs.max_tokens * DEFAULT_COMPLETION_RATIO)))

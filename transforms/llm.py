@@ -40,10 +40,13 @@ from apache_beam.utils.windowed_value import WindowedValue
 from transforms import errors
 from transforms.metrics import TicketflowMetrics
 from transforms.pricing import Price
+from transforms.prompts import PromptRenderer, TemplateRenderError
 from transforms.ratelimit import AdaptiveRateLimiter
 from transforms.records import STAGE_LLM, DeadLetter, Result, Ticket
 from transforms.retry import RetryPolicy
 from transforms.store import ResponseStore, request_key
+from transforms.structured import (OutputValidator, StructuredOutput, repair_messages,
+                                   schema_overhead_tokens)
 
 _LOG = logging.getLogger(__name__)
 
@@ -84,6 +87,10 @@ class LlmConfig:
     response_store: Optional[str] = None
     price: Price = Price()
     max_cost_usd: Optional[float] = None
+    # --prompt_template's text (None: the built-in prompt); compiled once per worker process.
+    prompt_template: Optional[str] = None
+    # --response_schema, when answers must be JSON valid against it.
+    structured: Optional[StructuredOutput] = None
 
     def fingerprint(self) -> str:
         """Identifies engines that may be shared: same config → same engine in a process."""
@@ -135,11 +142,16 @@ def resolve_api_key(config: LlmConfig) -> str:
 
 class _TicketTrace:
     """Mutable per-ticket bookkeeping while its attempts run (event-loop thread only)."""
-    __slots__ = ("attempts", "first_at", "last_at", "rate_limited", "server_errors", "timeouts",
-                 "throttled", "latency_ms", "retries")
+    __slots__ = ("attempts", "call_attempts", "first_at", "last_at", "rate_limited",
+                 "server_errors", "timeouts", "throttled", "latency_ms", "retries",
+                 "prompt_tokens", "completion_tokens", "cost")
 
     def __init__(self):
         self.attempts = 0
+        self.call_attempts = 0  # attempts of the current call (the original or the repair)
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cost = 0.0
         self.first_at: Optional[float] = None
         self.last_at: Optional[float] = None
         self.rate_limited = 0
@@ -168,6 +180,15 @@ class LlmEngine:
         self._wall = wall
         self._rng = random.Random(config.seed)
         self._chars_per_token = 4.0
+        # Compiled once per process, not per ticket (the driver already checked both compile).
+        self._prompts = PromptRenderer(config.prompt_template, config.system_prompt)
+        self._validator = None
+        self._response_format = None
+        self._schema_tokens = 0
+        if config.structured is not None:
+            self._validator = OutputValidator(config.structured.schema)
+            self._response_format = config.structured.response_format()
+            self._schema_tokens = schema_overhead_tokens(config.structured.schema)
         self.users = 0
         self.closed = False
         self._idle_handle = None
@@ -231,12 +252,18 @@ class LlmEngine:
                                    "max_tokens": c.max_tokens}
         if c.temperature is not None:
             request["temperature"] = c.temperature
+        if self._response_format is not None:
+            request["response_format"] = self._response_format
         return request
 
     async def _handle(self, ticket: Ticket):
-        request = self._request(render_messages(ticket, self.config.system_prompt))
+        try:
+            messages = self._prompts.render(ticket)
+        except TemplateRenderError as exc:
+            return self._dead_letter(ticket, _TicketTrace(), errors.TemplateFailed(str(exc)))
+        request = self._request(messages)
         if self._store is None:
-            return await self._call(ticket, request)
+            return await self._answer(ticket, request)
         key = request_key(request)
         stored = await asyncio.to_thread(self._store.get, key)
         if stored is not None:
@@ -247,19 +274,19 @@ class LlmEngine:
             shared = await asyncio.shield(waiting)
             if shared is not None:
                 return self._from_store(ticket, shared)
-            return await self._call(ticket, request)
+            return await self._answer(ticket, request)
         future = self._loop.create_future()
         self._inflight[key] = future
         stored = None
         try:
-            record = await self._call(ticket, request)
+            record = await self._answer(ticket, request)
             if isinstance(record, Result):
                 stored = {"content": record.response, "model": record.model,
                           "finish_reason": record.finish_reason,
                           "prompt_tokens": record.prompt_tokens,
                           "completion_tokens": record.completion_tokens,
                           "cost_usd": record.cost_usd, "request_id": record.request_id,
-                          "stored_at": self._wall()}
+                          "output": record.output, "stored_at": self._wall()}
                 try:
                     await asyncio.to_thread(self._store.put, key, stored)
                 except Exception as exc:  # noqa: BLE001 - the answer is still returned and written
@@ -280,13 +307,47 @@ class LlmEngine:
             prompt_tokens=int(stored.get("prompt_tokens") or 0),
             completion_tokens=int(stored.get("completion_tokens") or 0),
             latency_ms=0.0, attempts=0, started_at=now, finished_at=now, ticket=ticket.fields,
-            request_id=stored.get("request_id"), cost_usd=0.0, cached=True)
+            request_id=stored.get("request_id"), cost_usd=0.0, cached=True,
+            output=stored.get("output"))
 
-    async def _call(self, ticket: Ticket, request: Dict[str, Any]):
+    async def _answer(self, ticket: Ticket, request: Dict[str, Any]):
+        """Calls (with retries, and one repair for an invalid structured answer).
+
+        Returns:
+          A Result, or a DeadLetter; never raises.
+        """
         c = self.config
         trace = _TicketTrace()
         started = self._wall()
         deadline = self._clock() + c.max_ticket_secs
+        output = None
+        try:
+            completion, request_id = await self._call(ticket, request, trace, deadline)
+            if self._validator is not None:
+                completion, request_id, output = await self._structured(
+                    ticket, request, completion, request_id, trace, deadline)
+        except errors.ProviderError as exc:
+            return self._dead_letter(ticket, trace, exc)
+        except Exception as exc:  # noqa: BLE001 - a bad item never raises out of the DoFn
+            wrapped = errors.ProviderError(
+                errors.redact(f"internal error: {type(exc).__name__}: {exc}", self._secrets))
+            wrapped.reason = "internal_error"
+            return self._dead_letter(ticket, trace, wrapped)
+        choice = completion.choices[0]
+        return Result(
+            id=ticket.id, response=choice.message.content or "", model=completion.model or c.model,
+            finish_reason=choice.finish_reason,
+            prompt_tokens=trace.prompt_tokens, completion_tokens=trace.completion_tokens,
+            latency_ms=trace.latency_ms, attempts=trace.attempts, started_at=started,
+            finished_at=self._wall(), ticket=ticket.fields, request_id=request_id, output=output,
+            cost_usd=trace.cost, retries=trace.retries, rate_limited=trace.rate_limited,
+            server_errors=trace.server_errors, timeouts=trace.timeouts,
+            throttled_secs=trace.throttled)
+
+    async def _call(self, ticket: Ticket, request: Dict[str, Any], trace: _TicketTrace,
+                    deadline: float):
+        """One logical request with its retries; returns (completion, request id) or raises."""
+        c = self.config
 
         def before_sleep(state) -> None:
             trace.retries += 1
@@ -297,31 +358,39 @@ class LlmEngine:
                        state.attempt_number, getattr(exc, "reason", type(exc).__name__),
                        state.upcoming_sleep or 0.0)
 
+        trace.call_attempts = 0
         retrying = c.retry.retrying(deadline=deadline, clock=self._clock, rng=self._rng,
                                     before_sleep=before_sleep)
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    completion, request_id, cost = await self._attempt(request, trace, deadline)
-        except errors.ProviderError as exc:
-            return self._dead_letter(ticket, trace, exc)
-        except Exception as exc:  # noqa: BLE001 - a bad item never raises out of the DoFn
-            wrapped = errors.ProviderError(
-                errors.redact(f"internal error: {type(exc).__name__}: {exc}", self._secrets))
-            wrapped.reason = "internal_error"
-            return self._dead_letter(ticket, trace, wrapped)
-        choice = completion.choices[0]
-        usage = completion.usage
-        return Result(
-            id=ticket.id, response=choice.message.content or "", model=completion.model or c.model,
-            finish_reason=choice.finish_reason,
-            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-            latency_ms=trace.latency_ms, attempts=trace.attempts, started_at=started,
-            finished_at=self._wall(), ticket=ticket.fields, request_id=request_id,
-            cost_usd=cost, retries=trace.retries, rate_limited=trace.rate_limited,
-            server_errors=trace.server_errors, timeouts=trace.timeouts,
-            throttled_secs=trace.throttled)
+        async for attempt in retrying:
+            with attempt:
+                completion, request_id = await self._attempt(request, trace, deadline)
+        return completion, request_id
+
+    async def _structured(self, ticket: Ticket, request: Dict[str, Any], completion, request_id,
+                          trace: _TicketTrace, deadline: float):
+        """Validates the answer; an invalid one is sent back ONCE with the error to be fixed.
+
+        Returns:
+          (completion, request id, output) of the valid answer.
+
+        Raises:
+          errors.InvalidOutput: when the repaired answer is invalid too (it holds the text).
+        """
+        answer = completion.choices[0].message.content or ""
+        output, problem = self._validator.check(answer)
+        if problem is None:
+            return completion, request_id, output
+        _LOG.debug("ticket %s: invalid output (%s), asking for a correction", ticket.id, problem)
+        repair = {**request, "messages": repair_messages(request["messages"], answer, problem)}
+        completion, request_id = await self._call(ticket, repair, trace, deadline)
+        answer = completion.choices[0].message.content or ""
+        output, problem = self._validator.check(answer)
+        if problem is None:
+            return completion, request_id, output
+        exc = errors.InvalidOutput(f"invalid output after one repair: {problem}",
+                                   request_id=request_id)
+        exc.raw_output = answer
+        raise exc
 
     def _reserve_budget(self, cost: float) -> None:
         """Reserves the most a request may cost, or refuses it when the budget would be passed.
@@ -340,9 +409,10 @@ class LlmEngine:
 
     async def _attempt(self, request: Dict[str, Any], trace: _TicketTrace, deadline: float):
         c = self.config
-        messages = request["messages"]
         async with self._semaphore:
-            prompt_estimate = estimate_prompt_tokens(messages, self._chars_per_token)
+            # The schema travels with every request and providers count it as prompt.
+            prompt_estimate = (estimate_prompt_tokens(request["messages"], self._chars_per_token)
+                               + self._schema_tokens)
             reserved = c.price.cost(prompt_estimate, c.max_tokens)
             self._reserve_budget(reserved)
             try:
@@ -359,6 +429,7 @@ class LlmEngine:
         if timeout <= 0:
             raise errors.RequestTimeout("per-ticket deadline reached before the request")
         trace.attempts += 1
+        trace.call_attempts += 1
         now = self._wall()
         trace.first_at = trace.first_at or now
         trace.last_at = now
@@ -385,26 +456,30 @@ class LlmEngine:
         self._limiter.observe_headers(raw.headers)
         self._limiter.on_success()
         usage = completion.usage
-        cost = 0.0
         if usage is not None:
+            trace.prompt_tokens += usage.prompt_tokens or 0
+            trace.completion_tokens += usage.completion_tokens or 0
             details = getattr(usage, "prompt_tokens_details", None)
             cached = getattr(details, "cached_tokens", 0) or 0
             cost = c.price.cost(usage.prompt_tokens or 0, usage.completion_tokens or 0, cached)
+            trace.cost += cost
             self._spent += cost
         if usage is not None and usage.prompt_tokens:
             # The provider charges prompt + max_tokens at admission; correct only the prompt
             # part of our estimate, and learn the chars-per-token ratio for the next ones.
+            # The schema's share is left in: a provider that counts it makes the learnt ratio
+            # lower, so estimates err on the high (safe) side.
             self._limiter.correct(prompt_estimate - usage.prompt_tokens)
             chars = sum(len(m["content"]) for m in messages)
             ratio = chars / max(1, usage.prompt_tokens - 3 * len(messages) - 3)
             self._chars_per_token = 0.9 * self._chars_per_token + 0.1 * max(1.0, ratio)
-        return completion, raw.headers.get("x-request-id"), cost
+        return completion, raw.headers.get("x-request-id")
 
     def _dead_letter(self, ticket: Ticket, trace: _TicketTrace, exc: errors.ProviderError):
         c = self.config
         reason = exc.reason
         if exc.retryable:
-            reason = ("retries_exhausted" if trace.attempts > c.retry.max_retries
+            reason = ("retries_exhausted" if trace.call_attempts > c.retry.max_retries
                       else "deadline_exceeded")
         return DeadLetter(
             id=ticket.id, stage=STAGE_LLM, reason=reason, error_class=type(exc).__name__,
@@ -413,7 +488,8 @@ class LlmEngine:
             last_attempt_at=trace.last_at, ticket=ticket.fields, source=ticket.source,
             line=ticket.line, retries=trace.retries, rate_limited=trace.rate_limited,
             server_errors=trace.server_errors, timeouts=trace.timeouts,
-            throttled_secs=trace.throttled)
+            throttled_secs=trace.throttled, raw_output=getattr(exc, "raw_output", None),
+            prompt_tokens=trace.prompt_tokens, completion_tokens=trace.completion_tokens)
 
 
 # Engines of this process, by config fingerprint. Kept across DoFn teardown/setup cycles (runners

@@ -78,6 +78,8 @@ class TicketflowMetrics:
     def record_dead_letter(self, dead: DeadLetter) -> None:
         self._calls(dead)
         self.inc("dead_lettered")
+        self.inc("prompt_tokens", dead.prompt_tokens)
+        self.inc("completion_tokens", dead.completion_tokens)
         if dead.attempts:
             self.distributions["attempts"].update(dead.attempts)
 

@@ -67,6 +67,8 @@ class Result:
     request_id: Optional[str] = None
     cost_usd: float = 0.0
     cached: bool = False
+    # The validated answer, with --response_schema (written as ``output`` / typed columns).
+    output: Optional[Mapping[str, Any]] = None
     # Bookkeeping for metrics; not written out.
     retries: int = 0
     rate_limited: int = 0
@@ -75,7 +77,7 @@ class Result:
     throttled_secs: float = 0.0
 
     def to_dict(self) -> Dict[str, Any]:
-        return {
+        out: Dict[str, Any] = {
             "id": self.id,
             "response": self.response,
             "model": self.model,
@@ -91,6 +93,9 @@ class Result:
             "cached": self.cached,
             "ticket": dict(self.ticket),
         }
+        if self.output is not None:
+            out["output"] = dict(self.output)
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=False)
@@ -114,6 +119,7 @@ class DeadLetter:
       raw: The raw input (truncated), when it did not parse.
       source: The input file, when known.
       line: The 1-based line or row in that file, when known.
+      raw_output: The model's last answer, when it was not valid (reason ``invalid_output``).
     """
     id: Optional[str]
     stage: str
@@ -128,12 +134,16 @@ class DeadLetter:
     raw: Optional[str] = None
     source: Optional[str] = None
     line: Optional[int] = None
+    raw_output: Optional[str] = None
     # Bookkeeping for metrics; not written out.
     retries: int = 0
     rate_limited: int = 0
     server_errors: int = 0
     timeouts: int = 0
     throttled_secs: float = 0.0
+    # Tokens of answers that were paid for but not kept (an invalid output).
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {
@@ -153,6 +163,8 @@ class DeadLetter:
             out["ticket"] = dict(self.ticket)
         else:
             out["raw"] = self.raw
+        if self.raw_output is not None:
+            out["raw_output"] = self.raw_output
         return out
 
     def to_json(self) -> str:

@@ -5,7 +5,9 @@ parquet``); dead letters always to ``PREFIX/dead_letter-SSSSS-of-NNNNN.jsonl``. 
 ``gs://`` (Beam's FileSystems).
 
 In Parquet, the input record under ``ticket`` is stored as a JSON string column, because input
-fields vary from one file to the next and a Parquet schema may not.
+fields vary from one file to the next and a Parquet schema may not. With ``--response_schema``, the
+answer's fields are typed top-level columns (see :mod:`transforms.structured`); in JSONL they are
+the nested object ``output``.
 
 Example::
 
@@ -15,9 +17,12 @@ Example::
 from __future__ import annotations
 
 import json
+from typing import Optional
 
 import apache_beam as beam
 import pyarrow as pa
+
+from transforms import structured as structured_lib
 
 OUTPUT_FORMATS = ("jsonl", "parquet")
 
@@ -43,10 +48,21 @@ RESULT_SCHEMA = pa.schema([
 ])
 
 
-def _parquet_row(result) -> dict:
+def _parquet_row(result, schema: Optional[dict] = None) -> dict:
     row = result.to_dict()
     row["ticket"] = json.dumps(row["ticket"], ensure_ascii=False)
+    output = row.pop("output", None)
+    if schema is not None:
+        row.update(structured_lib.parquet_values(schema, output, RESULT_SCHEMA.names))
     return row
+
+
+def results_schema(structured: Optional[structured_lib.StructuredOutput] = None) -> pa.Schema:
+    """The Parquet schema of results: RESULT_SCHEMA, plus the typed columns of the answer's fields."""
+    if structured is None:
+        return RESULT_SCHEMA
+    extra = structured_lib.parquet_fields(structured.schema, RESULT_SCHEMA.names)
+    return pa.schema(list(RESULT_SCHEMA) + extra)
 
 
 def join_path(prefix: str, name: str) -> str:
@@ -61,21 +77,25 @@ class WriteResults(beam.PTransform):
       prefix: Output directory (local or gs://).
       output_format: ``jsonl`` or ``parquet``.
       basename: File name stem (``results``; runs that must not overwrite pass another).
+      structured: The ``--response_schema``, whose fields become typed Parquet columns.
     """
 
-    def __init__(self, prefix: str, output_format: str = "jsonl", basename: str = RESULTS_BASENAME):
+    def __init__(self, prefix: str, output_format: str = "jsonl", basename: str = RESULTS_BASENAME,
+                 structured: Optional[structured_lib.StructuredOutput] = None):
         super().__init__()
         if output_format not in OUTPUT_FORMATS:
             raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}")
         self._path = join_path(prefix, basename)
         self._format = output_format
+        self._structured = structured
 
     def expand(self, results):
         if self._format == "parquet":
+            schema = self._structured.schema if self._structured is not None else None
             return (results
-                    | "ResultToRow" >> beam.Map(_parquet_row)
+                    | "ResultToRow" >> beam.Map(_parquet_row, schema)
                     | "WriteParquet" >> beam.io.WriteToParquet(
-                        self._path, RESULT_SCHEMA, file_name_suffix=".parquet",
+                        self._path, results_schema(self._structured), file_name_suffix=".parquet",
                         shard_name_template=SHARD_TEMPLATE))
         return (results
                 | "ResultToJson" >> beam.Map(lambda r: r.to_json())
