@@ -2,7 +2,12 @@
 
 import sys
 
-from pipeline.run import run
+from pipeline.run import EXIT_INTERRUPTED, run
 
 if __name__ == "__main__":
-    sys.exit(run())
+    try:
+        sys.exit(run())
+    except KeyboardInterrupt:
+        # A Ctrl-C outside the run itself (preflight, summary): nothing to drain.
+        print("\nticketflow: interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)

@@ -44,6 +44,11 @@ class JobConfig:
     requests_per_minute: float
     tokens_per_minute: float
     log_level: str
+    log_format: str = "text"
+    quiet: bool = False
+    progress_interval_secs: float = 10.0
+    drain_secs: float = 30.0
+    skip_preflight: bool = False
 
 def worker_processes(options: PipelineOptions) -> int:
     """How many worker processes the runner may run at once (each takes a share of the limits).
@@ -105,11 +110,12 @@ def from_options(options: PipelineOptions) -> JobConfig:
         raise ConfigError("--output is required: a directory for results, dead letters and the "
                           "summary, e.g. --output out/run1")
     for name in ("batch_size", "max_concurrency", "max_tokens", "max_input_chars",
-                 "num_key_shards", "request_timeout_secs", "max_ticket_secs"):
+                 "num_key_shards", "request_timeout_secs", "max_ticket_secs",
+                 "progress_interval_secs"):
         _positive(name, getattr(o, name))
     for name in ("requests_per_minute", "tokens_per_minute", "max_retries",
                  "initial_backoff_secs", "max_backoff_secs", "max_retry_after_secs",
-                 "max_buffering_secs"):
+                 "max_buffering_secs", "drain_secs"):
         _positive(name, getattr(o, name), allow_zero=True)
     if o.worker_share is not None and not 0 < o.worker_share <= 1:
         raise ConfigError(f"--worker_share must be in (0, 1], got {o.worker_share}.")
@@ -175,6 +181,11 @@ def from_options(options: PipelineOptions) -> JobConfig:
         requests_per_minute=o.requests_per_minute,
         tokens_per_minute=o.tokens_per_minute,
         log_level=o.log_level,
+        log_format=o.log_format,
+        quiet=o.quiet,
+        progress_interval_secs=o.progress_interval_secs,
+        drain_secs=o.drain_secs,
+        skip_preflight=o.skip_preflight,
     )
 
 def with_base_url(config: JobConfig, base_url: str) -> JobConfig:

@@ -130,6 +130,12 @@ class Unprocessable(PermanentError):
     reason = "unprocessable"
 
 
+class Interrupted(ProviderError):
+    """The run is stopping (SIGINT/SIGTERM): the ticket was not sent, or its request was
+    cancelled after ``--drain_secs``. Not retried in this run; the dead letter is replayable."""
+    reason = "interrupted"
+
+
 def _retry_after(headers) -> Optional[float]:
     """Reads ``retry-after-ms`` or ``retry-after`` (seconds) from response headers."""
     if headers is None:
