@@ -64,8 +64,9 @@ def write_log_line(line: str) -> None:
 
 def live_counts_possible(runner: str, running_mode: Optional[str]) -> bool:
     """True when the DoFns run in the driver's process, so their live counters are visible here."""
-    return runner in ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner",
-                      "SwitchingDirectRunner") and (running_mode or "in_memory") != "multi_processing"
+    in_process = runner in ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner",
+                            "SwitchingDirectRunner")
+    return in_process and (running_mode or "in_memory") != "multi_processing"
 
 
 def mode_for(live: bool, quiet: bool, stream=None) -> str:

@@ -19,8 +19,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from tests.conftest import EXAMPLES, REPO, write_jsonl
 
 FAST_RETRIES = ("--initial_backoff_secs", "0.01", "--max_backoff_secs", "0.05")

@@ -54,7 +54,7 @@ class ProgressStats:
             self._counts[name] += n
 
     def finished(self, record, at: Optional[float] = None) -> None:
-        """Notes one ticket leaving the pipeline as a Result or a DeadLetter (at wall time ``at``)."""
+        """Notes one ticket leaving the pipeline as a Result or a DeadLetter (at wall ``at``)."""
         ok = isinstance(record, Result)
         if at is None:
             at = record.finished_at if ok else (getattr(record, "last_attempt_at", None)
@@ -71,7 +71,7 @@ class ProgressStats:
             self._in_flight += delta
 
     def snapshot(self) -> dict:
-        """A consistent copy: every counter, ``dead_letter_reasons``, ``in_flight``, ``per_second``."""
+        """A consistent copy: counters, ``dead_letter_reasons``, ``in_flight``, ``per_second``."""
         with self._lock:
             out = dict(self._counts)
             out["dead_letter_reasons"] = dict(self._reasons)
