@@ -142,8 +142,9 @@ def latency_svg(histogram: Histogram, percentiles: Dict[str, Optional[float]]) -
         bins.append((lo, lo * 1.26, tail[0][2]))
     if not bins:
         return '<p class="nodata">no successful request, so no latency</p>'
-    lo_all = max(0.5, min(lo for lo, _, _ in bins) or 0.5)
-    hi_all = max(hi for _, hi, _ in bins)
+    # One bucket's width of margin on each side, so a narrow distribution is not a wall of bars.
+    lo_all = max(0.5, (min(lo for lo, _, _ in bins) or 0.5) / 1.6)
+    hi_all = max(hi for _, hi, _ in bins) * 1.6
     log_lo, log_hi = math.log10(lo_all), math.log10(max(hi_all, lo_all * 1.5))
     y_max = _nice_max(max(c for _, _, c in bins))
     x0, x1 = _M["left"], _W - _M["right"]
@@ -166,13 +167,16 @@ def latency_svg(histogram: Histogram, percentiles: Dict[str, Optional[float]]) -
         parts.append(f'<rect class="data" x="{xa:.1f}" y="{y0 - height:.1f}" '
                      f'width="{max(1.0, xb - xa - 1):.1f}" height="{height:.1f}" fill="{_OK}">'
                      f'<title>{_fmt(lo)}–{_fmt(hi)} ms: {count}</title></rect>')
-    for name, value in percentiles.items():
+    for row, (name, value) in enumerate(percentiles.items()):
         if value is None:
             continue
         x = x_of(value)
         parts.append(f'<line x1="{x:.1f}" y1="{y1}" x2="{x:.1f}" y2="{y0}" stroke="{_MARK}" '
                      f'stroke-dasharray="4 3"/>')
-        parts.append(f'<text x="{x + 3:.1f}" y="{y1 + 10}">{name} {_fmt(value)} ms</text>')
+        # Staggered, so that close percentiles keep readable labels.
+        parts.append(f'<text x="{x + 3:.1f}" y="{y1 + 10 + 13 * row}" '
+                     f'style="paint-order:stroke;stroke:#fff;stroke-width:3px">'
+                     f'{name} {_fmt(value)} ms</text>')
     parts.append("</svg>")
     return "".join(parts)
 
