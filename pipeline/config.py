@@ -57,6 +57,11 @@ class JobConfig:
     max_cost_usd: Optional[float] = None
     price_known: bool = True
     pricing_file: Optional[str] = None
+    log_format: str = "text"
+    quiet: bool = False
+    progress_interval_secs: float = 10.0
+    drain_secs: float = 30.0
+    skip_preflight: bool = False
 
 def worker_processes(options: PipelineOptions) -> int:
     """How many worker processes the runner may run at once (each takes a share of the limits).
@@ -159,11 +164,12 @@ def from_options(options: PipelineOptions) -> JobConfig:
         raise ConfigError("--output is required: a directory for results, dead letters and the "
                           "summary, e.g. --output out/run1")
     for name in ("batch_size", "max_concurrency", "max_tokens", "max_input_chars",
-                 "num_key_shards", "request_timeout_secs", "max_ticket_secs"):
+                 "num_key_shards", "request_timeout_secs", "max_ticket_secs",
+                 "progress_interval_secs"):
         _positive(name, getattr(o, name))
     for name in ("requests_per_minute", "tokens_per_minute", "max_retries",
                  "initial_backoff_secs", "max_backoff_secs", "max_retry_after_secs",
-                 "max_buffering_secs"):
+                 "max_buffering_secs", "drain_secs"):
         _positive(name, getattr(o, name), allow_zero=True)
     if o.worker_share is not None and not 0 < o.worker_share <= 1:
         raise ConfigError(f"--worker_share must be in (0, 1], got {o.worker_share}.")
@@ -264,6 +270,11 @@ def from_options(options: PipelineOptions) -> JobConfig:
         max_cost_usd=o.max_cost_usd,
         price_known=price_known,
         pricing_file=o.pricing_file,
+        log_format=o.log_format,
+        quiet=o.quiet,
+        progress_interval_secs=o.progress_interval_secs,
+        drain_secs=o.drain_secs,
+        skip_preflight=o.skip_preflight,
     )
 
 

@@ -144,3 +144,18 @@ class TicketflowOptions(PipelineOptions):
                          "e.g. \"--latency_median_ms 200 --p_503 0.02\".")
         run.add_argument("--log_level", default="INFO",
                          choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="Logging level.")
+
+        watch = parser.add_argument_group("watching a run")
+        _switch(watch, "--quiet",
+                "No live progress (the summary is still printed).")
+        watch.add_argument("--progress_interval_secs", type=float, default=10.0,
+                           help="Seconds between two progress lines when stderr is not a "
+                           "terminal (on a terminal a live bar is drawn instead).")
+        watch.add_argument("--drain_secs", type=float, default=30.0,
+                           help="After SIGINT/SIGTERM, how long requests in flight may take to "
+                           "finish before they are cancelled (unsent tickets become dead letters "
+                           "'interrupted' at once).")
+        _switch(watch, "--skip_preflight",
+                "Do not check the endpoint and the key (GET /models) before the run.")
+        watch.add_argument("--log_format", default="text", choices=("text", "json"),
+                           help="Log lines as key=value text or as JSON lines.")

@@ -2,10 +2,13 @@
 
 ``build(p, config)`` only wires labelled transforms (read → validate → batch → call → write, with
 the dead-letter branch beside it); ``run(argv)`` parses flags, checks what can be checked before
-any work (flags, input, key), runs, then writes ``PREFIX/summary.json`` and prints the summary.
+any work (flags, input, output, endpoint and key: ``pipeline/preflight.py``), runs while showing
+its progress and handling SIGINT/SIGTERM (``pipeline/watch.py``), then writes
+``PREFIX/summary.json`` and ``PREFIX/report.html`` (``pipeline/report.py``) and prints the summary.
 
 Exit codes: 0 the ledger balances; 1 the pipeline failed or the ledger does not balance;
-2 a flag or the environment is wrong (one line on stderr says how to fix it).
+2 a flag or the environment is wrong (one line on stderr says how to fix it); 130 stopped by
+SIGINT/SIGTERM (unsent tickets are dead letters ``interrupted``).
 """
 
 from __future__ import annotations
@@ -19,12 +22,18 @@ from typing import Dict, List, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
+from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
+                                                  StandardOptions, TestOptions)
 
 from pipeline import config as config_lib
+from pipeline import preflight as preflight_lib
+from pipeline import report as report_lib
+from pipeline import watch
 from pipeline.options import TicketflowOptions
+from pipeline.preflight import UsageError
+from transforms import logs
 from transforms import metrics as metrics_lib
-from transforms import sinks
+from transforms import progress, sinks
 from transforms.batch import BatchTickets
 from transforms.llm import CallModel
 from transforms import estimate as estimate_lib
@@ -32,6 +41,7 @@ from transforms.read import ReadTickets
 from transforms.pricing import load_pricing
 from transforms.resume import ReadDoneIds
 from transforms.structured import schema_overhead_tokens
+from transforms.read import count_records as count_input_records
 from transforms.validate import ValidateTickets
 
 _LOG = logging.getLogger("ticketflow")
@@ -39,6 +49,7 @@ _LOG = logging.getLogger("ticketflow")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = watch.EXIT_INTERRUPTED
 
 
 def build(p: beam.Pipeline, config: config_lib.JobConfig) -> Dict[str, beam.PCollection]:
@@ -72,36 +83,6 @@ def dead_letter_basename(config: config_lib.JobConfig) -> str:
     return f"{sinks.DEAD_LETTER_BASENAME}-{config.run_id}"
 
 
-class UsageError(Exception):
-    """Something to fix before the job can run; exit code 2."""
-
-
-def preflight(config: config_lib.JobConfig) -> None:
-    """Checks what would otherwise fail late: the input matches files, the output is free.
-
-    Raises:
-      UsageError: with a one-line message saying how to fix it.
-    """
-    patterns = [p.strip() for p in config.input.split(",") if p.strip()]
-    for pattern in patterns:
-        try:
-            matched = FileSystems.match([pattern])[0].metadata_list
-        except Exception as exc:  # noqa: BLE001 - any filesystem error is the user's to fix
-            raise UsageError(f"--input {pattern!r}: cannot list it ({type(exc).__name__}: "
-                             f"{str(exc)[:200]})") from None
-        if not matched:
-            raise UsageError(f"--input {pattern!r} matches no file: check the path or glob "
-                             "(quote globs so the shell does not expand them).")
-    existing = sinks.existing_outputs(config.output)
-    if existing and not config.resume:
-        if not config.overwrite:
-            raise UsageError(
-                f"--output {config.output!r} already holds {len(existing)} output file(s) of an "
-                "earlier run: pass --resume to continue it (skipping answered tickets), "
-                "--overwrite to replace it, or choose another --output.")
-        FileSystems.delete(existing)
-
-
 def _start_simulator(flags: str):
     import simulator  # pylint: disable=import-outside-toplevel
     from simulator.config import config_from_argv  # pylint: disable=import-outside-toplevel
@@ -117,6 +98,8 @@ def _start_simulator(flags: str):
 def summarize(result, config: config_lib.JobConfig, wall_secs: float) -> dict:
     """The run's summary from its metrics and from the files it wrote."""
     counts = metrics_lib.summarize(result.metrics())
+    percentiles = metrics_lib.latency_percentiles(counts, (0.5, 0.9, 0.99),
+                                                  max_ms=counts.get("latency_ms_max"))
     written_results = sinks.count_records(config.output, results_basename(config))
     written_dead = sinks.count_records(config.output, dead_letter_basename(config))
     read = int(counts["tickets_read"])
@@ -147,6 +130,10 @@ def summarize(result, config: config_lib.JobConfig, wall_secs: float) -> dict:
         "throttled_secs": round(counts["throttled_ms"] / 1000.0, 3),
         "latency_ms_mean": counts.get("latency_ms_mean"),
         "latency_ms_max": counts.get("latency_ms_max"),
+        "latency_ms_p50": percentiles[0.5],
+        "latency_ms_p90": percentiles[0.9],
+        "latency_ms_p99": percentiles[0.99],
+        "dead_letter_reasons": metrics_lib.dead_letter_reasons(counts),
         "wall_secs": round(wall_secs, 3),
         "tickets_per_sec": round((succeeded + dead) / wall_secs, 3) if wall_secs > 0 else None,
         "written_results": written_results,
@@ -174,6 +161,9 @@ def format_summary(summary: dict) -> str:
                      f"timeouts {summary['timeouts']})"),
         ("tokens", f"{summary['prompt_tokens']} prompt + {summary['completion_tokens']} completion"),
         ("throttled", f"{summary['throttled_secs']} s"),
+        ("latency", f"p50 {summary.get('latency_ms_p50')} ms, p90 {summary.get('latency_ms_p90')}"
+                    f" ms, p99 {summary.get('latency_ms_p99')} ms (max "
+                    f"{summary.get('latency_ms_max')} ms)"),
         ("wall time", f"{summary['wall_secs']} s ({summary['tickets_per_sec']} tickets/s)"),
         ("ledger", "balanced: read == succeeded + dead lettered + skipped, and matches the files"
          if summary["ledger_balanced"] else
@@ -182,9 +172,18 @@ def format_summary(summary: dict) -> str:
          f"{summary['already_done'] + summary['replay_skipped']} (files: "
          f"{summary['written_results']} results, {summary['written_dead_letters']} dead letters)"),
     ]
+    reasons = summary.get("dead_letter_reasons") or {}
+    if reasons:
+        rows.insert(3, ("  by reason", ", ".join(f"{k} {v}" for k, v in reasons.items())))
+    if summary.get("interrupted"):
+        rows.append(("interrupted", f"stopped by {summary['interrupted']}: "
+                     f"{reasons.get('interrupted', 0)} ticket(s) not answered are dead letters "
+                     "'interrupted' (replay them)"))
     width = max(len(name) for name, _ in rows)
     lines = ["ticketflow summary"] + [f"  {name.ljust(width)}  {value}" for name, value in rows]
     lines.append(f"  {'output'.ljust(width)}  {summary['output']}")
+    if summary.get("report"):
+        lines.append(f"  {'report'.ljust(width)}  {summary['report']}")
     return "\n".join(lines)
 
 
@@ -208,16 +207,6 @@ def _estimate(config: config_lib.JobConfig) -> int:
     return EXIT_OK
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level), force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _LOG.setLevel(getattr(logging, level))
-    if level != "DEBUG":
-        # Beam's local runners are chatty at INFO; an operator wants ticketflow's own lines.
-        for noisy in ("apache_beam", "httpx", "httpx2", "openai", "aiohttp"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def local_runner_options(options: PipelineOptions) -> PipelineOptions:
     """Runs ``DirectRunner`` (and the default) on Beam's in-process FnApiRunner.
 
@@ -233,6 +222,29 @@ def local_runner_options(options: PipelineOptions) -> PipelineOptions:
     return options
 
 
+def _timeline(config: config_lib.JobConfig, live: bool, started_wall: float):
+    """Per-second completions: from the live counters, else from the written files' timestamps."""
+    per_second = progress.STATS.snapshot()["per_second"] if live else {}
+    if per_second:
+        return report_lib.timeline_from_per_second(per_second, started_wall)
+    try:
+        ok, dead = sinks.completion_times(config.output)
+    except Exception:  # noqa: BLE001 - the plot is a nicety; the summary is what matters
+        _LOG.debug("cannot read completion times", exc_info=True)
+        return []
+    return report_lib.timeline_from_times(ok, dead, started_wall)
+
+
+def _write_report(config, summary, live, started_wall, counts_histogram) -> Optional[str]:
+    path = sinks.join_path(config.output, "report.html")
+    try:
+        report_lib.write(path, summary, _timeline(config, live, started_wall), counts_histogram)
+    except Exception as exc:  # noqa: BLE001 - a failed report must not fail a finished job
+        logs.event(_LOG, logging.WARNING, "report_failed", error=f"{type(exc).__name__}: {exc}")
+        return None
+    return path
+
+
 def run(argv: Optional[List[str]] = None) -> int:
     """Runs the job; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -240,13 +252,16 @@ def run(argv: Optional[List[str]] = None) -> int:
     options = local_runner_options(TicketflowOptions(argv))
     dry_run = bool(options.view_as(TestOptions).dry_run)
     ours = options.view_as(TicketflowOptions)
-    _configure_logging(ours.log_level or "INFO")
+    logs.configure(ours.log_level or "INFO", ours.log_format or "text",
+                   write=watch.write_log_line)
     try:
         config = config_lib.from_options(options)
         if config.estimate:
             return _estimate(config)
+        stale_outputs = []
         if not dry_run:
-            preflight(config)
+            preflight_lib.check_input(config)
+            stale_outputs = preflight_lib.check_output(config)
     except (config_lib.ConfigError, UsageError) as exc:
         print(f"ticketflow: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -263,20 +278,41 @@ def run(argv: Optional[List[str]] = None) -> int:
                 print(f"ticketflow: error: {exc}", file=sys.stderr)
                 return EXIT_USAGE
             config = config_lib.with_base_url(config, sim.base_url)
-            _LOG.info("simulator started at %s", sim.base_url)
-        _LOG.info("starting: input=%s output=%s model=%s worker processes=%d share=%.3f",
-                  config.input, config.output, config.llm.model, config.worker_processes,
-                  config.worker_share)
-        _LOG.debug("config: %s", json.dumps(config_lib.redacted(config), default=str))
+            logs.event(_LOG, logging.INFO, "simulator_started", base_url=sim.base_url)
+        if not config.skip_preflight and not dry_run:
+            try:
+                preflight_lib.check_endpoint(config.llm)
+            except UsageError as exc:
+                print(f"ticketflow: error: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+        if stale_outputs:
+            FileSystems.delete(stale_outputs)
+
+        runner = options.view_as(StandardOptions).runner
+        runner = runner if isinstance(runner, str) else type(runner).__name__
+        live = watch.live_counts_possible(
+            runner, options.view_as(DirectOptions).direct_running_mode)
+        mode = watch.mode_for(live, config.quiet)
+        logs.event(_LOG, logging.INFO, "start", input=config.input, output=config.output,
+                   model=config.llm.model, runner=runner, worker_processes=config.worker_processes,
+                   worker_share=round(config.worker_share, 3), progress=mode)
+        logs.event(_LOG, logging.INFO, "config", config=config_lib.redacted(config))
+        progress.STATS.reset()
+        total = (count_input_records(config.input, config.input_format)
+                 if mode in (watch.MODE_BAR, watch.MODE_LINES) else None)
         started = time.monotonic()
+        started_wall = time.time()
         pipeline = beam.Pipeline(options=options)
         build(pipeline, config)
+        reporter = watch.ProgressReporter(mode, config.progress_interval_secs, total, runner)
+        stopper = watch.GracefulStop(config.drain_secs, graceful=live, on_stop=reporter.stopping)
         try:
-            result = pipeline.run()
-            if dry_run:
-                print("ticketflow: dry run: job built, not submitted")
-                return EXIT_OK
-            result.wait_until_finish()
+            with stopper, reporter:
+                result = pipeline.run()
+                if dry_run:
+                    print("ticketflow: dry run: job built, not submitted")
+                    return EXIT_OK
+                result.wait_until_finish()
         except Exception as exc:  # noqa: BLE001 - one clear line, not a runner traceback
             _LOG.debug("pipeline failed", exc_info=True)
             message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
@@ -284,13 +320,23 @@ def run(argv: Optional[List[str]] = None) -> int:
             return EXIT_FAILED
         wall = time.monotonic() - started
         summary = summarize(result, config, wall)
+        summary["interrupted"] = stopper.signal_name
         if sim is not None:
             summary["simulator"] = {k: v for k, v in sim.stats().items() if k != "per_second"}
+        histogram = metrics_lib.latency_histogram(metrics_lib.summarize(result.metrics()))
+        summary["report"] = _write_report(config, summary, live, started_wall, histogram)
         blob = json.dumps(summary, indent=2, default=str).encode("utf-8")
         for name in ("summary.json", f"summary-{config.run_id}.json"):
             with FileSystems.create(sinks.join_path(config.output, name)) as handle:
                 handle.write(blob)
         print(format_summary(summary))
+        logs.event(_LOG, logging.INFO, "summary", **{
+            k: summary[k] for k in ("read", "succeeded", "dead_lettered", "requests", "retries",
+                                    "rate_limited", "latency_ms_p50", "latency_ms_p99",
+                                    "wall_secs", "tickets_per_sec", "ledger_balanced",
+                                    "interrupted", "dead_letter_reasons")})
+        if stopper.interrupted:
+            return EXIT_INTERRUPTED
         return EXIT_OK if summary["ledger_balanced"] else EXIT_FAILED
     finally:
         if sim is not None:

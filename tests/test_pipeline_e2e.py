@@ -188,8 +188,9 @@ def test_api_key_never_appears_anywhere(run_pipeline, simulator_factory, tmp_pat
                         *FAST_RETRIES, env={"OPENAI_API_KEY": secret})
     assert good.returncode == 0, good.stderr
     assert good.summary()["succeeded"] == 30
+    # --skip_preflight: otherwise the preflight stops a wrong key before any ticket is sent.
     wrong = run_pipeline("--input", str(path), "--base_url", sim.base_url, "--log_level", "DEBUG",
-                         env={"OPENAI_API_KEY": secret + "-wrong"})
+                         "--skip_preflight", env={"OPENAI_API_KEY": secret + "-wrong"})
     assert wrong.returncode == 0, wrong.stderr
     assert {d["reason"] for d in wrong.dead_letters() if d["stage"] == "llm"} == {"auth_error"}
     for run in (good, wrong):

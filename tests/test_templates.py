@@ -33,6 +33,9 @@ EXCLUDED = {
     "simulator_flags": "only meaningful with --simulate",
     "estimate": "prints a projection and exits without a job; run it locally, not as a template",
     "expected_completion_tokens": "only read by --estimate",
+    "quiet": "live progress is drawn by a local driver only; Dataflow shows its own UI",
+    "progress_interval_secs": "live progress is drawn by a local driver only",
+    "drain_secs": "graceful stop with drain is for local runs; on Dataflow use drain in its UI",
 }
 
 # Parameters the template offers before the option exists (proposed in issue 6's report). Their
@@ -79,6 +82,8 @@ EXAMPLES = {
     "max_ticket_secs": ["600", "90.5"],
     "dispatch": ["continuous", "barrier"],
     "log_level": ["DEBUG", "INFO", "WARNING", "ERROR"],
+    "log_format": ["text", "json"],
+    "skip_preflight": ["true", "false"],
     "response_store": ["gs://my-bucket/ticketflow/store"],
     "resume": ["true", "false"],
     "replay": ["true", "false"],

@@ -119,11 +119,6 @@ class BudgetExhausted(PermanentError):
     reason = "budget_exhausted"
 
 
-class Interrupted(PermanentError):
-    """The run is stopping: the ticket was not sent (replayable)."""
-    reason = "interrupted"
-
-
 class BadRequest(PermanentError):
     reason = "bad_request"
 
@@ -153,6 +148,12 @@ class NotFound(PermanentError):
 
 class Unprocessable(PermanentError):
     reason = "unprocessable"
+
+
+class Interrupted(ProviderError):
+    """The run is stopping (SIGINT/SIGTERM): the ticket was not sent, or its request was
+    cancelled after ``--drain_secs``. Not retried in this run; the dead letter is replayable."""
+    reason = "interrupted"
 
 
 def _retry_after(headers) -> Optional[float]:

@@ -13,6 +13,11 @@ has finished; it blocks only while its own window of ``max_concurrency`` tickets
 bundle's remaining tickets are drained in ``finish_bundle``. So a slow request holds back nothing
 but itself.
 
+Graceful stop (:mod:`transforms.interrupt`): once the driver asks to stop, a ticket not yet sent,
+waiting for the limiter or for a retry becomes a dead letter ``interrupted`` at once; requests in
+flight finish, unless the driver also aborts (after ``--drain_secs``), which cancels them.
+The engine logs the first occurrence of each error class at WARNING, retries at DEBUG.
+
 Example::
 
     outputs = batches | "CallModel" >> CallModel(llm_config)
@@ -37,7 +42,8 @@ import apache_beam as beam
 import openai
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms import errors
+from transforms import errors, interrupt, progress
+from transforms.logs import event
 from transforms.metrics import TicketflowMetrics
 from transforms.pricing import Price
 from transforms.prompts import PromptRenderer, TemplateRenderError
@@ -196,11 +202,14 @@ class LlmEngine:
         self._inflight: Dict[str, "asyncio.Future"] = {}
         self._spent = 0.0
         self._reserved = 0.0
+        self._seen_errors: set = set()
+        self._requests_in_flight: set = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ticketflow-llm",
                                         daemon=True)
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._init(), self._loop).result()
+        self._unsubscribe = interrupt.subscribe(self._on_interrupt)
 
     async def _init(self) -> None:
         c = self.config
@@ -211,7 +220,37 @@ class LlmEngine:
             timeout=c.request_timeout_secs,
             http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=c.request_timeout_secs))
         self._semaphore = asyncio.Semaphore(c.max_concurrency)
-        self._limiter = AdaptiveRateLimiter(c.requests_per_sec, c.tokens_per_sec, clock=self._clock)
+        self._stop_event = asyncio.Event()
+        self._limiter = AdaptiveRateLimiter(c.requests_per_sec, c.tokens_per_sec, clock=self._clock,
+                                            sleep=self._sleep)
+
+    def _on_interrupt(self, kind: str) -> None:
+        """Called from the driver's thread on a stop or an abort (:mod:`transforms.interrupt`)."""
+        if self.closed:
+            return
+        if kind == interrupt.STOP:
+            self._loop.call_soon_threadsafe(self._stop_event.set)
+        else:
+            self._loop.call_soon_threadsafe(self._cancel_in_flight)
+
+    def _cancel_in_flight(self) -> None:
+        for task in list(self._requests_in_flight):
+            task.cancel()
+
+    async def _sleep(self, secs: float) -> None:
+        """Sleeps (for the limiter or a retry's backoff) unless the run stops meanwhile.
+
+        Raises:
+          errors.Interrupted: when a stop is requested before or during the wait.
+        """
+        if not self._stop_event.is_set() and secs > 0:
+            try:
+                await asyncio.wait_for(self._stop_event.wait(), secs)
+            except asyncio.TimeoutError:
+                return
+        if self._stop_event.is_set() or interrupt.stopping():
+            raise errors.Interrupted("the run was stopped while this ticket waited for the rate "
+                                     "limiter or a retry; replay it")
 
     def schedule_idle_close(self, delay: float, callback) -> None:
         """Calls ``callback(self)`` after ``delay`` seconds unless cancelled (engine's loop)."""
@@ -234,6 +273,7 @@ class LlmEngine:
         if self.closed:
             return
         self.closed = True
+        self._unsubscribe()
         try:
             asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result(timeout=5)
         except Exception:  # noqa: BLE001 - closing is best effort
@@ -255,6 +295,11 @@ class LlmEngine:
         if self._response_format is not None:
             request["response_format"] = self._response_format
         return request
+
+    def interrupted(self, ticket: Ticket) -> DeadLetter:
+        """The dead letter of a ticket never sent because the run is stopping."""
+        return self._dead_letter(ticket, _TicketTrace(), errors.Interrupted(
+            "the run was stopped before this ticket was sent; replay it"))
 
     async def _handle(self, ticket: Ticket):
         try:
@@ -317,6 +362,8 @@ class LlmEngine:
           A Result, or a DeadLetter; never raises.
         """
         c = self.config
+        if self._stop_event.is_set():
+            return self.interrupted(ticket)
         trace = _TicketTrace()
         started = self._wall()
         deadline = self._clock() + c.max_ticket_secs
@@ -354,13 +401,13 @@ class LlmEngine:
             exc = state.outcome.exception()
             if isinstance(exc, errors.RateLimited):
                 trace.throttled += state.upcoming_sleep or 0.0
-            _LOG.debug("ticket %s: attempt %d failed (%s), retrying in %.2fs", ticket.id,
-                       state.attempt_number, getattr(exc, "reason", type(exc).__name__),
-                       state.upcoming_sleep or 0.0)
+            event(_LOG, logging.DEBUG, "retry", ticket=ticket.id, attempt=state.attempt_number,
+                  reason=getattr(exc, "reason", type(exc).__name__),
+                  status=getattr(exc, "status", None), wait_secs=state.upcoming_sleep or 0.0)
 
         trace.call_attempts = 0
         retrying = c.retry.retrying(deadline=deadline, clock=self._clock, rng=self._rng,
-                                    before_sleep=before_sleep)
+                                    sleep=self._sleep, before_sleep=before_sleep)
         async for attempt in retrying:
             with attempt:
                 completion, request_id = await self._attempt(request, trace, deadline)
@@ -410,6 +457,9 @@ class LlmEngine:
     async def _attempt(self, request: Dict[str, Any], trace: _TicketTrace, deadline: float):
         c = self.config
         async with self._semaphore:
+            if self._stop_event.is_set():
+                raise errors.Interrupted("the run was stopped before this ticket was sent; "
+                                         "replay it")
             # The schema travels with every request and providers count it as prompt.
             prompt_estimate = (estimate_prompt_tokens(request["messages"], self._chars_per_token)
                                + self._schema_tokens)
@@ -425,6 +475,8 @@ class LlmEngine:
         c = self.config
         messages = request["messages"]
         trace.throttled += await self._limiter.acquire(prompt_estimate + c.max_tokens)
+        if self._stop_event.is_set():
+            raise errors.Interrupted("the run was stopped before this ticket was sent; replay it")
         timeout = min(c.request_timeout_secs, deadline - self._clock())
         if timeout <= 0:
             raise errors.RequestTimeout("per-ticket deadline reached before the request")
@@ -434,16 +486,25 @@ class LlmEngine:
         trace.first_at = trace.first_at or now
         trace.last_at = now
         sent = self._clock()
+        # A task of its own, so that an abort (after --drain_secs) cancels just the request.
+        call = asyncio.ensure_future(
+            self._client.chat.completions.with_raw_response.create(**request, timeout=timeout))
+        self._requests_in_flight.add(call)
+        progress.STATS.in_flight(1)
         try:
-            raw = await self._client.chat.completions.with_raw_response.create(
-                **request, timeout=timeout)
+            raw = await call
             completion = raw.parse()
             if not completion.choices or completion.choices[0].message is None:
                 raise ValueError("response has no choices")
         except asyncio.CancelledError:
+            if call.cancelled() and interrupt.aborting():
+                raise errors.Interrupted(
+                    "the run was stopped and --drain_secs ran out while this request was in "
+                    "flight; replay it") from None
             raise
         except Exception as exc:  # noqa: BLE001 - mapped to our typed errors right here
             err = errors.from_openai(exc, self._secrets)
+            self._note_first(err)
             if isinstance(err, errors.RateLimited):
                 trace.rate_limited += 1
                 self._limiter.on_rate_limited(err.retry_after)
@@ -452,6 +513,9 @@ class LlmEngine:
             elif isinstance(err, errors.RequestTimeout):
                 trace.timeouts += 1
             raise err from None
+        finally:
+            self._requests_in_flight.discard(call)
+            progress.STATS.in_flight(-1)
         trace.latency_ms = (self._clock() - sent) * 1000.0
         self._limiter.observe_headers(raw.headers)
         self._limiter.on_success()
@@ -474,6 +538,16 @@ class LlmEngine:
             ratio = chars / max(1, usage.prompt_tokens - 3 * len(messages) - 3)
             self._chars_per_token = 0.9 * self._chars_per_token + 0.1 * max(1.0, ratio)
         return completion, raw.headers.get("x-request-id")
+
+    def _note_first(self, err: errors.ProviderError) -> None:
+        """Logs the first occurrence of each error class at WARNING (later ones: DEBUG only)."""
+        key = (type(err).__name__, err.status)
+        if key in self._seen_errors:
+            return
+        self._seen_errors.add(key)
+        event(_LOG, logging.WARNING, "first_error", error_class=type(err).__name__,
+              reason=err.reason, http_status=err.status, retryable=err.retryable,
+              message=errors.redact(err.message, self._secrets)[:300])
 
     def _dead_letter(self, ticket: Ticket, trace: _TicketTrace, exc: errors.ProviderError):
         c = self.config
@@ -555,6 +629,12 @@ class _CallModelFn(beam.DoFn):
         _, tickets = element
         barrier = self._config.dispatch == DISPATCH_BARRIER
         for ticket in tickets:
+            if interrupt.stopping():
+                # Stopping: what is still arriving flows through at once, so the ledger balances.
+                done: concurrent.futures.Future = concurrent.futures.Future()
+                done.set_result(self._engine.interrupted(ticket))
+                self._pending.append((done, window, timestamp))
+                continue
             while len(self._pending) >= self._window:
                 yield from self._drain(block=True)
             self._pending.append((self._engine.submit(ticket), window, timestamp))

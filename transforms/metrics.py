@@ -9,16 +9,26 @@ Counters: ``tickets_read``, ``parse_errors``, ``duplicates``, ``requests``, ``su
 ``completion_tokens``, ``throttled_ms``, ``cache_hits``, ``cost_nano_usd``, ``already_done``,
 ``replay_skipped`` and Dataflow's ``cumulativeThrottlingSeconds``.
 Distributions: ``latency_ms`` and ``attempts``.
+
+Because a distribution only keeps count, sum, min and max, latency is also counted in log-spaced
+buckets, one counter each: ``latency_bucket_le_<N>ms`` (and ``latency_bucket_le_infms``), from
+which :func:`latency_percentiles` estimates p50/p90/p99 on every runner. Dead letters are also
+counted per reason code: ``dead_letter_<reason>``.
+
+Every increment is mirrored into the process's live counters (:data:`transforms.progress.STATS`),
+which the driver reads for its progress bar while the job runs.
 """
 
 from __future__ import annotations
 
-from typing import Dict
+import bisect
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 from apache_beam.io.components.adaptive_throttler import ThrottlingSignaler
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
+from transforms import progress
 from transforms.records import DeadLetter, Result
 
 NAMESPACE = "ticketflow"
@@ -30,6 +40,73 @@ COUNTERS = (
 )
 DISTRIBUTIONS = ("latency_ms", "attempts")
 THROTTLING_COUNTER = "cumulativeThrottlingSeconds"
+
+# Upper bounds (ms) of the latency buckets: 1..8 ms, then the R10 series (x1.26) up to 10 min,
+# so a percentile read from them is within about 13% of the true value.
+_R10 = (10, 12, 16, 20, 25, 32, 40, 50, 63, 80)
+LATENCY_BUCKETS_MS: Sequence[int] = tuple(
+    [1, 2, 3, 4, 5, 6, 8]
+    + [m * 10 ** e for e in range(0, 5) for m in _R10]
+    + [1_000_000])
+LATENCY_BUCKET_PREFIX = "latency_bucket_le_"
+DEAD_LETTER_PREFIX = "dead_letter_"
+
+
+def latency_bucket(ms: float) -> str:
+    """The counter name of the bucket holding a latency of ``ms`` milliseconds."""
+    i = bisect.bisect_left(LATENCY_BUCKETS_MS, ms)
+    bound = "inf" if i >= len(LATENCY_BUCKETS_MS) else str(LATENCY_BUCKETS_MS[i])
+    return f"{LATENCY_BUCKET_PREFIX}{bound}ms"
+
+
+def bucket_bound(name: str) -> float:
+    """The upper bound (ms) of a bucket counter's name (``inf`` for the last)."""
+    return float(name[len(LATENCY_BUCKET_PREFIX):-2])
+
+
+def latency_histogram(counts: Mapping[str, float]) -> List[tuple]:
+    """``[(lower_ms, upper_ms, count), ...]`` of the non-empty buckets, in order."""
+    buckets = sorted((bucket_bound(k), int(v)) for k, v in counts.items()
+                     if k.startswith(LATENCY_BUCKET_PREFIX) and v)
+    out = []
+    for upper, count in buckets:
+        i = bisect.bisect_left(LATENCY_BUCKETS_MS, upper)
+        lower = float(LATENCY_BUCKETS_MS[i - 1]) if i > 0 else 0.0
+        out.append((lower, upper, count))
+    return out
+
+
+def latency_percentiles(counts: Mapping[str, float], quantiles: Iterable[float] = (0.5, 0.9, 0.99),
+                        max_ms: Optional[float] = None) -> Dict[float, Optional[float]]:
+    """Estimates latency percentiles from the bucket counters (linear within a bucket).
+
+    Args:
+      counts: Counter name → value; the ``latency_bucket_le_*`` ones are used.
+      quantiles: In (0, 1].
+      max_ms: The largest latency seen (from the distribution), to bound the last bucket.
+
+    Returns:
+      Quantile → milliseconds (None when no latency was recorded).
+    """
+    histogram = latency_histogram(counts)
+    total = sum(c for _, _, c in histogram)
+    out: Dict[float, Optional[float]] = {}
+    for q in quantiles:
+        if not total:
+            out[q] = None
+            continue
+        rank = q * total
+        seen = 0
+        value = None
+        for lower, upper, count in histogram:
+            if seen + count >= rank:
+                if upper == float("inf") or (max_ms is not None and upper > max_ms):
+                    upper = max(lower, max_ms) if max_ms is not None else lower
+                value = lower + (upper - lower) * (rank - seen) / count
+                break
+            seen += count
+        out[q] = round(value, 1) if value is not None else None
+    return out
 
 
 class TicketflowMetrics:
@@ -44,10 +121,16 @@ class TicketflowMetrics:
         self.distributions = {name: Metrics.distribution(NAMESPACE, name) for name in DISTRIBUTIONS}
         self._throttling = ThrottlingSignaler(NAMESPACE)
         self._throttled_carry = 0.0
+        self._live = progress.STATS
 
     def inc(self, name: str, n: int = 1) -> None:
         if n:
-            self.counters[name].inc(n)
+            counter = self.counters.get(name)
+            if counter is None:
+                # Bucket and per-reason counters are made on first use.
+                counter = self.counters[name] = Metrics.counter(NAMESPACE, name)
+            counter.inc(n)
+            self._live.add(name, n)
 
     def _calls(self, record) -> None:
         self.inc("requests", record.attempts)
@@ -73,23 +156,28 @@ class TicketflowMetrics:
         self.inc("prompt_tokens", result.prompt_tokens)
         self.inc("completion_tokens", result.completion_tokens)
         self.distributions["latency_ms"].update(int(result.latency_ms))
+        self.inc(latency_bucket(result.latency_ms))
         self.distributions["attempts"].update(result.attempts)
+        self._live.finished(result)
 
     def record_dead_letter(self, dead: DeadLetter) -> None:
         self._calls(dead)
         self.inc("dead_lettered")
         self.inc("prompt_tokens", dead.prompt_tokens)
         self.inc("completion_tokens", dead.completion_tokens)
+        self.inc(DEAD_LETTER_PREFIX + dead.reason)
         if dead.attempts:
             self.distributions["attempts"].update(dead.attempts)
+        self._live.finished(dead)
 
 
 def summarize(metric_results) -> Dict[str, float]:
     """Reads the namespace's committed metrics from a finished ``PipelineResult.metrics()``.
 
     Returns:
-      Counter name → value (0 when never incremented), plus ``latency_ms_mean``/``max`` and
-      ``attempts_mean``/``max`` from the distributions.
+      Counter name → value (0 when never incremented; bucket and per-reason counters only when
+      incremented), plus ``latency_ms_mean``/``max`` and ``attempts_mean``/``max`` from the
+      distributions.
     """
     query = metric_results.query(MetricsFilter().with_namespace(NAMESPACE))
     out: Dict[str, float] = {name: 0 for name in COUNTERS}
@@ -106,3 +194,9 @@ def summarize(metric_results) -> Dict[str, float]:
         out[f"{name}_max"] = value.max
         out[f"{name}_count"] = value.count
     return out
+
+
+def dead_letter_reasons(counts: Mapping[str, float]) -> Dict[str, int]:
+    """Reason code → count, from the ``dead_letter_<reason>`` counters of :func:`summarize`."""
+    return {k[len(DEAD_LETTER_PREFIX):]: int(v) for k, v in sorted(counts.items())
+            if k.startswith(DEAD_LETTER_PREFIX) and v}

@@ -16,8 +16,9 @@ Example::
 
 from __future__ import annotations
 
+import datetime
 import json
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -149,3 +150,44 @@ def existing_outputs(prefix: str) -> list:
     for result in FileSystems.match(patterns):
         found.extend(m.path for m in result.metadata_list)
     return found
+
+
+def _parse_utc(text) -> Optional[float]:
+    if not text:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def completion_times(prefix: str) -> Tuple[List[float], List[float]]:
+    """When each written ticket finished: results' ``finished_at`` and dead letters'
+    ``last_attempt_at`` (parse-stage dead letters have none), as POSIX seconds.
+
+    The driver uses it for the report's throughput plot when the live counters saw nothing
+    (runners whose workers run in other processes).
+    """
+    from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
+
+    def jsonl_values(path, field):
+        with FileSystems.open(path) as handle:
+            for line in handle:
+                if line.strip():
+                    yield json.loads(line).get(field)
+
+    ok: List[float] = []
+    dead: List[float] = []
+    for match in FileSystems.match([join_path(prefix, RESULTS_BASENAME) + "-*"])[0].metadata_list:
+        if match.path.endswith(".parquet"):
+            import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+            with FileSystems.open(match.path) as handle:
+                values = pq.read_table(handle, columns=["finished_at"]).column(0).to_pylist()
+        else:
+            values = jsonl_values(match.path, "finished_at")
+        ok.extend(t for t in map(_parse_utc, values) if t is not None)
+    for match in FileSystems.match(
+            [join_path(prefix, DEAD_LETTER_BASENAME) + "-*"])[0].metadata_list:
+        dead.extend(t for t in map(_parse_utc, jsonl_values(match.path, "last_attempt_at"))
+                    if t is not None)
+    return ok, dead

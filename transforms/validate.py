@@ -163,12 +163,13 @@ class _ParseFn(beam.DoFn):
             yield parse_ticket(raw, self._mapping)
         except InvalidRecord as exc:
             self._metrics.inc("parse_errors")
-            self._metrics.inc("dead_lettered")
             raw_text = raw.value if isinstance(raw.value, str) else json.dumps(raw.value)
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, DeadLetter(
+            dead = DeadLetter(
                 id=_id_hint(raw, self._mapping), stage=STAGE_PARSE, reason=exc.reason,
                 error_class="InvalidRecord", message=exc.message, raw=truncate_raw(raw_text),
-                source=raw.source, line=raw.line))
+                source=raw.source, line=raw.line)
+            self._metrics.record_dead_letter(dead)
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead)
 
 
 class _KeepFirstFn(beam.DoFn):
@@ -193,12 +194,13 @@ class _KeepFirstFn(beam.DoFn):
         yield first
         for dup in tickets[1:]:
             self._metrics.inc("duplicates")
-            self._metrics.inc("dead_lettered")
             where = f"{first.source}:{first.line}" if first.source else "an earlier record"
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, DeadLetter(
+            dead = DeadLetter(
                 id=ticket_id, stage=STAGE_PARSE, reason="duplicate_id",
                 error_class="DuplicateId", message=f"id {ticket_id!r} already seen at {where}",
-                ticket=dup.fields, source=dup.source, line=dup.line))
+                ticket=dup.fields, source=dup.source, line=dup.line)
+            self._metrics.record_dead_letter(dead)
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead)
 
 
 class ValidateTickets(beam.PTransform):

@@ -1,0 +1,37 @@
+"""Smoke test of the benchmark suite: ``python -m benchmarks.run --quick`` yields every figure.
+
+Only the presence and type of each figure is asserted, never its value: timings depend on the
+machine, and a test that fails on a busy CI runner teaches nothing.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+FIGURES = ("utilization", "rate_limited_fraction", "tpm_utilization", "concurrency_efficiency",
+           "barrier_efficiency", "cpu_per_ticket_s", "baseline_cpu_per_ticket_s",
+           "cpu_per_ticket_ratio", "simulator_rps")
+
+
+@pytest.mark.timeout(900)
+def test_quick_benchmark_writes_every_figure(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    for key in FIGURES:
+        assert isinstance(figures.get(key), (int, float)), f"{key} missing or not a number"
+    assert figures["scaling"], "scaling has no rows"
+    for row in figures["scaling"]:
+        assert {"tickets", "wall_s", "peak_rss_mb"} <= set(row), row
+        assert isinstance(row["peak_rss_mb"], (int, float))
+    # The table printed for people names every figure too.
+    for key in FIGURES:
+        assert key in proc.stdout
