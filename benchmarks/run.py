@@ -59,16 +59,18 @@ class Sizes:
     util_concurrency: int
     concurrency: int
     concurrency_tickets: int
+    barrier_tickets: int     # fewer: the barrier is ~5x slower, and its rate is as clear
     overhead_tickets: int
     scaling: tuple[int, ...]
     capacity_secs: float
 
 
 QUICK = Sizes(rpm=1200, rpm_secs=15, tpm=450_000, util_concurrency=64, concurrency=32,
-              concurrency_tickets=600, overhead_tickets=1500, scaling=(1000, 4000),
-              capacity_secs=3)
+              concurrency_tickets=600, barrier_tickets=300, overhead_tickets=1500,
+              scaling=(1000, 4000), capacity_secs=3)
 DEFAULT = Sizes(rpm=1200, rpm_secs=75, tpm=450_000, util_concurrency=64, concurrency=32,
-                concurrency_tickets=4000, overhead_tickets=10_000, scaling=(10_000, 100_000),
+                concurrency_tickets=4000, barrier_tickets=1000,
+                overhead_tickets=10_000, scaling=(10_000, 100_000),
                 capacity_secs=10)
 FULL = dataclasses.replace(DEFAULT, scaling=(10_000, 100_000, 1_000_000))
 
@@ -129,6 +131,7 @@ class ChildRun:
     peak_rss_mb: float      # the largest sum of RSS over the child's process tree, polled
     stdout: str
     stderr: str
+    rss_timeline: list[tuple[float, float]]  # (seconds since start, tree RSS in MB), polled
 
 
 def _tree_rss_kb(pid: int) -> int:
@@ -162,11 +165,14 @@ def run_child(cmd: Sequence[str], timeout: float) -> ChildRun:
     process = subprocess.Popen(list(cmd), cwd=_REPO, env=_env(), stdout=out, stderr=err,
                                text=True)
     peak = [0]
+    timeline: list[tuple[float, float]] = []
     done = threading.Event()
 
     def poll() -> None:
         while not done.wait(0.2):
-            peak[0] = max(peak[0], _tree_rss_kb(process.pid))
+            rss = _tree_rss_kb(process.pid)
+            peak[0] = max(peak[0], rss)
+            timeline.append((round(time.perf_counter() - started, 1), round(rss / 1024.0, 1)))
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
@@ -191,7 +197,7 @@ def run_child(cmd: Sequence[str], timeout: float) -> ChildRun:
     peak_kb = max(peak[0], usage.ru_maxrss)
     return ChildRun(returncode=process.returncode, wall_s=wall,
                     cpu_s=usage.ru_utime + usage.ru_stime, peak_rss_mb=peak_kb / 1024.0,
-                    stdout=out.read(), stderr=err.read())
+                    stdout=out.read(), stderr=err.read(), rss_timeline=timeline)
 
 
 class Bench:
@@ -339,9 +345,9 @@ def scenario_concurrency(bench: Bench, sizes: Sizes) -> dict[str, Any]:
     out: dict[str, Any] = {"details_concurrency": {"mean_latency_s": mean_s,
                                                    "ideal_tickets_per_s": ideal,
                                                    "max_concurrency": sizes.concurrency}}
-    for dispatch, key in (("continuous", "concurrency_efficiency"),
-                          ("barrier", "barrier_efficiency")):
-        tickets = sizes.concurrency_tickets
+    for dispatch, key, tickets in (
+            ("continuous", "concurrency_efficiency", sizes.concurrency_tickets),
+            ("barrier", "barrier_efficiency", sizes.barrier_tickets)):
         bench.log(f"  concurrency, {dispatch}: {tickets} tickets")
         with Simulator(*_latency_flags()) as sim:
             _, summary = bench.pipeline(tickets, sim.base_url, "--max_concurrency",
@@ -381,18 +387,27 @@ def scenario_overhead(bench: Bench, sizes: Sizes) -> dict[str, Any]:
 
 def scenario_scaling(bench: Bench, sizes: Sizes) -> dict[str, Any]:
     """Figure 4: wall time per ticket and peak RSS as the input grows (zero latency)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
+    timelines: dict[str, list] = {}
     with Simulator() as sim:
         for count in sizes.scaling:
             bench.log(f"  scaling: {count} tickets")
             run, summary = bench.pipeline(count, sim.base_url, "--max_concurrency",
                                           str(sizes.concurrency))
+            previous = rows[-1] if rows else None
+            marginal = ((run.wall_s - previous["wall_s"]) * 1000.0 / (count - previous["tickets"])
+                        if previous else None)
             rows.append({"tickets": count, "wall_s": round(run.wall_s, 2),
                          "wall_ms_per_ticket": round(run.wall_s * 1000.0 / count, 3),
+                         "marginal_wall_ms_per_ticket": (None if marginal is None
+                                                         else round(marginal, 3)),
                          "cpu_s": round(run.cpu_s, 2),
                          "peak_rss_mb": round(run.peak_rss_mb, 1),
                          "pipeline_wall_s": summary["wall_secs"]})
-    return {"scaling": rows}
+            # ~40 points of the RSS curve: where memory grows (reading, grouping, calling).
+            step = max(1, len(run.rss_timeline) // 40)
+            timelines[str(count)] = run.rss_timeline[::step]
+    return {"scaling": rows, "details_scaling": {"rss_timeline_mb": timelines}}
 
 
 def scenario_capacity(bench: Bench, sizes: Sizes) -> dict[str, Any]:
@@ -460,7 +475,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         bench = Bench(workdir, log=log)
         log(f"benchmarks ({mode_name} mode) in {workdir}")
         for scenario in SCENARIOS:
-            figures.update(scenario(bench, sizes))
+            found = scenario(bench, sizes)
+            figures.update(found)
+            numbers = [f"{k}={v:.4g}" for k, v in found.items() if isinstance(v, float)]
+            if numbers:
+                log("    -> " + ", ".join(numbers))
     figures["bench_wall_s"] = round(time.perf_counter() - started, 1)
     details = {k: figures.pop(k) for k in list(figures) if k.startswith("details_")}
     figures["details"] = details
