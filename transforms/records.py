@@ -30,9 +30,12 @@ def utc_iso(ts: float) -> str:
         timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclasses.dataclass(frozen=True)
 class Ticket:
-    """A validated input record.
+    """A validated input record (immutable, picklable).
+
+    The input record is kept as compact JSON text, not as a dict: Beam's local runner holds every
+    element of a shuffle in memory as a Python object, and a parsed record is several times larger
+    than its text (benchmarks/RESULTS.md). ``fields`` parses it on use.
 
     Attributes:
       id: The ticket id, as a string (numbers in the input are turned into their decimal form).
@@ -42,12 +45,47 @@ class Ticket:
       source: The file the record came from, when known.
       line: The 1-based line (JSONL) or row (Parquet) in that file, when known.
     """
-    id: str
-    subject: str
-    body: str
-    fields: Mapping[str, Any]
-    source: Optional[str] = None
-    line: Optional[int] = None
+    __slots__ = ("id", "subject", "body", "fields_json", "source", "line")
+
+    def __init__(self, id: str, subject: str, body: str,  # pylint: disable=redefined-builtin
+                 fields: Mapping[str, Any], source: Optional[str] = None,
+                 line: Optional[int] = None, *, fields_json: Optional[str] = None):
+        set_ = object.__setattr__
+        set_(self, "id", id)
+        set_(self, "subject", subject)
+        set_(self, "body", body)
+        set_(self, "fields_json", fields_json if fields_json is not None else json.dumps(
+            fields, ensure_ascii=False, separators=(",", ":")))
+        set_(self, "source", source)
+        set_(self, "line", line)
+
+    @property
+    def fields(self) -> Dict[str, Any]:
+        return json.loads(self.fields_json)
+
+    def __setattr__(self, name, value):
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __reduce__(self):
+        return (_ticket, (self.id, self.subject, self.body, self.fields_json, self.source,
+                          self.line))
+
+    def _key(self):
+        return (self.id, self.subject, self.body, self.fields_json, self.source, self.line)
+
+    def __eq__(self, other):
+        return isinstance(other, Ticket) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        return f"Ticket(id={self.id!r}, subject={self.subject!r}, source={self.source!r}, " \
+               f"line={self.line!r})"
+
+
+def _ticket(id, subject, body, fields_json, source, line):  # pylint: disable=redefined-builtin
+    return Ticket(id, subject, body, None, source, line, fields_json=fields_json)
 
 
 @dataclasses.dataclass(frozen=True)
