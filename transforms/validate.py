@@ -145,9 +145,18 @@ def unwrap_dead_letter(raw: RawRecord, replayable=REPLAYABLE_REASONS) -> Optiona
 
 
 class _ParseFn(beam.DoFn):
-    def __init__(self, mapping: FieldMapping, replay: bool = False):
+    """Validates each record; with ``keyed``, emits ``(id, raw record)`` for de-duplication.
+
+    Why the raw record and not the Ticket: Beam's local runner holds every element of a shuffle
+    in memory as a Python object, and the next stage's input fills while this one is read, so the
+    shuffle by id must carry as little as possible. The records kept after it are parsed again
+    (the same check, so they pass).
+    """
+
+    def __init__(self, mapping: FieldMapping, replay: bool = False, keyed: bool = False):
         self._mapping = mapping
         self._replay = replay
+        self._keyed = keyed
 
     def setup(self):
         self._metrics = TicketflowMetrics()
@@ -160,7 +169,11 @@ class _ParseFn(beam.DoFn):
                     self._metrics.inc("replay_skipped")
                     return
                 raw = unwrapped
-            yield parse_ticket(raw, self._mapping)
+            ticket = parse_ticket(raw, self._mapping)
+            if self._keyed:
+                yield ticket.id, (raw.source, raw.line, raw.value)
+            else:
+                yield ticket
         except InvalidRecord as exc:
             self._metrics.inc("parse_errors")
             raw_text = raw.value if isinstance(raw.value, str) else json.dumps(raw.value)
@@ -176,20 +189,25 @@ class _KeepFirstFn(beam.DoFn):
     """Keeps the first ticket of an id (by file, then line); the rest are ``duplicate_id``.
 
     Ids already answered by an earlier run (``--resume``) are dropped and counted ``already_done``.
+    The grouped values are raw records (see :class:`_ParseFn`), parsed again here.
     """
+
+    def __init__(self, mapping: FieldMapping):
+        self._mapping = mapping
 
     def setup(self):
         self._metrics = TicketflowMetrics()
 
     def process(self, element):
         ticket_id, grouped = element
-        tickets = list(grouped["tickets"])
-        if not tickets:
+        raws = list(grouped["tickets"])
+        if not raws:
             return
         if any(True for _ in grouped["done"]):
-            self._metrics.inc("already_done", len(tickets))
+            self._metrics.inc("already_done", len(raws))
             return
-        tickets = sorted(tickets, key=lambda t: (t.source or "", t.line or 0))
+        raws.sort(key=lambda r: (r[0] or "", r[1] or 0))
+        tickets = [parse_ticket(RawRecord(*raw), self._mapping) for raw in raws]
         first = tickets[0]
         yield first
         for dup in tickets[1:]:
@@ -225,10 +243,11 @@ class ValidateTickets(beam.PTransform):
 
     def expand(self, raw):
         parsed = raw | "ParseTickets" >> beam.ParDo(
-            _ParseFn(self._mapping, self._replay)).with_outputs(DEAD_LETTER_TAG, main="tickets")
+            _ParseFn(self._mapping, self._replay, keyed=self._dedupe)).with_outputs(
+                DEAD_LETTER_TAG, main="tickets")
         if not self._dedupe:
             return {"tickets": parsed.tickets, DEAD_LETTER_TAG: parsed[DEAD_LETTER_TAG]}
-        keyed = parsed.tickets | "KeyById" >> beam.Map(lambda t: (t.id, t))
+        keyed = parsed.tickets
         done = self._done_ids
         if done is None:
             done = raw.pipeline | "NoDoneIds" >> beam.Create([])
@@ -236,7 +255,7 @@ class ValidateTickets(beam.PTransform):
         deduped = (
             {"tickets": keyed, "done": done_keyed}
             | "GroupById" >> beam.CoGroupByKey()
-            | "KeepFirstOfEachId" >> beam.ParDo(_KeepFirstFn()).with_outputs(
+            | "KeepFirstOfEachId" >> beam.ParDo(_KeepFirstFn(self._mapping)).with_outputs(
                 DEAD_LETTER_TAG, main="tickets"))
         dead = ((parsed[DEAD_LETTER_TAG], deduped[DEAD_LETTER_TAG])
                 | "MergeParseDeadLetters" >> beam.Flatten())
