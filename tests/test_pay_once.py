@@ -201,3 +201,18 @@ def test_estimate_is_close_to_a_real_run(run_pipeline):
     assert abs(prompt_estimate - summary["prompt_tokens"]) <= 0.25 * summary["prompt_tokens"]
     assert abs(output_estimate - summary["completion_tokens"]) <= 0.25 * summary["completion_tokens"]
     assert "at least 30 s" in est.stdout  # 300 tickets at 600 rpm
+
+
+def test_rejected_answers_are_counted_as_spend(simulator_factory, run_pipeline, tmp_path):
+    """An invalid structured answer was paid for: its cost is in the dead letter and the total."""
+    sim = simulator_factory()
+    path = write_jsonl(tmp_path / "t.jsonl", [
+        _ticket(1), {"id": "T-bad", "subject": "x", "body": "INVALID_OUTPUT_N_TIMES:2 help"}])
+    run = run_pipeline("--input", str(path), "--base_url", sim.base_url,
+                       "--response_schema", str(EXAMPLES / "triage_schema.json"))
+    assert run.returncode == 0, run.stderr
+    dead = run.dead_letters_by_id()["T-bad"]
+    assert dead["reason"] == "invalid_output" and dead["cost_usd"] > 0
+    results = run.results()
+    total = sum(r["cost_usd"] for r in results) + dead["cost_usd"]
+    assert run.summary()["cost_usd"] == pytest.approx(total, abs=2e-6)

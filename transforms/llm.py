@@ -563,7 +563,8 @@ class LlmEngine:
             line=ticket.line, retries=trace.retries, rate_limited=trace.rate_limited,
             server_errors=trace.server_errors, timeouts=trace.timeouts,
             throttled_secs=trace.throttled, raw_output=getattr(exc, "raw_output", None),
-            prompt_tokens=trace.prompt_tokens, completion_tokens=trace.completion_tokens)
+            prompt_tokens=trace.prompt_tokens, completion_tokens=trace.completion_tokens,
+            cost_usd=trace.cost)
 
 
 # Engines of this process, by config fingerprint. Kept across DoFn teardown/setup cycles (runners

@@ -165,6 +165,8 @@ class TicketflowMetrics:
         self.inc("dead_lettered")
         self.inc("prompt_tokens", dead.prompt_tokens)
         self.inc("completion_tokens", dead.completion_tokens)
+        # Answers paid for and then rejected (invalid_output) are spend too.
+        self.inc("cost_nano_usd", int(round(dead.cost_usd * 1e9)))
         self.inc(DEAD_LETTER_PREFIX + dead.reason)
         if dead.attempts:
             self.distributions["attempts"].update(dead.attempts)

@@ -179,9 +179,10 @@ class DeadLetter:
     server_errors: int = 0
     timeouts: int = 0
     throttled_secs: float = 0.0
-    # Tokens of answers that were paid for but not kept (an invalid output).
+    # Tokens of answers that were paid for but not kept (an invalid output), and their cost.
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float = 0.0
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {
@@ -196,6 +197,7 @@ class DeadLetter:
             "last_attempt_at": utc_iso(self.last_attempt_at) if self.last_attempt_at else None,
             "source": self.source,
             "line": self.line,
+            "cost_usd": round(self.cost_usd, 9),
         }
         if self.ticket is not None:
             out["ticket"] = dict(self.ticket)
