@@ -27,6 +27,7 @@ setuptools.setup(
         "google-cloud-storage>=2.10",
         "aiohttp>=3.9",
         "jinja2>=3.1",
+        "tqdm>=4.66",
         "jsonschema>=4.20",
     ],
     extras_require={
