@@ -304,7 +304,9 @@ def run(argv: Optional[List[str]] = None) -> int:
         started_wall = time.time()
         pipeline = beam.Pipeline(options=options)
         build(pipeline, config)
-        reporter = watch.ProgressReporter(mode, config.progress_interval_secs, total, runner)
+        reporter = watch.ProgressReporter(
+            mode, config.progress_interval_secs, total, runner,
+            cost=lambda snap: snap.get("cost_nano_usd", 0) / 1e9)
         stopper = watch.GracefulStop(config.drain_secs, graceful=live, on_stop=reporter.stopping)
         try:
             with stopper, reporter:
