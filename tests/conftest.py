@@ -105,3 +105,13 @@ def write_jsonl(path: Path, records) -> Path:
             handle.write(record if isinstance(record, str) else json.dumps(record))
             handle.write("\n")
     return path
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """Terminates a helper server started by a test, killing it if it does not stop in time."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import stop_process
+
 pytest.importorskip("gcp_storage_emulator", reason="pip install gcp-storage-emulator (test extra)")
 
 from google.api_core.client_options import ClientOptions
@@ -96,12 +98,7 @@ def emulator(tmp_path_factory):
                 pytest.fail(f"gcp-storage-emulator did not start: {log.read_text()[-2000:]}")
             time.sleep(0.1)
     yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc)
 
 
 @pytest.fixture(scope="module")

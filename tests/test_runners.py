@@ -33,6 +33,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import stop_process
+
 pytestmark = pytest.mark.runners
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,12 +91,7 @@ def simulator(tmp_path):
     line = proc.stdout.readline().strip()
     assert line.startswith("listening on http://127.0.0.1:"), line
     yield line.split("listening on ", 1)[1]
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc)
     log.close()
 
 
