@@ -95,9 +95,8 @@ def _start_simulator(flags: str):
     return simulator.start(sim_config)
 
 
-def summarize(result, config: config_lib.JobConfig, wall_secs: float) -> dict:
-    """The run's summary from its metrics and from the files it wrote."""
-    counts = metrics_lib.summarize(result.metrics())
+def summarize(counts: dict, config: config_lib.JobConfig, wall_secs: float) -> dict:
+    """The run's summary from its metrics (``metrics_lib.summarize``) and the files it wrote."""
     percentiles = metrics_lib.latency_percentiles(counts, (0.5, 0.9, 0.99),
                                                   max_ms=counts.get("latency_ms_max"))
     written_results = sinks.count_records(config.output, results_basename(config))
@@ -189,9 +188,7 @@ def format_summary(summary: dict) -> str:
 
 def _estimate(config: config_lib.JobConfig) -> int:
     """--estimate: read and validate the input, project tokens, cost and duration; no calls."""
-    for pattern in [p.strip() for p in config.input.split(",") if p.strip()]:
-        if not FileSystems.match([pattern])[0].metadata_list:
-            raise UsageError(f"--input {pattern!r} matches no file: check the path or glob.")
+    preflight_lib.check_input(config)
     report = estimate_lib.estimate(estimate_lib.EstimateInputs(
         pattern=config.input, input_format=config.input_format, fields=config.fields,
         system_prompt=config.llm.system_prompt, model=config.llm.model,
@@ -321,11 +318,12 @@ def run(argv: Optional[List[str]] = None) -> int:
             print(f"ticketflow: error: the pipeline failed: {message[:500]}", file=sys.stderr)
             return EXIT_FAILED
         wall = time.monotonic() - started
-        summary = summarize(result, config, wall)
+        counts = metrics_lib.summarize(result.metrics())
+        summary = summarize(counts, config, wall)
         summary["interrupted"] = stopper.signal_name
         if sim is not None:
             summary["simulator"] = {k: v for k, v in sim.stats().items() if k != "per_second"}
-        histogram = metrics_lib.latency_histogram(metrics_lib.summarize(result.metrics()))
+        histogram = metrics_lib.latency_histogram(counts)
         summary["report"] = _write_report(config, summary, live, started_wall, histogram)
         blob = json.dumps(summary, indent=2, default=str).encode("utf-8")
         for name in ("summary.json", f"summary-{config.run_id}.json"):
