@@ -19,7 +19,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
 from pipeline.options import TicketflowOptions
 from transforms import prompts, secrets, structured
 from transforms.batch import BatchConfig
-from transforms.llm import DEFAULT_SYSTEM_PROMPT, LlmConfig
+from transforms.llm.config import DEFAULT_SYSTEM_PROMPT, LlmConfig
 from transforms.pricing import PricingError, load_pricing
 from transforms.retry import RetryPolicy
 from transforms.sinks import RESULT_SCHEMA
@@ -232,15 +232,15 @@ def from_options(options: PipelineOptions) -> JobConfig:
         request_timeout_secs=o.request_timeout_secs,
         max_concurrency=o.max_concurrency,
         max_ticket_secs=o.max_ticket_secs,
-        requests_per_sec=o.requests_per_minute * share / 60.0,
-        tokens_per_sec=o.tokens_per_minute * share / 60.0,
+        worker_requests_per_sec=o.requests_per_minute * share / 60.0,
+        worker_tokens_per_sec=o.tokens_per_minute * share / 60.0,
         retry=RetryPolicy(max_retries=o.max_retries, initial_backoff_secs=o.initial_backoff_secs,
                           max_backoff_secs=o.max_backoff_secs,
                           max_retry_after_secs=o.max_retry_after_secs),
         dispatch=o.dispatch,
         response_store=o.response_store.rstrip("/") if o.response_store else None,
         price=price,
-        max_cost_usd=o.max_cost_usd * share if o.max_cost_usd is not None else None,
+        worker_budget_usd=o.max_cost_usd * share if o.max_cost_usd is not None else None,
         prompt_template=template,
         structured=response_schema,
     )

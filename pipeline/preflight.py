@@ -25,6 +25,7 @@ import openai
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import config as config_lib
+from pipeline.outputs import existing_outputs
 from transforms import errors, sinks
 from transforms.llm import LlmConfig, resolve_api_key
 from transforms.logs import event
@@ -66,7 +67,7 @@ def check_output(config: config_lib.JobConfig) -> List[str]:
     Raises:
       UsageError: earlier outputs without ``--overwrite``, or the prefix is not writable.
     """
-    existing = sinks.existing_outputs(config.output)
+    existing = existing_outputs(config.output)
     if existing and config.resume:
         existing = []  # --resume continues the earlier run: its files stay
     elif existing and not config.overwrite:

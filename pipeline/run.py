@@ -26,22 +26,26 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
                                                   StandardOptions, TestOptions)
 
 from pipeline import config as config_lib
+from pipeline import estimate as estimate_lib
+from pipeline import logs
 from pipeline import preflight as preflight_lib
+from pipeline import progress
 from pipeline import report as report_lib
 from pipeline import watch
 from pipeline.options import TicketflowOptions
+from pipeline.outputs import completion_times, count_input
 from pipeline.preflight import UsageError
-from transforms import logs
+from pipeline.summary import (dead_letter_basename, format_summary, results_basename,
+                              summarize)
 from transforms import metrics as metrics_lib
-from transforms import progress, sinks
+from transforms import sinks
 from transforms.batch import BatchTickets
 from transforms.llm import CallModel
-from transforms import estimate as estimate_lib
-from transforms.read import ReadTickets
+from transforms.logs import event
 from transforms.pricing import load_pricing
+from transforms.read import ReadTickets
 from transforms.resume import ReadDoneIds
 from transforms.structured import schema_overhead_tokens
-from transforms.read import count_records as count_input_records
 from transforms.validate import ValidateTickets
 
 _LOG = logging.getLogger("ticketflow")
@@ -63,7 +67,7 @@ def build(p: beam.Pipeline, config: config_lib.JobConfig) -> Dict[str, beam.PCol
     checked = raw | "ValidateTickets" >> ValidateTickets(config.fields, done_ids=done_ids,
                                                          replay=config.replay)
     batches = checked["tickets"] | "BatchTickets" >> BatchTickets(config.batch)
-    called = batches | "CallModel" >> CallModel(config.llm)
+    called = batches | "CallModel" >> CallModel(config.llm, stop_signal=watch.stop_signal)
     dead_letters = ((checked["dead_letter"], called["dead_letter"])
                     | "AllDeadLetters" >> beam.Flatten())
     called["results"] | "WriteResults" >> sinks.WriteResults(
@@ -72,15 +76,6 @@ def build(p: beam.Pipeline, config: config_lib.JobConfig) -> Dict[str, beam.PCol
     dead_letters | "WriteDeadLetters" >> sinks.WriteDeadLetters(
         config.output, basename=dead_letter_basename(config))
     return {"results": called["results"], "dead_letters": dead_letters}
-
-
-def results_basename(config: config_lib.JobConfig) -> str:
-    """Each run writes its own shards, so a resumed run never overwrites an earlier one."""
-    return f"{sinks.RESULTS_BASENAME}-{config.run_id}"
-
-
-def dead_letter_basename(config: config_lib.JobConfig) -> str:
-    return f"{sinks.DEAD_LETTER_BASENAME}-{config.run_id}"
 
 
 def _start_simulator(flags: str):
@@ -93,97 +88,6 @@ def _start_simulator(flags: str):
         raise UsageError(f"--simulator_flags {flags!r} are not valid simulator flags; "
                          "see `python -m simulator --help`.") from None
     return simulator.start(sim_config)
-
-
-def summarize(counts: dict, config: config_lib.JobConfig, wall_secs: float) -> dict:
-    """The run's summary from its metrics (``metrics_lib.summarize``) and the files it wrote."""
-    percentiles = metrics_lib.latency_percentiles(counts, (0.5, 0.9, 0.99),
-                                                  max_ms=counts.get("latency_ms_max"))
-    written_results = sinks.count_records(config.output, results_basename(config))
-    written_dead = sinks.count_records(config.output, dead_letter_basename(config))
-    read = int(counts["tickets_read"])
-    succeeded = int(counts["succeeded"])
-    dead = int(counts["dead_lettered"])
-    already_done = int(counts["already_done"])
-    replay_skipped = int(counts["replay_skipped"])
-    balanced = (read == succeeded + dead + already_done + replay_skipped
-                and written_results == succeeded and written_dead == dead)
-    summary = {
-        "run_id": config.run_id,
-        "read": read,
-        "succeeded": succeeded,
-        "dead_lettered": dead,
-        "already_done": already_done,
-        "replay_skipped": replay_skipped,
-        "cache_hits": int(counts["cache_hits"]),
-        "cost_usd": round(counts["cost_nano_usd"] / 1e9, 6),
-        "parse_errors": int(counts["parse_errors"]),
-        "duplicates": int(counts["duplicates"]),
-        "requests": int(counts["requests"]),
-        "retries": int(counts["retries"]),
-        "rate_limited": int(counts["rate_limited"]),
-        "server_errors": int(counts["server_errors"]),
-        "timeouts": int(counts["timeouts"]),
-        "prompt_tokens": int(counts["prompt_tokens"]),
-        "completion_tokens": int(counts["completion_tokens"]),
-        "throttled_secs": round(counts["throttled_ms"] / 1000.0, 3),
-        "latency_ms_mean": counts.get("latency_ms_mean"),
-        "latency_ms_max": counts.get("latency_ms_max"),
-        "latency_ms_p50": percentiles[0.5],
-        "latency_ms_p90": percentiles[0.9],
-        "latency_ms_p99": percentiles[0.99],
-        "dead_letter_reasons": metrics_lib.dead_letter_reasons(counts),
-        "wall_secs": round(wall_secs, 3),
-        "tickets_per_sec": round((succeeded + dead) / wall_secs, 3) if wall_secs > 0 else None,
-        "written_results": written_results,
-        "written_dead_letters": written_dead,
-        "ledger_balanced": balanced,
-        "model": config.llm.model,
-        "output": config.output,
-    }
-    return summary
-
-
-def format_summary(summary: dict) -> str:
-    """A short human-readable table."""
-    rows = [
-        ("read", summary["read"]),
-        ("succeeded", summary["succeeded"]),
-        ("dead lettered", f"{summary['dead_lettered']} (parse {summary['parse_errors']}, "
-                          f"duplicates {summary['duplicates']})"),
-        ("skipped", f"{summary['already_done']} already done (--resume), "
-                    f"{summary['replay_skipped']} not replayable (--replay)"),
-        ("cost", f"${summary['cost_usd']:.6f} ({summary['cache_hits']} answered from the "
-                 "response store, free)"),
-        ("requests", f"{summary['requests']} (retries {summary['retries']}, rate limited "
-                     f"{summary['rate_limited']}, server errors {summary['server_errors']}, "
-                     f"timeouts {summary['timeouts']})"),
-        ("tokens", f"{summary['prompt_tokens']} prompt + {summary['completion_tokens']} completion"),
-        ("throttled", f"{summary['throttled_secs']} s"),
-        ("latency", f"p50 {summary.get('latency_ms_p50')} ms, p90 {summary.get('latency_ms_p90')}"
-                    f" ms, p99 {summary.get('latency_ms_p99')} ms (max "
-                    f"{summary.get('latency_ms_max')} ms)"),
-        ("wall time", f"{summary['wall_secs']} s ({summary['tickets_per_sec']} tickets/s)"),
-        ("ledger", "balanced: read == succeeded + dead lettered + skipped, and matches the files"
-         if summary["ledger_balanced"] else
-         f"NOT BALANCED: read {summary['read']} != succeeded {summary['succeeded']} + dead "
-         f"lettered {summary['dead_lettered']} + skipped "
-         f"{summary['already_done'] + summary['replay_skipped']} (files: "
-         f"{summary['written_results']} results, {summary['written_dead_letters']} dead letters)"),
-    ]
-    reasons = summary.get("dead_letter_reasons") or {}
-    if reasons:
-        rows.insert(3, ("  by reason", ", ".join(f"{k} {v}" for k, v in reasons.items())))
-    if summary.get("interrupted"):
-        rows.append(("interrupted", f"stopped by {summary['interrupted']}: "
-                     f"{reasons.get('interrupted', 0)} ticket(s) not answered are dead letters "
-                     "'interrupted' (replay them)"))
-    width = max(len(name) for name, _ in rows)
-    lines = ["ticketflow summary"] + [f"  {name.ljust(width)}  {value}" for name, value in rows]
-    lines.append(f"  {'output'.ljust(width)}  {summary['output']}")
-    if summary.get("report"):
-        lines.append(f"  {'report'.ljust(width)}  {summary['report']}")
-    return "\n".join(lines)
 
 
 def _estimate(config: config_lib.JobConfig) -> int:
@@ -225,7 +129,7 @@ def _timeline(config: config_lib.JobConfig, live: bool, started_wall: float):
     if per_second:
         return report_lib.timeline_from_per_second(per_second, started_wall)
     try:
-        ok, dead = sinks.completion_times(config.output)
+        ok, dead = completion_times(config.output)
     except Exception:  # noqa: BLE001 - the plot is a nicety; the summary is what matters
         _LOG.debug("cannot read completion times", exc_info=True)
         return []
@@ -237,7 +141,7 @@ def _write_report(config, summary, live, started_wall, counts_histogram) -> Opti
     try:
         report_lib.write(path, summary, _timeline(config, live, started_wall), counts_histogram)
     except Exception as exc:  # noqa: BLE001 - a failed report must not fail a finished job
-        logs.event(_LOG, logging.WARNING, "report_failed", error=f"{type(exc).__name__}: {exc}")
+        event(_LOG, logging.WARNING, "report_failed", error=f"{type(exc).__name__}: {exc}")
         return None
     return path
 
@@ -275,7 +179,7 @@ def run(argv: Optional[List[str]] = None) -> int:
                 print(f"ticketflow: error: {exc}", file=sys.stderr)
                 return EXIT_USAGE
             config = config_lib.with_base_url(config, sim.base_url)
-            logs.event(_LOG, logging.INFO, "simulator_started", base_url=sim.base_url)
+            event(_LOG, logging.INFO, "simulator_started", base_url=sim.base_url)
         if not config.skip_preflight and not dry_run:
             try:
                 preflight_lib.check_endpoint(config.llm)
@@ -290,12 +194,12 @@ def run(argv: Optional[List[str]] = None) -> int:
         live = watch.live_counts_possible(
             runner, options.view_as(DirectOptions).direct_running_mode)
         mode = watch.mode_for(live, config.quiet)
-        logs.event(_LOG, logging.INFO, "start", input=config.input, output=config.output,
-                   model=config.llm.model, runner=runner, worker_processes=config.worker_processes,
-                   worker_share=round(config.worker_share, 3), progress=mode)
-        logs.event(_LOG, logging.INFO, "config", config=config_lib.redacted(config))
+        event(_LOG, logging.INFO, "start", input=config.input, output=config.output,
+              model=config.llm.model, runner=runner, worker_processes=config.worker_processes,
+              worker_share=round(config.worker_share, 3), progress=mode)
+        event(_LOG, logging.INFO, "config", config=config_lib.redacted(config))
         progress.STATS.reset()
-        total = (count_input_records(config.input, config.input_format)
+        total = (count_input(config.input, config.input_format)
                  if mode in (watch.MODE_BAR, watch.MODE_LINES) else None)
         started = time.monotonic()
         started_wall = time.time()
@@ -305,6 +209,7 @@ def run(argv: Optional[List[str]] = None) -> int:
             mode, config.progress_interval_secs, total, runner,
             cost=lambda snap: snap.get("cost_nano_usd", 0) / 1e9)
         stopper = watch.GracefulStop(config.drain_secs, graceful=live, on_stop=reporter.stopping)
+        unlisten = metrics_lib.listen(progress.STATS)
         try:
             with stopper, reporter:
                 result = pipeline.run()
@@ -317,6 +222,8 @@ def run(argv: Optional[List[str]] = None) -> int:
             message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             print(f"ticketflow: error: the pipeline failed: {message[:500]}", file=sys.stderr)
             return EXIT_FAILED
+        finally:
+            unlisten()
         wall = time.monotonic() - started
         counts = metrics_lib.summarize(result.metrics())
         summary = summarize(counts, config, wall)
@@ -330,7 +237,7 @@ def run(argv: Optional[List[str]] = None) -> int:
             with FileSystems.create(sinks.join_path(config.output, name)) as handle:
                 handle.write(blob)
         print(format_summary(summary))
-        logs.event(_LOG, logging.INFO, "summary", **{
+        event(_LOG, logging.INFO, "summary", **{
             k: summary[k] for k in ("read", "succeeded", "dead_lettered", "requests", "retries",
                                     "rate_limited", "latency_ms_p50", "latency_ms_p99",
                                     "wall_secs", "tickets_per_sec", "ledger_balanced",

@@ -1,7 +1,7 @@
 """Watching a run from the driver: the live progress display and the graceful stop.
 
 :class:`ProgressReporter` is a driver thread reading the process's live counters
-(:data:`transforms.progress.STATS`). Its mode:
+(:data:`pipeline.progress.STATS`). Its mode:
 
 * ``bar`` — a tqdm bar on stderr when stderr is a terminal: done / total, tickets/s, ETA, and
   tokens, retries, rate-limited, dead letters (and cost, when a ``cost`` function is given);
@@ -11,8 +11,10 @@
   time every interval;
 * ``off`` — ``--quiet``.
 
-:class:`GracefulStop` turns SIGINT/SIGTERM into :func:`transforms.interrupt.request_stop` (and
-``request_abort`` after ``--drain_secs``); a second signal exits at once with code 130.
+:class:`GracefulStop` turns SIGINT/SIGTERM into ``request_stop`` on the process's
+:class:`~transforms.llm.stop.StopSignal` (and ``request_abort`` after ``--drain_secs``); a second
+signal exits at once with code 130. The driver hands :func:`stop_signal` to ``CallModel``, which
+is how DoFns running in this process learn of the stop.
 
 Example::
 
@@ -31,7 +33,8 @@ import threading
 import time
 from typing import Callable, Optional
 
-from transforms import interrupt, progress
+from pipeline import progress
+from transforms.llm.stop import StopSignal
 from transforms.logs import event
 
 _LOG = logging.getLogger("ticketflow")
@@ -44,6 +47,14 @@ MODE_ELAPSED = "elapsed"
 MODE_OFF = "off"
 
 _BAR_REFRESH_SECS = 0.5
+
+# The stop signal of this process: set by GracefulStop, read by the DoFns that run here.
+_STOP = StopSignal()
+
+
+def stop_signal() -> StopSignal:
+    """This process's stop signal (a module function, so that ``CallModel`` can pickle it)."""
+    return _STOP
 
 # The bar being drawn, if any: log lines are written through tqdm so they do not tear it.
 _active_bar = None
@@ -234,7 +245,7 @@ class ProgressReporter:
 class GracefulStop:
     """SIGINT/SIGTERM handling for the duration of a run (a context manager, main thread only).
 
-    First signal: stop sending (``interrupt.request_stop``), let requests in flight finish for up
+    First signal: stop sending (``request_stop``), let requests in flight finish for up
     to ``drain_secs`` (then ``request_abort`` cancels them), and let the pipeline end normally so
     every record is written. Second signal: exit at once with code 130.
 
@@ -246,11 +257,14 @@ class GracefulStop:
       graceful: Whether a graceful stop is possible on this runner.
       on_stop: Called once, on the first signal (e.g. to mark the progress display).
       exit_now: Called with the exit code to stop at once (``os._exit``; injected in tests).
+      signal_: The stop signal to set (default: this process's, :func:`stop_signal`).
     """
 
     def __init__(self, drain_secs: float = 30.0, graceful: bool = True,
                  on_stop: Optional[Callable[[], None]] = None,
-                 exit_now: Callable[[int], None] = os._exit):
+                 exit_now: Callable[[int], None] = os._exit,
+                 signal_: Optional[StopSignal] = None):
+        self._signal = signal_ or _STOP
         self._drain_secs = drain_secs
         self._graceful = graceful
         self._on_stop = on_stop
@@ -264,7 +278,7 @@ class GracefulStop:
         return self.signal_name is not None
 
     def __enter__(self) -> "GracefulStop":
-        interrupt.reset()
+        self._signal.reset()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -294,7 +308,7 @@ class GracefulStop:
             sys.stderr.flush()
             self._exit_now(EXIT_INTERRUPTED)
             return
-        interrupt.request_stop()
+        self._signal.request_stop()
         # The rest (logging takes locks the interrupted main thread may hold) in a thread.
         threading.Thread(target=self._stop, args=(name,), name="ticketflow-stop",
                          daemon=True).start()
@@ -312,4 +326,4 @@ class GracefulStop:
     def _drain_over(self) -> None:
         event(_LOG, logging.WARNING, "drain_timeout", drain_secs=self._drain_secs,
               note="cancelling requests still in flight; they become dead letters 'interrupted'")
-        interrupt.request_abort()
+        self._signal.request_abort()

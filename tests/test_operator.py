@@ -254,26 +254,28 @@ def test_sigint_mid_run_leaves_a_balanced_ledger_then_replay_answers_the_rest(
 
 def test_graceful_stop_handler_then_second_signal_exits_at_once():
     from pipeline.watch import GracefulStop
-    from transforms import interrupt
+    from transforms.llm.stop import StopSignal
 
-    exits, stopped = [], []
+    exits, stopped, heard = [], [], []
+    stop_signal = StopSignal()
+    stop_signal.subscribe(heard.append)
     with GracefulStop(drain_secs=0.05, on_stop=lambda: stopped.append(1),
-                      exit_now=exits.append) as stop:
+                      exit_now=exits.append, signal_=stop_signal) as stop:
         signal.raise_signal(signal.SIGTERM)
-        assert interrupt.stopping() and stop.signal_name == "SIGTERM"
+        assert stop_signal.stopping() and stop.signal_name == "SIGTERM"
         time.sleep(0.3)
         assert stopped == [1]
-        assert interrupt.aborting()  # --drain_secs ran out
+        assert stop_signal.aborting()  # --drain_secs ran out
+        assert heard == ["stop", "abort"]
         assert exits == []
         signal.raise_signal(signal.SIGINT)
         assert exits == [130]
-    interrupt.reset()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_engine_turns_unsent_and_waiting_tickets_into_interrupted(simulator_factory):
-    from transforms import interrupt
-    from transforms.llm import LlmConfig, LlmEngine
+    from transforms.llm import LlmConfig, StopSignal
+    from transforms.llm.engine import Engine
     from transforms.records import DeadLetter, Ticket
     from transforms.retry import RetryPolicy
 
@@ -281,22 +283,25 @@ def test_engine_turns_unsent_and_waiting_tickets_into_interrupted(simulator_fact
     config = LlmConfig(base_url=sim.base_url, public_api_key="test", max_concurrency=2,
                        retry=RetryPolicy(max_retries=50, initial_backoff_secs=5,
                                          max_backoff_secs=5))
-    engine = LlmEngine(config, "test")
+    stop = StopSignal()
+    engine = Engine(config, "test", stop)
+    answerer = engine.answerer(config)
     try:
         tickets = [Ticket(id=str(i), subject="", body="hello", fields={"id": i}) for i in range(4)]
-        futures = [engine.submit(t) for t in tickets]
+        futures = [engine.submit(answerer.handle(t)) for t in tickets]
         time.sleep(0.5)  # first attempts failed; now sleeping before the retry
         started = time.monotonic()
-        interrupt.request_stop()
+        stop.request_stop()
         records = [f.result(timeout=5) for f in futures]
         assert time.monotonic() - started < 2  # the backoff sleep was cut short
         assert all(isinstance(r, DeadLetter) and r.reason == "interrupted" for r in records)
         assert all(r.ticket is not None for r in records)  # replayable
-        late = engine.submit(Ticket(id="late", subject="", body="x", fields={})).result(5)
-        assert late.reason == "interrupted" and late.attempts == 0
+        late = engine.submit(answerer.handle(
+            Ticket(id="late", subject="", body="x", fields={}))).result(5)
+        assert late.reason == "interrupted" and late.stats.attempts == 0
     finally:
-        interrupt.reset()
         engine.close()
+    assert engine.closed
 
 
 # -- preflight --------------------------------------------------------------------------------
@@ -381,13 +386,14 @@ def test_latency_percentiles_from_buckets():
 
 
 def test_progress_stats_per_second_and_reasons():
-    from transforms.progress import ProgressStats
-    from transforms.records import DeadLetter, Result
+    from pipeline.progress import ProgressStats
+    from transforms.records import CallStats, DeadLetter, Result
 
     stats = ProgressStats(wall=lambda: 1000.5)
-    result = Result(id="1", response="r", model="m", finish_reason="stop", prompt_tokens=1,
-                    completion_tokens=1, latency_ms=5, attempts=1, started_at=998.0,
-                    finished_at=999.2, ticket={})
+    result = Result(id="1", response="r", model="m", finish_reason="stop", started_at=998.0,
+                    finished_at=999.2, ticket={},
+                    stats=CallStats(attempts=1, latency_ms=5, prompt_tokens=1,
+                                    completion_tokens=1))
     stats.finished(result)
     stats.finished(DeadLetter(id="2", stage="parse", reason="invalid_json", error_class="X",
                               message="m"))

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.conftest import EXAMPLES, write_jsonl
-from transforms.llm import DEFAULT_SYSTEM_PROMPT, render_messages
+from transforms.llm import DEFAULT_SYSTEM_PROMPT
 from transforms.prompts import (PromptRenderer, TemplateLoadError, TemplateRenderError,
                                 compile_template)
 from transforms.records import Ticket
@@ -26,14 +26,21 @@ def _examples():
 
 
 @pytest.mark.parametrize("system_prompt", [DEFAULT_SYSTEM_PROMPT, "Be brief.", ""])
-def test_default_template_reproduces_the_built_in_prompt(system_prompt):
+def test_default_template_renders_the_built_in_prompt(system_prompt):
     renderer = PromptRenderer(None, system_prompt)
-    tickets = _examples() + [
-        Ticket(id="T-1", subject="", body="no subject here", fields={"id": "T-1"}),
-        Ticket(id="42", subject="Refund", body="line one\n\n  indented\nlast", fields={"id": 42}),
-    ]
-    for ticket in tickets:
-        assert renderer.render(ticket) == render_messages(ticket, system_prompt), ticket.id
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    assert renderer.render(Ticket(id="T-1", subject="", body="no subject here",
+                                  fields={"id": "T-1"})) == system + [
+        {"role": "user", "content": "Ticket ID: T-1\n\nno subject here"}]
+    assert renderer.render(Ticket(id="42", subject="Refund",
+                                  body="line one\n\n  indented\nlast", fields={"id": 42})) == (
+        system + [{"role": "user",
+                   "content": "Ticket ID: 42\nSubject: Refund\n\nline one\n\n  indented\nlast"}])
+    for ticket in _examples():
+        user = renderer.render(ticket)[-1]["content"]
+        head = f"Ticket ID: {ticket.id}\n" + (f"Subject: {ticket.subject}\n" if ticket.subject
+                                               else "")
+        assert user == head + "\n" + ticket.body, ticket.id
 
 
 def test_triage_template_renders_any_field():

@@ -127,10 +127,29 @@ def test_bad_payloads_never_echo_the_value(payload, expected):
     assert VALUE not in repr(info.value.args)
 
 
-def test_default_factory_builds_the_real_client_lazily():
+def test_default_factory_builds_the_real_client_lazily(tmp_path):
     pytest.importorskip("google.cloud.secretmanager")
-    import transforms.secrets as module
+    import json
+    import subprocess
+    import sys
 
-    # Importing the module must not import the client library (workers without it still run).
-    assert "secretmanager" not in module.__dict__
-    assert callable(secrets.default_client_factory)
+    from tests.conftest import REPO
+
+    # Application Default Credentials of the "authorized_user" kind load without any network.
+    adc = tmp_path / "adc.json"
+    adc.write_text(json.dumps({"type": "authorized_user", "client_id": "id",
+                               "client_secret": "not-a-secret", "refresh_token": "none"}))
+    code = (
+        "import sys\n"
+        "import transforms.secrets as module\n"
+        # Importing the module must not import the client library (workers without it still run).
+        "assert 'google.cloud.secretmanager' not in sys.modules\n"
+        "client = module.default_client_factory()\n"
+        "from google.cloud import secretmanager\n"
+        "assert isinstance(client, secretmanager.SecretManagerServiceClient), type(client)\n"
+        "print('built')\n")
+    env = {"GOOGLE_APPLICATION_CREDENTIALS": str(adc), "PATH": "/usr/bin:/bin",
+           "GOOGLE_CLOUD_PROJECT": "tf-test"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip() == "built", proc.stderr[-2000:]

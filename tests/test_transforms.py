@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import apache_beam as beam
@@ -9,7 +10,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.batch import BatchConfig, BatchTickets, key_of, stable_shard
-from transforms.llm import CallModel, LlmConfig, render_messages
+from transforms.llm import CallModel, LlmConfig
 from transforms.read import RawRecord, ReadTickets, json_safe
 from transforms.records import Ticket
 from transforms.retry import RetryPolicy
@@ -63,9 +64,10 @@ def test_call_model_outputs_results_and_dead_letters(simulator_factory):
                ("k2", [_ticket(3), _ticket(4, "CONTENT_FILTER")])]
     with TestPipeline() as p:
         out = p | beam.Create(batches) | CallModel(config)
-        assert_that(out["results"] | beam.Map(lambda r: (r.id, r.attempts, bool(r.response))),
+        assert_that(out["results"] | beam.Map(lambda r: (r.id, r.stats.attempts,
+                                                          bool(r.response))),
                     equal_to([("t1", 1, True), ("t3", 1, True)]), label="results")
-        assert_that(out["dead_letter"] | beam.Map(lambda d: (d.id, d.reason, d.attempts)),
+        assert_that(out["dead_letter"] | beam.Map(lambda d: (d.id, d.reason, d.stats.attempts)),
                     equal_to([("t2", "retries_exhausted", 2), ("t4", "content_filter", 1)]),
                     label="dead_letters")
     assert sim.stats()["requests"] == 1 + 2 + 1 + 1
@@ -86,7 +88,8 @@ def test_batching_groups_by_key_field():
 
 def test_keys_are_stable():
     ticket = Ticket(id="T-1", subject="", body="b", fields={})
-    assert stable_shard("T-1", 16) == stable_shard("T-1", 16)
+    # Pinned: the shard of an id must not change between processes, runs and releases.
+    assert stable_shard("T-1", 16) == 11 and stable_shard("T-000001", 16) == 10
     assert key_of(ticket, BatchConfig(num_shards=16)).startswith("shard-")
     assert key_of(ticket, BatchConfig(key_field="missing")) == "missing="
 
@@ -100,12 +103,6 @@ def test_read_tickets_reads_lines_with_numbers(tmp_path):
                     equal_to([(1, '{"id": 1}'), (3, '{"id": 2}')]))
 
 
-def test_render_messages_quotes_id_and_subject():
-    messages = render_messages(_ticket(7), "be nice")
-    assert messages[0] == {"role": "system", "content": "be nice"}
-    assert messages[1]["content"].startswith("Ticket ID: t7\nSubject: subject 7\n\n")
-
-
 def test_json_safe_converts_parquet_values():
     import datetime
     import decimal
@@ -114,3 +111,84 @@ def test_json_safe_converts_parquet_values():
     assert json.loads(json.dumps(json_safe(value))) == {
         "when": "2026-01-02T03:04:05", "price": "1.5", "blob": "/w==", "nan": None,
         "nested": [[1, 2]]}
+
+
+def test_call_model_with_a_fake_caller():
+    from tests import llm_fakes
+
+    config = LlmConfig(base_url="http://fake-1/v1", public_api_key="k", max_concurrency=2,
+                       retry=RetryPolicy(max_retries=1, initial_backoff_secs=0.001))
+    batches = [("k1", [_ticket(1), _ticket(2, "FAIL_ALWAYS")]),
+               ("k2", [_ticket(3), _ticket(4, "CONTENT_FILTER")])]
+    with TestPipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(batches) | CallModel(config,
+                                                   caller_factory=llm_fakes.fake_factory)
+        # The fake answers with the user message reversed.
+        assert_that(out["results"] | beam.Map(lambda r: (
+            r.id, r.response[::-1].startswith(f"Ticket ID: {r.id}\n"), r.stats.attempts)),
+                    equal_to([("t1", True, 1), ("t3", True, 1)]), label="results")
+        assert_that(out["dead_letter"] | beam.Map(lambda d: (d.id, d.reason, d.stats.attempts)),
+                    equal_to([("t2", "retries_exhausted", 2), ("t4", "content_filter", 1)]),
+                    label="dead_letters")
+
+
+def test_two_call_model_steps_with_different_prompts_share_one_engine():
+    from tests import llm_fakes
+
+    base = LlmConfig(base_url="http://fake-2/v1", public_api_key="k", max_concurrency=2)
+    other = dataclasses.replace(base, system_prompt="Answer in French.")
+    before = len(llm_fakes.CREATED)
+    with TestPipeline(runner="FnApiRunner") as p:
+        batches = p | beam.Create([("k", [_ticket(1), _ticket(2)])])
+        first = batches | "First" >> CallModel(base, caller_factory=llm_fakes.fake_factory)
+        second = batches | "Second" >> CallModel(other, caller_factory=llm_fakes.fake_factory)
+        assert_that(first["results"] | beam.Map(lambda r: r.id), equal_to(["t1", "t2"]),
+                    label="first")
+        assert_that(second["results"] | beam.Map(lambda r: r.id), equal_to(["t1", "t2"]),
+                    label="second")
+    made = llm_fakes.CREATED[before:]
+    # One engine (one client, one limiter) in this process for both steps: they share a quota.
+    assert len(made) == 1
+    systems = {call["messages"][0]["content"] for call in made[0].calls}
+    assert systems == {base.system_prompt, "Answer in French."}
+
+
+def test_write_results_and_dead_letters(tmp_path):
+    from transforms.records import CallStats, DeadLetter, Result
+    from transforms.sinks import WriteDeadLetters, WriteResults
+
+    results = [Result(id=f"r{i}", response="ok", model="m", finish_reason="stop",
+                      started_at=1.7e9, finished_at=1.7e9 + 1, ticket={"id": f"r{i}"},
+                      stats=CallStats(attempts=1, prompt_tokens=3, completion_tokens=4))
+               for i in range(3)]
+    dead = [DeadLetter(id="d1", stage="llm", reason="content_filter", error_class="X",
+                       message="no", ticket={"id": "d1"}, stats=CallStats(attempts=1))]
+    with TestPipeline(runner="FnApiRunner") as p:
+        _ = p | "R" >> beam.Create(results) | WriteResults(str(tmp_path), "jsonl",
+                                                           basename="results-x")
+        _ = p | "D" >> beam.Create(dead) | WriteDeadLetters(str(tmp_path), basename="dead_letter-x")
+    written = [json.loads(line) for path in sorted(tmp_path.glob("results-x-*.jsonl"))
+               for line in path.read_text().splitlines()]
+    assert sorted(r["id"] for r in written) == ["r0", "r1", "r2"]
+    assert written[0]["prompt_tokens"] == 3 and written[0]["attempts"] == 1
+    (dead_file,) = tmp_path.glob("dead_letter-x-*.jsonl")
+    letter = json.loads(dead_file.read_text())
+    assert (letter["id"], letter["reason"], letter["attempts"]) == ("d1", "content_filter", 1)
+
+
+def test_read_done_ids_reads_jsonl_and_parquet_results(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from transforms.resume import ReadDoneIds
+
+    (tmp_path / "results-a-00000-of-00001.jsonl").write_text(
+        '{"id": "a1"}\n{"id": 7}\nnot json\n')
+    pq.write_table(pa.table({"id": ["p1", "p2"]}),
+                   str(tmp_path / "results-b-00000-of-00001.parquet"))
+    (tmp_path / "dead_letter-a-00000-of-00001.jsonl").write_text('{"id": "no"}\n')
+    with TestPipeline(runner="FnApiRunner") as p:
+        ids = p | ReadDoneIds(str(tmp_path))
+        assert_that(ids, equal_to(["a1", "7", "p1", "p2"]))
+    with TestPipeline(runner="FnApiRunner") as p:
+        assert_that(p | ReadDoneIds(str(tmp_path / "empty")), equal_to([]), label="none")

@@ -1,8 +1,9 @@
 """Structured logging: one line per event, as ``key=value`` text or JSON lines.
 
 Code that has something worth knowing to say calls :func:`event` with an event name and fields;
-the driver picks the rendering once with :func:`configure` (``--log_format text|json``). Lines
-from other libraries (Beam, httpx) keep their message, under ``message``.
+the driver picks the rendering once (``pipeline/logs.py``, ``--log_format text|json``). The
+fields travel on the log record (``tf_event``, ``tf_fields``) for the JSON rendering; the message
+is the ``key=value`` text.
 
 Example::
 
@@ -14,20 +15,13 @@ Example::
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
-import sys
-from typing import Any, Callable, Optional
-
-LOG_FORMATS = ("text", "json")
-
-# Beam's local runners (and the HTTP clients) are chatty at INFO; an operator wants our lines.
-_NOISY_LOGGERS = ("apache_beam", "httpx", "httpx2", "httpcore", "openai", "aiohttp")
+from typing import Any
 
 
 def event(logger: logging.Logger, level: int, name: str, **fields: Any) -> None:
-    """Logs one event with its fields (rendered by the formatter :func:`configure` installed)."""
+    """Logs one event with its fields (rendered by the formatter the driver installed)."""
     if logger.isEnabledFor(level):
         text = " ".join([name] + [f"{k}={_text_value(v)}" for k, v in fields.items()])
         logger.log(level, text, extra={"tf_event": name, "tf_fields": fields})
@@ -42,78 +36,3 @@ def _text_value(value: Any) -> str:
     if not text or any(c.isspace() for c in text) or '"' in text or "=" in text:
         return json.dumps(text)
     return text
-
-
-def _timestamp(record: logging.LogRecord) -> str:
-    stamp = datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
-    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class TextFormatter(logging.Formatter):
-    """``TIME LEVEL LOGGER event key=value ...`` (other libraries' lines: their message)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = f"{_timestamp(record)} {record.levelname} {record.name} {record.getMessage()}"
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ``ts``, ``level``, ``logger``, ``event`` and the fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out = {"ts": _timestamp(record), "level": record.levelname, "logger": record.name}
-        name = getattr(record, "tf_event", None)
-        if name is not None:
-            out["event"] = name
-            for key, value in getattr(record, "tf_fields", {}).items():
-                out.setdefault(key, value)
-        else:
-            out["event"] = "log"
-            out["message"] = record.getMessage()
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
-
-
-class _WriterHandler(logging.Handler):
-    """Writes formatted lines through ``write`` (so a live progress bar can step aside)."""
-
-    def __init__(self, write: Callable[[str], None]):
-        super().__init__()
-        self._write = write
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self._write(self.format(record))
-        except Exception:  # noqa: BLE001 - logging must never break the job
-            self.handleError(record)
-
-
-def _stderr_write(line: str) -> None:
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
-
-
-def configure(level: str = "INFO", log_format: str = "text",
-              write: Optional[Callable[[str], None]] = None) -> None:
-    """Installs the root handler: ``level`` for ticketflow, WARNING for noisy libraries.
-
-    Args:
-      level: DEBUG, INFO, WARNING or ERROR.
-      log_format: ``text`` (key=value) or ``json`` (JSON lines).
-      write: Where a finished line goes (default: stderr).
-    """
-    handler = _WriterHandler(write or _stderr_write)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(getattr(logging, level))
-    for name in ("ticketflow", "transforms", "pipeline"):
-        logging.getLogger(name).setLevel(getattr(logging, level))
-    if level != "DEBUG":
-        for noisy in _NOISY_LOGGERS:
-            logging.getLogger(noisy).setLevel(logging.WARNING)

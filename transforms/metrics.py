@@ -15,21 +15,22 @@ buckets, one counter each: ``latency_bucket_le_<N>ms`` (and ``latency_bucket_le_
 which :func:`latency_percentiles` estimates p50/p90/p99 on every runner. Dead letters are also
 counted per reason code: ``dead_letter_<reason>``.
 
-Every increment is mirrored into the process's live counters (:data:`transforms.progress.STATS`),
-which the driver reads for its progress bar while the job runs.
+Beam metrics of the local runners can only be read once the pipeline is done, so every increment
+is also passed to the listeners registered in this process with :func:`listen` (the driver's live
+progress registers one; on workers in other processes nobody listens).
 """
 
 from __future__ import annotations
 
 import bisect
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+import threading
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence
 
 from apache_beam.io.components.adaptive_throttler import ThrottlingSignaler
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
-from transforms import progress
-from transforms.records import DeadLetter, Result
+from transforms.records import CallStats, DeadLetter, Result
 
 NAMESPACE = "ticketflow"
 
@@ -109,6 +110,41 @@ def latency_percentiles(counts: Mapping[str, float], quantiles: Iterable[float] 
     return out
 
 
+class Listener(Protocol):
+    """Receives every increment made in this process, as it happens (any thread)."""
+
+    def add(self, name: str, n: int) -> None:
+        """A counter of the namespace moved by ``n``."""
+
+    def finished(self, record) -> None:
+        """A ticket left the pipeline as a Result or a DeadLetter."""
+
+    def in_flight(self, delta: int) -> None:
+        """A request was sent (+1) or answered (-1)."""
+
+
+_listeners: List[Listener] = []
+_listeners_lock = threading.Lock()
+
+
+def listen(listener: Listener) -> Callable[[], None]:
+    """Registers ``listener`` for this process's increments; returns the function removing it."""
+    with _listeners_lock:
+        _listeners.append(listener)
+
+    def remove() -> None:
+        with _listeners_lock:
+            if listener in _listeners:
+                _listeners.remove(listener)
+    return remove
+
+
+def live_in_flight(delta: int) -> None:
+    """Tells the listeners that a request was sent (+1) or answered (-1); not a Beam metric."""
+    for listener in list(_listeners):
+        listener.in_flight(delta)
+
+
 class TicketflowMetrics:
     """The namespace's counters; create one per DoFn instance (in ``setup`` or ``__init__``).
 
@@ -121,7 +157,6 @@ class TicketflowMetrics:
         self.distributions = {name: Metrics.distribution(NAMESPACE, name) for name in DISTRIBUTIONS}
         self._throttling = ThrottlingSignaler(NAMESPACE)
         self._throttled_carry = 0.0
-        self._live = progress.STATS
 
     def inc(self, name: str, n: int = 1) -> None:
         if n:
@@ -130,47 +165,48 @@ class TicketflowMetrics:
                 # Bucket and per-reason counters are made on first use.
                 counter = self.counters[name] = Metrics.counter(NAMESPACE, name)
             counter.inc(n)
-            self._live.add(name, n)
+            for listener in _listeners:
+                listener.add(name, n)
 
-    def _calls(self, record) -> None:
-        self.inc("requests", record.attempts)
-        self.inc("retries", record.retries)
-        self.inc("rate_limited", record.rate_limited)
-        self.inc("server_errors", record.server_errors)
-        self.inc("timeouts", record.timeouts)
-        if record.throttled_secs:
-            self.inc("throttled_ms", int(record.throttled_secs * 1000))
+    def _calls(self, stats: CallStats) -> None:
+        """Requests, waits, tokens and cost of one ticket (answered or not: all of it is spent)."""
+        self.inc("requests", stats.attempts)
+        self.inc("retries", stats.retries)
+        self.inc("rate_limited", stats.rate_limited)
+        self.inc("server_errors", stats.server_errors)
+        self.inc("timeouts", stats.timeouts)
+        self.inc("prompt_tokens", stats.prompt_tokens)
+        self.inc("completion_tokens", stats.completion_tokens)
+        self.inc("cost_nano_usd", int(round(stats.cost_usd * 1e9)))
+        if stats.attempts:
+            self.distributions["attempts"].update(stats.attempts)
+        if stats.throttled_secs:
+            self.inc("throttled_ms", int(stats.throttled_secs * 1000))
             # Dataflow's counter is whole seconds; carry the fraction so none is lost.
-            self._throttled_carry += record.throttled_secs
+            self._throttled_carry += stats.throttled_secs
             whole = int(self._throttled_carry)
             if whole:
                 self._throttling.signal_throttled(whole)
                 self._throttled_carry -= whole
 
+    def _finished(self, record) -> None:
+        for listener in _listeners:
+            listener.finished(record)
+
     def record_result(self, result: Result) -> None:
-        self._calls(result)
+        self._calls(result.stats)
         self.inc("succeeded")
         if result.cached:
             self.inc("cache_hits")
-        self.inc("cost_nano_usd", int(round(result.cost_usd * 1e9)))
-        self.inc("prompt_tokens", result.prompt_tokens)
-        self.inc("completion_tokens", result.completion_tokens)
-        self.distributions["latency_ms"].update(int(result.latency_ms))
-        self.inc(latency_bucket(result.latency_ms))
-        self.distributions["attempts"].update(result.attempts)
-        self._live.finished(result)
+        self.distributions["latency_ms"].update(int(result.stats.latency_ms))
+        self.inc(latency_bucket(result.stats.latency_ms))
+        self._finished(result)
 
     def record_dead_letter(self, dead: DeadLetter) -> None:
-        self._calls(dead)
+        self._calls(dead.stats)
         self.inc("dead_lettered")
-        self.inc("prompt_tokens", dead.prompt_tokens)
-        self.inc("completion_tokens", dead.completion_tokens)
-        # Answers paid for and then rejected (invalid_output) are spend too.
-        self.inc("cost_nano_usd", int(round(dead.cost_usd * 1e9)))
         self.inc(DEAD_LETTER_PREFIX + dead.reason)
-        if dead.attempts:
-            self.distributions["attempts"].update(dead.attempts)
-        self._live.finished(dead)
+        self._finished(dead)
 
 
 def summarize(metric_results) -> Dict[str, float]:

@@ -40,7 +40,7 @@ from jinja2.sandbox import SandboxedEnvironment
 SYSTEM_BLOCK = "system"
 USER_BLOCK = "user"
 
-# Reproduces the built-in prompt exactly (transforms.llm.render_messages): the system prompt,
+# The built-in prompt: the system prompt,
 # then "Ticket ID: ...", the subject line when there is a subject, a blank line and the body.
 # trim_blocks eats the newline right after "{% endif %}", hence two of them there.
 DEFAULT_TEMPLATE = (

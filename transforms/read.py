@@ -24,13 +24,13 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.fileio import EmptyMatchTreatment
 
 from transforms.metrics import TicketflowMetrics
+from transforms.shards import is_parquet
 
 FORMAT_AUTO = "auto"
 FORMAT_JSONL = "jsonl"
 FORMAT_PARQUET = "parquet"
 FORMATS = (FORMAT_AUTO, FORMAT_JSONL, FORMAT_PARQUET)
 
-_PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 
 
 class RawRecord(NamedTuple):
@@ -56,7 +56,7 @@ def format_of(path: str, forced: str = FORMAT_AUTO) -> str:
     for compressed in (".gz", ".bz2", ".zst", ".deflate"):
         if name.endswith(compressed):
             name = name[: -len(compressed)]
-    return FORMAT_PARQUET if name.endswith(_PARQUET_SUFFIXES) else FORMAT_JSONL
+    return FORMAT_PARQUET if is_parquet(name) else FORMAT_JSONL
 
 
 def json_safe(value: Any) -> Any:
@@ -169,43 +169,3 @@ class ReadTickets(beam.PTransform):
             | "MatchInputFiles" >> fileio.MatchAll(EmptyMatchTreatment.DISALLOW)
             | "OpenInputFiles" >> fileio.ReadMatches()
             | "ReadRecords" >> beam.ParDo(_ReadFileFn(self._format)))
-
-
-def count_records(pattern: str, input_format: str = FORMAT_AUTO,
-                  max_bytes: int = 256 * 1024 * 1024) -> Optional[int]:
-    """Counts the records ``ReadTickets(pattern)`` will read, when that is cheap; else None.
-
-    JSONL: non-blank lines, read only when the matched files hold at most ``max_bytes`` in all
-    (compressed files are not counted). Parquet: the row counts of the footers. The driver uses it
-    as the progress bar's total before the read has finished.
-    """
-    from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
-
-    patterns = [p.strip() for p in pattern.split(",") if p.strip()]
-    try:
-        files = [m for result in FileSystems.match(patterns) for m in result.metadata_list]
-        jsonl = [m for m in files if format_of(m.path, input_format) == FORMAT_JSONL]
-        if sum(m.size_in_bytes for m in jsonl) > max_bytes:
-            return None
-        total = 0
-        for meta in files:
-            if format_of(meta.path, input_format) == FORMAT_PARQUET:
-                import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
-                with FileSystems.open(meta.path,
-                                      compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-                    total += pq.ParquetFile(handle).metadata.num_rows
-                continue
-            if CompressionTypes.detect_compression_type(meta.path) != CompressionTypes.UNCOMPRESSED:
-                return None
-            with FileSystems.open(meta.path,
-                                  compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-                tail = b""
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    lines = (tail + chunk).split(b"\n")
-                    tail = lines.pop()
-                    total += sum(1 for line in lines if line.strip())
-                if tail.strip():
-                    total += 1
-        return total
-    except Exception:  # noqa: BLE001 - a total is a nicety; the read itself reports real errors
-        return None

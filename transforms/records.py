@@ -23,11 +23,18 @@ MAX_RAW_CHARS = 2000
 STAGE_PARSE = "parse"
 STAGE_LLM = "llm"
 
+#: The tagged output that carries dead letters out of every step that makes them.
+DEAD_LETTER_TAG = "dead_letter"
+
 
 def utc_iso(ts: float) -> str:
     """Formats a POSIX timestamp as an ISO-8601 UTC string with milliseconds."""
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(
         timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _iso_or_none(ts: Optional[float]) -> Optional[str]:
+    return utc_iso(ts) if ts else None
 
 
 class Ticket:
@@ -89,30 +96,72 @@ def _ticket(id, subject, body, fields_json, source, line):  # pylint: disable=re
 
 
 @dataclasses.dataclass(frozen=True)
-class Result:
-    """One successful model answer for one ticket."""
-    id: str
-    response: str
-    model: str
-    finish_reason: Optional[str]
-    prompt_tokens: int
-    completion_tokens: int
-    latency_ms: float
-    attempts: int
-    started_at: float
-    finished_at: float
-    ticket: Mapping[str, Any]
-    request_id: Optional[str] = None
-    cost_usd: float = 0.0
-    cached: bool = False
-    # The validated answer, with --response_schema (written as ``output`` / typed columns).
-    output: Optional[Mapping[str, Any]] = None
-    # Bookkeeping for metrics; not written out.
+class CallStats:
+    """What answering one ticket took: requests, waits, tokens and money.
+
+    One record, nested in :class:`Result` and :class:`DeadLetter` (the files on disk stay flat:
+    ``to_dict`` writes the fields each file documents). The LLM step fills it from its
+    per-ticket trace; a parse-stage dead letter has the empty one.
+
+    Attributes:
+      attempts: Requests sent for the ticket (the repair of a structured answer included).
+      retries: Attempts that followed a retryable failure.
+      rate_limited: 429 answers.
+      server_errors: 5xx answers.
+      timeouts: Requests that timed out.
+      throttled_secs: Seconds this ticket waited for the rate limiter or a 429's retry-after.
+      latency_ms: Latency of the last successful request.
+      prompt_tokens: Prompt tokens the provider reported (all answers paid for).
+      completion_tokens: Completion tokens the provider reported.
+      cost_usd: What those answers cost.
+      first_attempt_at: POSIX time of the first request, if any.
+      last_attempt_at: POSIX time of the last request, if any.
+    """
+    attempts: int = 0
     retries: int = 0
     rate_limited: int = 0
     server_errors: int = 0
     timeouts: int = 0
     throttled_secs: float = 0.0
+    latency_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    first_attempt_at: Optional[float] = None
+    last_attempt_at: Optional[float] = None
+
+
+NO_CALLS = CallStats()
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """One successful model answer for one ticket.
+
+    Attributes:
+      id: The ticket id.
+      response: The answer's text.
+      model: The model that answered (the provider's name for it).
+      finish_reason: The provider's finish reason.
+      started_at: POSIX time the ticket's handling started.
+      finished_at: POSIX time it was answered.
+      ticket: Every input field.
+      request_id: The provider's ``x-request-id`` of the answer.
+      cached: Answered from the response store (no request, no cost).
+      output: The validated answer, with --response_schema.
+      stats: Requests, waits, tokens and cost (see :class:`CallStats`).
+    """
+    id: str
+    response: str
+    model: str
+    finish_reason: Optional[str]
+    started_at: float
+    finished_at: float
+    ticket: Mapping[str, Any]
+    request_id: Optional[str] = None
+    cached: bool = False
+    output: Optional[Mapping[str, Any]] = None
+    stats: CallStats = NO_CALLS
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {
@@ -120,14 +169,14 @@ class Result:
             "response": self.response,
             "model": self.model,
             "finish_reason": self.finish_reason,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "latency_ms": round(self.latency_ms, 3),
-            "attempts": self.attempts,
+            "prompt_tokens": self.stats.prompt_tokens,
+            "completion_tokens": self.stats.completion_tokens,
+            "latency_ms": round(self.stats.latency_ms, 3),
+            "attempts": self.stats.attempts,
             "started_at": utc_iso(self.started_at),
             "finished_at": utc_iso(self.finished_at),
             "request_id": self.request_id,
-            "cost_usd": round(self.cost_usd, 9),
+            "cost_usd": round(self.stats.cost_usd, 9),
             "cached": self.cached,
             "ticket": dict(self.ticket),
         }
@@ -150,14 +199,13 @@ class DeadLetter:
       error_class: The class of the error that ended it (ours, not the SDK's).
       http_status: The provider's HTTP status, when there was one.
       message: A short, secret-free description.
-      attempts: How many requests were sent for it (0 at the parse stage).
-      first_attempt_at: POSIX time of the first request, if any.
-      last_attempt_at: POSIX time of the last request, if any.
       ticket: The parsed input record, when it parsed.
       raw: The raw input (truncated), when it did not parse.
       source: The input file, when known.
       line: The 1-based line or row in that file, when known.
       raw_output: The model's last answer, when it was not valid (reason ``invalid_output``).
+      stats: Requests, waits, tokens and the cost of answers paid for but not kept (see
+        :class:`CallStats`; empty at the parse stage).
     """
     id: Optional[str]
     stage: str
@@ -165,24 +213,12 @@ class DeadLetter:
     error_class: str
     message: str
     http_status: Optional[int] = None
-    attempts: int = 0
-    first_attempt_at: Optional[float] = None
-    last_attempt_at: Optional[float] = None
     ticket: Optional[Mapping[str, Any]] = None
     raw: Optional[str] = None
     source: Optional[str] = None
     line: Optional[int] = None
     raw_output: Optional[str] = None
-    # Bookkeeping for metrics; not written out.
-    retries: int = 0
-    rate_limited: int = 0
-    server_errors: int = 0
-    timeouts: int = 0
-    throttled_secs: float = 0.0
-    # Tokens of answers that were paid for but not kept (an invalid output), and their cost.
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
+    stats: CallStats = NO_CALLS
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {
@@ -192,12 +228,12 @@ class DeadLetter:
             "error_class": self.error_class,
             "http_status": self.http_status,
             "message": self.message,
-            "attempts": self.attempts,
-            "first_attempt_at": utc_iso(self.first_attempt_at) if self.first_attempt_at else None,
-            "last_attempt_at": utc_iso(self.last_attempt_at) if self.last_attempt_at else None,
+            "attempts": self.stats.attempts,
+            "first_attempt_at": _iso_or_none(self.stats.first_attempt_at),
+            "last_attempt_at": _iso_or_none(self.stats.last_attempt_at),
             "source": self.source,
             "line": self.line,
-            "cost_usd": round(self.cost_usd, 9),
+            "cost_usd": round(self.stats.cost_usd, 9),
         }
         if self.ticket is not None:
             out["ticket"] = dict(self.ticket)

@@ -11,36 +11,19 @@ Example::
 
 from __future__ import annotations
 
-import json
-
 import apache_beam as beam
 from apache_beam.io import fileio
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.fileio import EmptyMatchTreatment
 
+from transforms.shards import shard_values
 from transforms.sinks import RESULTS_BASENAME, join_path
 
 
 class _ResultIdsFn(beam.DoFn):
-    def process(self, readable: fileio.ReadableFile):
-        path = readable.metadata.path
-        if path.endswith(".parquet"):
-            import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
-            with readable.open(compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-                table = pq.read_table(handle, columns=["id"])
-                for value in table.column("id").to_pylist():
-                    if value is not None:
-                        yield str(value)
-            return
-        with readable.open() as handle:
-            for line in handle:
-                if line.strip():
-                    try:
-                        value = json.loads(line).get("id")
-                    except (ValueError, AttributeError):
-                        continue  # results we wrote are valid JSON; skip anything else
-                    if value is not None:
-                        yield str(value)
+    def process(self, metadata):
+        for value in shard_values(metadata.path, "id"):
+            if value is not None:
+                yield str(value)
 
 
 class ReadDoneIds(beam.PTransform):
@@ -54,5 +37,4 @@ class ReadDoneIds(beam.PTransform):
         return (pbegin
                 | "ResultPattern" >> beam.Create([self._pattern])
                 | "MatchResults" >> fileio.MatchAll(EmptyMatchTreatment.ALLOW)
-                | "OpenResults" >> fileio.ReadMatches()
                 | "ReadIds" >> beam.ParDo(_ResultIdsFn()))

@@ -16,9 +16,8 @@ Example::
 
 from __future__ import annotations
 
-import datetime
 import json
-from typing import List, Optional, Tuple
+from typing import Optional
 
 import apache_beam as beam
 import pyarrow as pa
@@ -116,78 +115,3 @@ class WriteDeadLetters(beam.PTransform):
                 | "DeadLetterToJson" >> beam.Map(lambda d: d.to_json())
                 | "WriteJsonl" >> beam.io.WriteToText(
                     self._path, file_name_suffix=".jsonl", shard_name_template=SHARD_TEMPLATE))
-
-
-def count_records(prefix: str, basename: str) -> int:
-    """Counts the records written under ``prefix/basename-*`` (JSONL lines or Parquet rows).
-
-    The driver uses it to check the ledger against what is really on disk, not only the counters.
-    """
-    from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
-
-    pattern = join_path(prefix, basename) + "-*"
-    total = 0
-    for match in FileSystems.match([pattern])[0].metadata_list:
-        path = match.path
-        if path.endswith(".parquet"):
-            import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
-            with FileSystems.open(path) as handle:
-                total += pq.ParquetFile(handle).metadata.num_rows
-        else:
-            with FileSystems.open(path) as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    total += chunk.count(b"\n")
-    return total
-
-
-def existing_outputs(prefix: str) -> list:
-    """Result, dead-letter and summary files already under ``prefix``."""
-    from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
-
-    patterns = [join_path(prefix, RESULTS_BASENAME) + "-*", join_path(prefix, DEAD_LETTER_BASENAME)
-                + "-*", join_path(prefix, "summary.json")]
-    found = []
-    for result in FileSystems.match(patterns):
-        found.extend(m.path for m in result.metadata_list)
-    return found
-
-
-def _parse_utc(text) -> Optional[float]:
-    if not text:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def completion_times(prefix: str) -> Tuple[List[float], List[float]]:
-    """When each written ticket finished: results' ``finished_at`` and dead letters'
-    ``last_attempt_at`` (parse-stage dead letters have none), as POSIX seconds.
-
-    The driver uses it for the report's throughput plot when the live counters saw nothing
-    (runners whose workers run in other processes).
-    """
-    from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
-
-    def jsonl_values(path, field):
-        with FileSystems.open(path) as handle:
-            for line in handle:
-                if line.strip():
-                    yield json.loads(line).get(field)
-
-    ok: List[float] = []
-    dead: List[float] = []
-    for match in FileSystems.match([join_path(prefix, RESULTS_BASENAME) + "-*"])[0].metadata_list:
-        if match.path.endswith(".parquet"):
-            import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
-            with FileSystems.open(match.path) as handle:
-                values = pq.read_table(handle, columns=["finished_at"]).column(0).to_pylist()
-        else:
-            values = jsonl_values(match.path, "finished_at")
-        ok.extend(t for t in map(_parse_utc, values) if t is not None)
-    for match in FileSystems.match(
-            [join_path(prefix, DEAD_LETTER_BASENAME) + "-*"])[0].metadata_list:
-        dead.extend(t for t in map(_parse_utc, jsonl_values(match.path, "last_attempt_at"))
-                    if t is not None)
-    return ok, dead

@@ -26,9 +26,7 @@ import apache_beam as beam
 
 from transforms.metrics import TicketflowMetrics
 from transforms.read import RawRecord
-from transforms.records import STAGE_PARSE, DeadLetter, Ticket, truncate_raw
-
-DEAD_LETTER_TAG = "dead_letter"
+from transforms.records import DEAD_LETTER_TAG, STAGE_PARSE, DeadLetter, Ticket, truncate_raw
 
 # Dead-letter reasons worth another try: transient failures, the budget, an interrupted run.
 REPLAYABLE_REASONS = frozenset({"retries_exhausted", "deadline_exceeded", "budget_exhausted",
@@ -106,6 +104,12 @@ def parse_ticket(raw: RawRecord, mapping: FieldMapping) -> Ticket:
     subject = "" if subject is None else str(subject).strip()
     return Ticket(id=ticket_id, subject=subject, body=text.strip(), fields=record,
                   source=raw.source, line=raw.line)
+
+
+def record_order(source: Optional[str], line: Optional[int]) -> tuple:
+    """The duplicate-id rule: of several records with one id, the smallest of this is kept
+    (the first by file name, then by line)."""
+    return (source or "", line or 0)
 
 
 def _id_hint(raw: RawRecord, mapping: FieldMapping) -> Optional[str]:
@@ -206,7 +210,7 @@ class _KeepFirstFn(beam.DoFn):
         if any(True for _ in grouped["done"]):
             self._metrics.inc("already_done", len(raws))
             return
-        raws.sort(key=lambda r: (r[0] or "", r[1] or 0))
+        raws.sort(key=lambda r: record_order(r[0], r[1]))
         tickets = [parse_ticket(RawRecord(*raw), self._mapping) for raw in raws]
         first = tickets[0]
         yield first

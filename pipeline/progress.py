@@ -1,11 +1,12 @@
 """Live counters of this process, for the driver's progress bar and the run report.
 
-Beam metrics of the local runners can only be read once the pipeline is done, so every increment
-of :class:`~transforms.metrics.TicketflowMetrics` is mirrored here, in a plain thread-safe object
-(:data:`STATS`) that a driver thread may read at any time. It sees the DoFns' work only when they
-run in the driver's process (the FnApiRunner's default ``in_memory`` mode, or
-``multi_threading``); with ``multi_processing`` workers or a remote runner it stays at zero and
-the driver says so (see ``pipeline/watch.py``).
+Beam metrics of the local runners can only be read once the pipeline is done, so the driver
+registers :data:`STATS` as a listener of :mod:`transforms.metrics`
+(:func:`transforms.metrics.listen`): every increment is mirrored here, in a plain thread-safe
+object a driver thread may read at any time. It sees the DoFns' work only when they run in the
+driver's process (the FnApiRunner's default ``in_memory`` mode, or ``multi_threading``); with
+``multi_processing`` workers or a remote runner it stays at zero and the driver says so (see
+``pipeline/watch.py``).
 
 It also keeps how many tickets finished in each wall-clock second (the report's throughput plot).
 
@@ -57,8 +58,7 @@ class ProgressStats:
         """Notes one ticket leaving the pipeline as a Result or a DeadLetter (at wall ``at``)."""
         ok = isinstance(record, Result)
         if at is None:
-            at = record.finished_at if ok else (getattr(record, "last_attempt_at", None)
-                                                or self._wall())
+            at = record.finished_at if ok else (record.stats.last_attempt_at or self._wall())
         with self._lock:
             slot = self._per_second.setdefault(int(at), [0, 0])
             slot[0 if ok else 1] += 1

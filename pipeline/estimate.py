@@ -1,10 +1,11 @@
 """``--estimate``: what a run would cost and how long it would take, without calling the provider.
 
-The input is read and validated exactly as the pipeline does (same reader, same checks, same
-duplicate rule), each ticket's prompt is rendered and its tokens estimated the way the limiter
-does (characters / 4 + 3 per message + 3). Completion tokens cannot be known before the call:
-the estimate assumes ``expected_completion_tokens`` per ticket (default 60% of ``max_tokens``)
-and also gives the ceiling at ``max_tokens``. Duration is bounded below by the rate limits.
+The input is read and validated exactly as the pipeline does (same reader, same checks, the same
+duplicate rule: :func:`transforms.validate.record_order`), each ticket's prompt is rendered and its
+tokens estimated the way the limiter does (characters / 4 + 3 per message + 3). Completion tokens
+cannot be known before the call: the estimate assumes ``expected_completion_tokens`` per ticket
+(default 60% of ``max_tokens``) and also gives the ceiling at ``max_tokens``. Duration is bounded
+below by the rate limits.
 
 Example::
 
@@ -20,11 +21,11 @@ from typing import Dict, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.llm import estimate_prompt_tokens
+from transforms.llm.tokens import estimate_prompt_tokens
 from transforms.pricing import Pricing
 from transforms.prompts import PromptRenderer, TemplateRenderError
 from transforms.read import iter_file
-from transforms.validate import FieldMapping, InvalidRecord, parse_ticket
+from transforms.validate import FieldMapping, InvalidRecord, parse_ticket, record_order
 
 DEFAULT_COMPLETION_RATIO = 0.6
 
@@ -48,10 +49,9 @@ class EstimateInputs:
 
 def estimate(inputs: EstimateInputs) -> Dict:
     """Reads and validates the input; returns counts, tokens, costs and durations."""
-    tickets = 0
-    prompt_tokens = 0
     rejected: Dict[str, int] = collections.Counter()
-    seen = set()
+    # id -> (record order, prompt tokens, or None when its template cannot be rendered)
+    kept: Dict[str, tuple] = {}
     read = 0
     renderer = PromptRenderer(inputs.prompt_template, inputs.system_prompt)
     for pattern in [p.strip() for p in inputs.pattern.split(",") if p.strip()]:
@@ -63,17 +63,23 @@ def estimate(inputs: EstimateInputs) -> Dict:
                 except InvalidRecord as exc:
                     rejected[exc.reason] += 1
                     continue
-                if ticket.id in seen:
+                order = record_order(ticket.source, ticket.line)
+                earlier = kept.get(ticket.id)
+                if earlier is not None:
                     rejected["duplicate_id"] += 1
-                    continue
-                seen.add(ticket.id)
+                    if earlier[0] <= order:
+                        continue
                 try:
-                    messages = renderer.render(ticket)
+                    tokens = (estimate_prompt_tokens(renderer.render(ticket))
+                              + inputs.extra_prompt_tokens)
                 except TemplateRenderError:
-                    rejected["template_error"] += 1
-                    continue
-                tickets += 1
-                prompt_tokens += estimate_prompt_tokens(messages) + inputs.extra_prompt_tokens
+                    tokens = None
+                kept[ticket.id] = (order, tokens)
+    rendered = [tokens for _, tokens in kept.values() if tokens is not None]
+    if len(rendered) < len(kept):
+        rejected["template_error"] += len(kept) - len(rendered)
+    tickets = len(rendered)
+    prompt_tokens = sum(rendered)
     per_ticket_completion = (inputs.expected_completion_tokens
                              if inputs.expected_completion_tokens is not None
                              else int(round(inputs.max_tokens * DEFAULT_COMPLETION_RATIO)))

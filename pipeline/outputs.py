@@ -1,0 +1,86 @@
+"""What the driver reads back from files: the input's size, and the outputs a run wrote.
+
+* :func:`count_input` — the records the input holds, when cheap (the progress bar's total);
+* :func:`count_written` — records under ``PREFIX/BASENAME-*`` (the ledger checks the counters
+  against what is really on disk);
+* :func:`existing_outputs` — an earlier run's files (preflight refuses to mix runs);
+* :func:`completion_times` — when each written ticket finished (the report's throughput plot on
+  runners whose workers are not in this process).
+
+Every shard is read through :mod:`transforms.shards`.
+
+Example::
+
+    count_written("out/run1", "results-20261128T120503Z-57a499")
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import List, Optional, Tuple
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.read import FORMAT_AUTO, FORMAT_JSONL, FORMAT_PARQUET, format_of
+from transforms.shards import count_records, shard_values
+from transforms.sinks import DEAD_LETTER_BASENAME, RESULTS_BASENAME, join_path
+
+
+def _matched(patterns: List[str]) -> list:
+    return [m for result in FileSystems.match(patterns) for m in result.metadata_list]
+
+
+def count_input(pattern: str, input_format: str = FORMAT_AUTO,
+                max_bytes: int = 256 * 1024 * 1024) -> Optional[int]:
+    """Counts the records ``ReadTickets(pattern)`` will read, when that is cheap; else None.
+
+    JSONL: non-blank lines, read only when the matched files hold at most ``max_bytes`` in all
+    (compressed files are not counted). Parquet: the row counts of the footers.
+    """
+    patterns = [p.strip() for p in pattern.split(",") if p.strip()]
+    try:
+        files = _matched(patterns)
+        jsonl = [m for m in files if format_of(m.path, input_format) == FORMAT_JSONL]
+        if sum(m.size_in_bytes for m in jsonl) > max_bytes:
+            return None
+        if any(CompressionTypes.detect_compression_type(m.path)
+               != CompressionTypes.UNCOMPRESSED for m in jsonl):
+            return None
+        return sum(count_records(m.path, format_of(m.path, input_format) == FORMAT_PARQUET)
+                   for m in files)
+    except Exception:  # noqa: BLE001 - a total is a nicety; the read itself reports real errors
+        return None
+
+
+def count_written(prefix: str, basename: str) -> int:
+    """Counts the records written under ``prefix/basename-*`` (JSONL lines or Parquet rows)."""
+    return sum(count_records(m.path) for m in _matched([join_path(prefix, basename) + "-*"]))
+
+
+def existing_outputs(prefix: str) -> List[str]:
+    """Result, dead-letter and summary files already under ``prefix``."""
+    return [m.path for m in _matched([join_path(prefix, RESULTS_BASENAME) + "-*",
+                                      join_path(prefix, DEAD_LETTER_BASENAME) + "-*",
+                                      join_path(prefix, "summary.json")])]
+
+
+def _parse_utc(text) -> Optional[float]:
+    if not text:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def completion_times(prefix: str) -> Tuple[List[float], List[float]]:
+    """When each written ticket finished: results' ``finished_at`` and dead letters'
+    ``last_attempt_at`` (parse-stage dead letters have none), as POSIX seconds."""
+    def times(basename: str, field: str) -> List[float]:
+        out = []
+        for meta in _matched([join_path(prefix, basename) + "-*"]):
+            out.extend(t for t in map(_parse_utc, shard_values(meta.path, field))
+                       if t is not None)
+        return out
+    return times(RESULTS_BASENAME, "finished_at"), times(DEAD_LETTER_BASENAME, "last_attempt_at")

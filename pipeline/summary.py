@@ -1,0 +1,119 @@
+"""The run's summary: from the metrics and the files written, as JSON and as a short table.
+
+:func:`summarize` reads the counters the workers reported (``transforms.metrics.summarize``) and
+counts what is really on disk, and checks the ledger: ``read == succeeded + dead_lettered +
+already_done + replay_skipped`` and the files hold exactly those numbers. :func:`format_summary`
+is what the driver prints.
+
+Example::
+
+    summary = summarize(counts, config, wall_secs=12.5)
+    print(format_summary(summary))
+"""
+
+from __future__ import annotations
+
+from pipeline import config as config_lib
+from pipeline.outputs import count_written
+from transforms import metrics as metrics_lib
+from transforms.sinks import DEAD_LETTER_BASENAME, RESULTS_BASENAME
+
+
+def results_basename(config: config_lib.JobConfig) -> str:
+    """Each run writes its own shards, so a resumed run never overwrites an earlier one."""
+    return f"{RESULTS_BASENAME}-{config.run_id}"
+
+
+def dead_letter_basename(config: config_lib.JobConfig) -> str:
+    return f"{DEAD_LETTER_BASENAME}-{config.run_id}"
+
+
+def summarize(counts: dict, config: config_lib.JobConfig, wall_secs: float) -> dict:
+    """The run's summary from its metrics (``metrics_lib.summarize``) and the files it wrote."""
+    percentiles = metrics_lib.latency_percentiles(counts, (0.5, 0.9, 0.99),
+                                                  max_ms=counts.get("latency_ms_max"))
+    written_results = count_written(config.output, results_basename(config))
+    written_dead = count_written(config.output, dead_letter_basename(config))
+    read = int(counts["tickets_read"])
+    succeeded = int(counts["succeeded"])
+    dead = int(counts["dead_lettered"])
+    already_done = int(counts["already_done"])
+    replay_skipped = int(counts["replay_skipped"])
+    balanced = (read == succeeded + dead + already_done + replay_skipped
+                and written_results == succeeded and written_dead == dead)
+    summary = {
+        "run_id": config.run_id,
+        "read": read,
+        "succeeded": succeeded,
+        "dead_lettered": dead,
+        "already_done": already_done,
+        "replay_skipped": replay_skipped,
+        "cache_hits": int(counts["cache_hits"]),
+        "cost_usd": round(counts["cost_nano_usd"] / 1e9, 6),
+        "parse_errors": int(counts["parse_errors"]),
+        "duplicates": int(counts["duplicates"]),
+        "requests": int(counts["requests"]),
+        "retries": int(counts["retries"]),
+        "rate_limited": int(counts["rate_limited"]),
+        "server_errors": int(counts["server_errors"]),
+        "timeouts": int(counts["timeouts"]),
+        "prompt_tokens": int(counts["prompt_tokens"]),
+        "completion_tokens": int(counts["completion_tokens"]),
+        "throttled_secs": round(counts["throttled_ms"] / 1000.0, 3),
+        "latency_ms_mean": counts.get("latency_ms_mean"),
+        "latency_ms_max": counts.get("latency_ms_max"),
+        "latency_ms_p50": percentiles[0.5],
+        "latency_ms_p90": percentiles[0.9],
+        "latency_ms_p99": percentiles[0.99],
+        "dead_letter_reasons": metrics_lib.dead_letter_reasons(counts),
+        "wall_secs": round(wall_secs, 3),
+        "tickets_per_sec": round((succeeded + dead) / wall_secs, 3) if wall_secs > 0 else None,
+        "written_results": written_results,
+        "written_dead_letters": written_dead,
+        "ledger_balanced": balanced,
+        "model": config.llm.model,
+        "output": config.output,
+    }
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    """A short human-readable table."""
+    rows = [
+        ("read", summary["read"]),
+        ("succeeded", summary["succeeded"]),
+        ("dead lettered", f"{summary['dead_lettered']} (parse {summary['parse_errors']}, "
+                          f"duplicates {summary['duplicates']})"),
+        ("skipped", f"{summary['already_done']} already done (--resume), "
+                    f"{summary['replay_skipped']} not replayable (--replay)"),
+        ("cost", f"${summary['cost_usd']:.6f} ({summary['cache_hits']} answered from the "
+                 "response store, free)"),
+        ("requests", f"{summary['requests']} (retries {summary['retries']}, rate limited "
+                     f"{summary['rate_limited']}, server errors {summary['server_errors']}, "
+                     f"timeouts {summary['timeouts']})"),
+        ("tokens", f"{summary['prompt_tokens']} prompt + {summary['completion_tokens']} completion"),
+        ("throttled", f"{summary['throttled_secs']} s"),
+        ("latency", f"p50 {summary.get('latency_ms_p50')} ms, p90 {summary.get('latency_ms_p90')}"
+                    f" ms, p99 {summary.get('latency_ms_p99')} ms (max "
+                    f"{summary.get('latency_ms_max')} ms)"),
+        ("wall time", f"{summary['wall_secs']} s ({summary['tickets_per_sec']} tickets/s)"),
+        ("ledger", "balanced: read == succeeded + dead lettered + skipped, and matches the files"
+         if summary["ledger_balanced"] else
+         f"NOT BALANCED: read {summary['read']} != succeeded {summary['succeeded']} + dead "
+         f"lettered {summary['dead_lettered']} + skipped "
+         f"{summary['already_done'] + summary['replay_skipped']} (files: "
+         f"{summary['written_results']} results, {summary['written_dead_letters']} dead letters)"),
+    ]
+    reasons = summary.get("dead_letter_reasons") or {}
+    if reasons:
+        rows.insert(3, ("  by reason", ", ".join(f"{k} {v}" for k, v in reasons.items())))
+    if summary.get("interrupted"):
+        rows.append(("interrupted", f"stopped by {summary['interrupted']}: "
+                     f"{reasons.get('interrupted', 0)} ticket(s) not answered are dead letters "
+                     "'interrupted' (replay them)"))
+    width = max(len(name) for name, _ in rows)
+    lines = ["ticketflow summary"] + [f"  {name.ljust(width)}  {value}" for name, value in rows]
+    lines.append(f"  {'output'.ljust(width)}  {summary['output']}")
+    if summary.get("report"):
+        lines.append(f"  {'report'.ljust(width)}  {summary['report']}")
+    return "\n".join(lines)

@@ -1,0 +1,110 @@
+"""The LLM step's frozen configuration, and where the worker finds the API key.
+
+:class:`LlmConfig` is built once by the driver and pickled to workers. Rates and the budget in it
+are THIS worker process's share (``worker_*``), not the job's totals. Two keys group configs:
+:meth:`LlmConfig.engine_key` (the endpoint and the flow settings: what one per-process engine,
+with its limiter and connections, may serve) and :meth:`LlmConfig.fingerprint` (everything).
+
+Example::
+
+    config = LlmConfig(base_url="http://127.0.0.1:8000/v1", model="gpt-4o-mini",
+                       worker_requests_per_sec=10.0)
+    api_key = resolve_api_key(config)   # on the worker, in setup()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from typing import Optional
+
+from transforms import errors
+from transforms.pricing import Price
+from transforms.retry import RetryPolicy
+from transforms.structured import StructuredOutput
+
+DISPATCH_CONTINUOUS = "continuous"
+DISPATCH_BARRIER = "barrier"
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful, concise customer-support agent. Read the ticket and write the reply the "
+    "support team should send: acknowledge the problem, give concrete next steps, stay polite.")
+
+
+@dataclasses.dataclass(frozen=True)
+class LlmConfig:
+    """Everything the LLM step needs.
+
+    The API key is NOT here: workers read it in ``setup()`` from Secret Manager
+    (``api_key_secret``) or from the environment variable named by ``api_key_env`` (or use
+    ``public_api_key``, for the simulator only, which is no secret).
+
+    Attributes:
+      worker_requests_per_sec: This worker process's share of the request rate (0: none).
+      worker_tokens_per_sec: This worker process's share of the token rate (0: none).
+      worker_budget_usd: This worker process's share of ``--max_cost_usd`` (None: no budget).
+      max_concurrency: Requests in flight per worker process.
+      dispatch: ``continuous`` (keep the window full) or ``barrier`` (a benchmark baseline).
+    """
+    base_url: Optional[str]
+    model: str = "gpt-4o-mini"
+    api_key_env: str = "OPENAI_API_KEY"
+    public_api_key: Optional[str] = None
+    api_key_secret: Optional[str] = None
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    temperature: Optional[float] = None
+    max_tokens: int = 256
+    request_timeout_secs: float = 60.0
+    max_concurrency: int = 32
+    max_ticket_secs: float = 600.0
+    worker_requests_per_sec: float = 0.0
+    worker_tokens_per_sec: float = 0.0
+    retry: RetryPolicy = RetryPolicy()
+    dispatch: str = DISPATCH_CONTINUOUS
+    seed: Optional[int] = None
+    response_store: Optional[str] = None
+    price: Price = Price()
+    worker_budget_usd: Optional[float] = None
+    # --prompt_template's text (None: the built-in prompt); compiled once per worker process.
+    prompt_template: Optional[str] = None
+    # --response_schema, when answers must be JSON valid against it.
+    structured: Optional[StructuredOutput] = None
+
+    def engine_key(self) -> str:
+        """What one per-process engine serves: the endpoint (base URL, model, key's name) and
+        the flow settings (rates, concurrency, retries, budget, price).
+
+        Two ``CallModel`` steps that differ only in prompt, template, schema or response store
+        share one engine, so they share the worker's quota instead of each taking all of it.
+        """
+        flow = (self.base_url, self.model, self.api_key_env, self.api_key_secret,
+                self.public_api_key is not None, self.request_timeout_secs, self.max_concurrency,
+                self.worker_requests_per_sec, self.worker_tokens_per_sec, self.retry,
+                self.seed, self.price, self.worker_budget_usd, self.max_ticket_secs)
+        return "engine-" + hashlib.sha256(repr(flow).encode()).hexdigest()[:16]
+
+    def fingerprint(self) -> str:
+        """Identifies the whole configuration (the step: prompt, schema and store included)."""
+        return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
+
+
+def resolve_api_key(config: LlmConfig) -> str:
+    """The key the client uses; read on the worker, never logged or pickled.
+
+    Raises:
+      errors.AuthFailed: when the environment variable is unset and no public key is configured.
+    """
+    if config.public_api_key:
+        return config.public_api_key
+    if config.api_key_secret:
+        from transforms import secrets  # pylint: disable=import-outside-toplevel
+        try:
+            return secrets.resolve_secret(config.api_key_secret)
+        except secrets.SecretError as exc:
+            raise errors.AuthFailed(str(exc)) from None
+    key = os.environ.get(config.api_key_env, "")
+    if not key:
+        raise errors.AuthFailed(
+            f"environment variable {config.api_key_env} is not set on this worker")
+    return key

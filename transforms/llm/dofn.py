@@ -1,0 +1,139 @@
+"""``CallModel``: the typed public transform, and the private DoFn that feeds the engine.
+
+The DoFn submits each ticket of each batch to the process's engine and emits whatever has
+finished; it blocks only while its own window of ``max_concurrency`` tickets is full, and drains
+the bundle's remaining tickets in ``finish_bundle``. So a slow request holds back nothing but
+itself. Results leave on the main output, dead letters on the ``dead_letter`` tagged output.
+
+Example::
+
+    outputs = batches | "CallModel" >> CallModel(llm_config, stop_signal=process_stop_signal)
+    outputs["results"], outputs["dead_letter"]
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import Any, Callable, Iterable, List, Optional, Tuple
+
+import apache_beam as beam
+from apache_beam.utils.windowed_value import WindowedValue
+
+from transforms import errors
+from transforms.llm.caller import openai_caller
+from transforms.llm.config import DISPATCH_BARRIER, LlmConfig, resolve_api_key
+from transforms.llm.engine import CallerFactory, Engine, shared_handle
+from transforms.llm.stop import StopSignal
+from transforms.metrics import TicketflowMetrics
+from transforms.records import DEAD_LETTER_TAG, Result
+
+StopSource = Callable[[], StopSignal]
+
+
+class _CallModelFn(beam.DoFn):
+    """Submits tickets to the process's engine and emits what finishes."""
+
+    def __init__(self, config: LlmConfig, handle, stop_signal: Optional[StopSource],
+                 caller_factory: CallerFactory):
+        self._config = config
+        self._handle = handle
+        self._stop_signal = stop_signal
+        self._caller_factory = caller_factory
+
+    def setup(self):
+        config = self._config
+        stop = self._stop_signal() if self._stop_signal is not None else StopSignal()
+
+        def make_engine() -> Engine:
+            try:
+                api_key = resolve_api_key(config)
+            except errors.AuthFailed as exc:
+                # Every ticket would fail the same way: fail loudly, not dead-letter millions.
+                raise RuntimeError(str(exc)) from None
+            return Engine(config, api_key, stop, self._caller_factory)
+
+        self._engine: Engine = self._handle.acquire(make_engine)
+        self._stop = self._engine.stop
+        self._answerer = self._engine.answerer(config)
+        self._metrics = TicketflowMetrics()
+        self._window = max(1, config.max_concurrency)
+        self._pending: List[Tuple[concurrent.futures.Future, Any, Any]] = []
+
+    def start_bundle(self):
+        self._pending = []
+
+    def process(self, element, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+        _, tickets = element
+        for ticket in tickets:
+            if self._stop.stopping():
+                # Stopping: what is still arriving flows through at once, so the ledger balances.
+                done: concurrent.futures.Future = concurrent.futures.Future()
+                done.set_result(self._answerer.interrupted(ticket))
+                self._pending.append((done, window, timestamp))
+                continue
+            while len(self._pending) >= self._window:
+                yield from self._drain(block=True)
+            self._pending.append((self._engine.submit(self._answerer.handle(ticket)), window,
+                                  timestamp))
+        barrier = self._config.dispatch == DISPATCH_BARRIER
+        yield from self._drain(block=barrier, everything=barrier)
+
+    def finish_bundle(self):
+        yield from self._drain(block=True, everything=True)
+
+    def teardown(self):
+        # The engine is shared: dropping the reference lets Beam's Shared decide its lifetime.
+        self._engine = None
+        self._answerer = None
+
+    def _drain(self, block: bool, everything: bool = False) -> Iterable:
+        if not self._pending:
+            return
+        if everything:
+            concurrent.futures.wait([f for f, _, _ in self._pending])
+        elif block:
+            concurrent.futures.wait([f for f, _, _ in self._pending],
+                                    return_when=concurrent.futures.FIRST_COMPLETED)
+        still = []
+        for future, window, timestamp in self._pending:
+            if not future.done():
+                still.append((future, window, timestamp))
+                continue
+            record = future.result()
+            if isinstance(record, Result):
+                self._metrics.record_result(record)
+                yield WindowedValue(record, timestamp, (window,))
+            else:
+                self._metrics.record_dead_letter(record)
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG,
+                                               WindowedValue(record, timestamp, (window,)))
+        self._pending = still
+
+
+class CallModel(beam.PTransform):
+    """Calls the model for every ticket of every batch.
+
+    Input: ``(key, Iterable[Ticket])`` batches. Output: a dict of PCollections, ``results``
+    (:class:`~transforms.records.Result`) and ``dead_letter``
+    (:class:`~transforms.records.DeadLetter`).
+
+    Args:
+      config: The LLM configuration (endpoint, model, limits, retry policy, concurrency).
+      stop_signal: A picklable function returning the process's stop signal (the driver's, for
+        a graceful stop); None: the run is never stopped from outside.
+      caller_factory: A picklable ``factory(config, api_key) -> Caller`` (tests pass a fake).
+    """
+
+    def __init__(self, config: LlmConfig, stop_signal: Optional[StopSource] = None,
+                 caller_factory: CallerFactory = openai_caller):
+        super().__init__()
+        self._config = config
+        self._stop_signal = stop_signal
+        self._caller_factory = caller_factory
+
+    def expand(self, batches):
+        fn = _CallModelFn(self._config, shared_handle(self._config.engine_key()),
+                          self._stop_signal, self._caller_factory)
+        outputs = batches | "CallModelWithRetries" >> beam.ParDo(fn).with_outputs(
+            DEAD_LETTER_TAG, main="results")
+        return {"results": outputs.results, DEAD_LETTER_TAG: outputs[DEAD_LETTER_TAG]}

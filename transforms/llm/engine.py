@@ -1,0 +1,141 @@
+"""The engine: one event loop per worker process and endpoint, shared by every DoFn there.
+
+Why a background loop: on the local runners a DoFn gets ONE thread, and a batch-at-a-time
+``asyncio.gather`` would make every batch wait for its slowest request. An :class:`Engine` runs
+an asyncio loop in a thread, with the caller (the HTTP client) and the flow control (window,
+limiter, budget) on it; DoFns submit tickets to it and collect what has finished.
+
+Sharing: every ``CallModel`` step on the same endpoint and flow settings
+(:meth:`~transforms.llm.config.LlmConfig.engine_key`) gets the same engine in a process, through
+Beam's :class:`~apache_beam.utils.shared.Shared` (the handle is chosen per engine key when the
+pipeline is built and pickled into each DoFn), so two steps with different prompts share the
+worker's quota instead of each taking all of it. The engine lives while a DoFn holds it (and
+Beam keeps the most recent one alive across DoFn teardown/setup); when it is collected, its
+loop, client and stop subscription are closed.
+
+Example::
+
+    engine = Engine(config, api_key, stop)
+    answerer = engine.answerer(config)
+    future = engine.submit(answerer.handle(ticket))   # a concurrent.futures.Future
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+import weakref
+from typing import Callable, Coroutine, Dict
+
+from apache_beam.utils.shared import Shared
+
+from transforms.llm.answer import TicketAnswerer
+from transforms.llm.caller import Caller, openai_caller
+from transforms.llm.config import LlmConfig
+from transforms.llm.flow import FlowControl
+from transforms.llm.stop import StopSignal
+
+CallerFactory = Callable[[LlmConfig, str], Caller]
+
+_CLOSE_TIMEOUT_SECS = 5.0
+
+
+class Engine:
+    """Event-loop thread, caller and flow control of one endpoint in one process.
+
+    Args:
+      config: The configuration of the first step that made it (its endpoint and flow settings
+        are every sharer's).
+      api_key: The resolved key (kept in memory only).
+      stop: The run's stop signal.
+      caller_factory: Builds the innermost layer (``factory(config, api_key)``).
+      clock: Monotonic clock.
+      wall: Wall clock.
+    """
+
+    def __init__(self, config: LlmConfig, api_key: str, stop: StopSignal,
+                 caller_factory: CallerFactory = openai_caller,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time):
+        self.config = config
+        self.stop = stop
+        self._secrets = [api_key]
+        self._clock = clock
+        self._wall = wall
+        self._lock = threading.Lock()
+        self._answerers: Dict[str, TicketAnswerer] = {}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="ticketflow-llm",
+                                        daemon=True)
+        self._thread.start()
+        caller = caller_factory(config, api_key)
+        self.flow = FlowControl(config, caller, stop, clock=clock, wall=wall,
+                                secrets=self._secrets)
+        self._run(self._start(caller))
+        # Nothing on the loop refers to the engine, so it can be collected; then close it all.
+        self._finalizer = weakref.finalize(self, _shutdown, self._loop, self._thread, caller,
+                                           self.flow)
+
+    async def _start(self, caller: Caller) -> None:
+        await caller.open()
+        await self.flow.start()
+
+    def _run(self, coro: Coroutine):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def answerer(self, config: LlmConfig) -> TicketAnswerer:
+        """The process's answerer of a step (made on first use; its store's in-flight sharing and
+        its compiled template serve every DoFn instance of the step)."""
+        key = config.fingerprint()
+        with self._lock:
+            answerer = self._answerers.get(key)
+            if answerer is None:
+                answerer = TicketAnswerer(config, self.flow, clock=self._clock, wall=self._wall,
+                                          secrets=self._secrets)
+                self._answerers[key] = answerer
+            return answerer
+
+    def submit(self, coro: Coroutine) -> concurrent.futures.Future:
+        """Schedules a coroutine on the engine's loop."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def close(self) -> None:
+        """Closes the client and stops the loop now (otherwise done when collected)."""
+        self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+
+def _shutdown(loop: asyncio.AbstractEventLoop, thread: threading.Thread, caller: Caller,
+              flow: FlowControl) -> None:
+    flow.close()
+    if loop.is_closed() or not thread.is_alive():
+        return
+    try:
+        asyncio.run_coroutine_threadsafe(caller.close(), loop).result(_CLOSE_TIMEOUT_SECS)
+    except Exception:  # noqa: BLE001 - closing is best effort
+        pass
+    loop.call_soon_threadsafe(loop.stop)
+    if threading.current_thread() is not thread:
+        thread.join(_CLOSE_TIMEOUT_SECS)
+
+
+_HANDLES: Dict[str, Shared] = {}
+_HANDLES_LOCK = threading.Lock()
+
+
+def shared_handle(engine_key: str) -> Shared:
+    """The ``Shared`` handle of an engine key, the same for every step built in this process.
+
+    Built at pipeline construction and pickled into each DoFn, so that all steps with one engine
+    key find one engine per worker process.
+    """
+    with _HANDLES_LOCK:
+        handle = _HANDLES.get(engine_key)
+        if handle is None:
+            handle = _HANDLES[engine_key] = Shared()
+        return handle

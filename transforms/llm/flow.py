@@ -1,0 +1,274 @@
+"""Flow control: the one place that decides when a request may go, and what happens after.
+
+:class:`FlowControl` wraps a caller and answers one logical request (with its retries) for one
+ticket. In order, around each attempt: the concurrency window (``max_concurrency`` per worker
+process), the budget reservation, the rate limiter, the per-ticket deadline; after it, the
+limiter's feedback (429 and its retry-after, ``x-ratelimit-*`` headers, real usage), the spend,
+and the chars-per-token learning. Retries are tenacity's, with our policy
+(:mod:`transforms.retry`); waits are cut short by a stop (:mod:`transforms.llm.stop`).
+
+What one ticket's attempts took is kept in a :class:`CallTrace` (mutable, owned by the ticket's
+task) and frozen into a :class:`~transforms.records.CallStats` for its record.
+
+Example::
+
+    flow = FlowControl(config, caller, stop)
+    await flow.start()                          # on the engine's loop
+    trace = CallTrace(deadline=clock() + 600)
+    answer = await flow.answer(request, trace)  # or raises a typed error
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Awaitable, Callable, Optional
+
+from transforms import errors
+from transforms import metrics as metrics_lib
+from transforms.llm.budget import LocalBudget
+from transforms.llm.caller import Answer, Caller, Completion, Request
+from transforms.llm.config import LlmConfig
+from transforms.llm.stop import ABORT, StopSignal
+from transforms.llm.tokens import TokenEstimator
+from transforms.logs import event
+from transforms.ratelimit import AdaptiveRateLimiter
+from transforms.records import CallStats
+
+_LOG = logging.getLogger(__name__)
+
+
+class CallTrace:
+    """Per-ticket bookkeeping while its attempts run (the engine's loop thread only).
+
+    Args:
+      deadline: Clock time after which no attempt starts (``--max_ticket_secs``).
+      ticket_id: For log lines.
+    """
+    __slots__ = ("deadline", "ticket_id", "attempts", "call_attempts", "retries", "rate_limited",
+                 "server_errors", "timeouts", "throttled", "latency_ms", "prompt_tokens",
+                 "completion_tokens", "cost", "first_at", "last_at")
+
+    def __init__(self, deadline: float, ticket_id: Optional[str] = None):
+        self.deadline = deadline
+        self.ticket_id = ticket_id
+        self.attempts = 0
+        self.call_attempts = 0  # attempts of the current logical call (the original or a repair)
+        self.retries = 0
+        self.rate_limited = 0
+        self.server_errors = 0
+        self.timeouts = 0
+        self.throttled = 0.0
+        self.latency_ms = 0.0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cost = 0.0
+        self.first_at: Optional[float] = None
+        self.last_at: Optional[float] = None
+
+    def freeze(self) -> CallStats:
+        return CallStats(
+            attempts=self.attempts, retries=self.retries, rate_limited=self.rate_limited,
+            server_errors=self.server_errors, timeouts=self.timeouts,
+            throttled_secs=self.throttled, latency_ms=self.latency_ms,
+            prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
+            cost_usd=self.cost, first_attempt_at=self.first_at, last_attempt_at=self.last_at)
+
+    def count_error(self, err: errors.ProviderError) -> None:
+        if isinstance(err, errors.RateLimited):
+            self.rate_limited += 1
+        elif isinstance(err, errors.ServerError):
+            self.server_errors += 1
+        elif isinstance(err, errors.RequestTimeout):
+            self.timeouts += 1
+
+    def exhausted_reason(self, max_retries: int) -> str:
+        """The dead-letter reason of a retryable error that ended the ticket."""
+        return "retries_exhausted" if self.call_attempts > max_retries else "deadline_exceeded"
+
+
+class FlowControl:
+    """Concurrency, budget, rate limit, deadline and retries around a caller.
+
+    One per engine (worker process and endpoint): every ticket of the process shares its window,
+    its limiter and its budget.
+
+    Args:
+      config: The rates, budget, concurrency, retry policy and price (this worker's share).
+      caller: The innermost layer.
+      stop: The run's stop signal.
+      clock: Monotonic clock (deadlines, limiter, latency).
+      wall: Wall clock (attempt timestamps).
+      sleep: Awaitable sleep for the limiter and the backoffs (tests pass one that moves a fake
+        clock); default: a wait on the loop that a stop cuts short.
+      secrets: Strings to redact from logged messages.
+    """
+
+    def __init__(self, config: LlmConfig, caller: Caller, stop: StopSignal, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time,
+                 sleep: Optional[Callable[[float], Awaitable[None]]] = None, secrets=()):
+        self.config = config
+        self._sleep = sleep
+        self._caller = caller
+        self._stop = stop
+        self._clock = clock
+        self._wall = wall
+        self._secrets = list(secrets)
+        self._rng = random.Random(config.seed)
+        self._tokens = TokenEstimator()
+        self.budget = LocalBudget(config.worker_budget_usd)
+        self._seen_errors: set = set()
+        self._in_flight: set = set()
+        self._unsubscribe: Callable[[], None] = lambda: None
+
+    async def start(self) -> None:
+        """Makes the loop-bound parts; call once, on the loop that will run the requests."""
+        c = self.config
+        loop = asyncio.get_running_loop()
+        self._semaphore = asyncio.Semaphore(c.max_concurrency)
+        self._stopped = asyncio.Event()
+        self.limiter = AdaptiveRateLimiter(c.worker_requests_per_sec, c.worker_tokens_per_sec,
+                                           clock=self._clock, sleep=self.sleep)
+
+        def on_signal(kind: str) -> None:  # the driver's thread
+            loop.call_soon_threadsafe(self._cancel_in_flight if kind == ABORT
+                                      else self._stopped.set)
+        self._unsubscribe = self._stop.subscribe(on_signal)
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+    def stopping(self) -> bool:
+        return self._stopped.is_set() or self._stop.stopping()
+
+    def _cancel_in_flight(self) -> None:
+        self._stopped.set()
+        for task in list(self._in_flight):
+            task.cancel()
+
+    async def sleep(self, secs: float) -> None:
+        """Sleeps (for the limiter or a retry's backoff) unless the run stops meanwhile.
+
+        Raises:
+          errors.Interrupted: when a stop is requested before or during the wait.
+        """
+        if not self.stopping() and secs > 0:
+            if self._sleep is not None:
+                await self._sleep(secs)
+            else:
+                try:
+                    await asyncio.wait_for(self._stopped.wait(), secs)
+                except asyncio.TimeoutError:
+                    return
+        if self.stopping():
+            raise errors.Interrupted("the run was stopped while this ticket waited for the rate "
+                                     "limiter or a retry; replay it")
+
+    async def answer(self, request: Request, trace: CallTrace) -> Answer:
+        """One logical request with its retries.
+
+        Raises:
+          errors.ProviderError: the last error, when the retries or the deadline ran out, or at
+            once for a permanent one.
+        """
+        def before_sleep(state) -> None:
+            trace.retries += 1
+            exc = state.outcome.exception()
+            if isinstance(exc, errors.RateLimited):
+                trace.throttled += state.upcoming_sleep or 0.0
+            event(_LOG, logging.DEBUG, "retry", ticket=trace.ticket_id,
+                  attempt=state.attempt_number,
+                  reason=getattr(exc, "reason", type(exc).__name__),
+                  status=getattr(exc, "status", None), wait_secs=state.upcoming_sleep or 0.0)
+
+        trace.call_attempts = 0
+        retrying = self.config.retry.retrying(deadline=trace.deadline, clock=self._clock,
+                                              rng=self._rng, sleep=self.sleep,
+                                              before_sleep=before_sleep)
+        async for attempt in retrying:
+            with attempt:
+                completion = await self._attempt(request, trace)
+        return Answer(completion)
+
+    async def _attempt(self, request: Request, trace: CallTrace) -> Completion:
+        c = self.config
+        async with self._semaphore:
+            if self.stopping():
+                raise errors.Interrupted("the run was stopped before this ticket was sent; "
+                                         "replay it")
+            prompt_estimate = self._tokens.estimate(request.messages) + request.schema_tokens
+            reserved = c.price.cost(prompt_estimate, request.max_tokens)
+            self.budget.reserve(reserved)
+            try:
+                return await self._send(request, trace, prompt_estimate)
+            finally:
+                self.budget.release(reserved)
+
+    async def _send(self, request: Request, trace: CallTrace, prompt_estimate: int) -> Completion:
+        trace.throttled += await self.limiter.acquire(prompt_estimate + request.max_tokens)
+        if self.stopping():
+            raise errors.Interrupted("the run was stopped before this ticket was sent; replay it")
+        timeout = min(self.config.request_timeout_secs, trace.deadline - self._clock())
+        if timeout <= 0:
+            raise errors.RequestTimeout("per-ticket deadline reached before the request")
+        trace.attempts += 1
+        trace.call_attempts += 1
+        now = self._wall()
+        trace.first_at = trace.first_at or now
+        trace.last_at = now
+        sent = self._clock()
+        # A task of its own, so that an abort (after --drain_secs) cancels just the request.
+        call = asyncio.ensure_future(self._caller.call(request.params, timeout))
+        self._in_flight.add(call)
+        metrics_lib.live_in_flight(1)
+        try:
+            completion, headers = await call
+        except asyncio.CancelledError:
+            if call.cancelled() and self._stop.aborting():
+                raise errors.Interrupted(
+                    "the run was stopped and --drain_secs ran out while this request was in "
+                    "flight; replay it") from None
+            raise
+        except errors.ProviderError as err:
+            self._note_first(err)
+            trace.count_error(err)
+            if isinstance(err, errors.RateLimited):
+                self.limiter.on_rate_limited(err.retry_after)
+            raise
+        finally:
+            self._in_flight.discard(call)
+            metrics_lib.live_in_flight(-1)
+        trace.latency_ms = (self._clock() - sent) * 1000.0
+        self.limiter.observe_headers(headers)
+        self.limiter.on_success()
+        self._account(request, trace, completion, prompt_estimate)
+        return completion
+
+    def _account(self, request: Request, trace: CallTrace, completion: Completion,
+                 prompt_estimate: int) -> None:
+        """Tokens and cost of an answer; the limiter's and the estimator's corrections."""
+        if not completion.usage_known:
+            return
+        trace.prompt_tokens += completion.prompt_tokens
+        trace.completion_tokens += completion.completion_tokens
+        cost = self.config.price.cost(completion.prompt_tokens, completion.completion_tokens,
+                                      completion.cached_tokens)
+        trace.cost += cost
+        self.budget.spend(cost)
+        if completion.prompt_tokens:
+            # The provider charges prompt + max_tokens at admission: correct only the prompt.
+            self.limiter.correct(prompt_estimate - completion.prompt_tokens)
+            self._tokens.learn(request.messages, completion.prompt_tokens)
+
+    def _note_first(self, err: errors.ProviderError) -> None:
+        """Logs the first occurrence of each error class at WARNING (later ones: DEBUG only)."""
+        key = (type(err).__name__, err.status)
+        if key in self._seen_errors:
+            return
+        self._seen_errors.add(key)
+        event(_LOG, logging.WARNING, "first_error", error_class=type(err).__name__,
+              reason=err.reason, http_status=err.status, retryable=err.retryable,
+              message=errors.redact(err.message, self._secrets)[:300])
