@@ -16,8 +16,9 @@ setuptools.setup(
     version="0.1.0",
     description="Run large volumes of support tickets through an LLM on Apache Beam.",
     python_requires=">=3.10",
+    # What the driver and the workers run, only: benchmarks/ and tools/ run from the repository.
     packages=setuptools.find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*",
-                                               "simulator", "simulator.*", "benchmarks", "benchmarks.*"]),
+                                               "simulator", "simulator.*"]),
     package_data={"transforms": ["pricing.json"]},
     install_requires=[
         f"apache-beam[gcp]=={BEAM_VERSION}",

@@ -212,7 +212,7 @@ class Bench:
         """A JSONL file of ``count`` synthetic tickets (seed 1), made once per invocation."""
         path = self.workdir / f"tickets-{count}.jsonl"
         if not path.exists():
-            subprocess.run([sys.executable, "-m", "simulator.tickets", "--count", str(count),
+            subprocess.run([sys.executable, "-m", "tools.ticketgen", "--count", str(count),
                             "--seed", "1", "--out", str(path)], cwd=_REPO, env=_env(),
                            check=True, capture_output=True)
         return path

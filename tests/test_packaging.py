@@ -1,13 +1,15 @@
-"""Worker packaging: the sdist and wheel Dataflow workers install hold all our code, and it runs.
+"""Worker packaging: the sdist and wheel Dataflow workers install hold what they run, and it runs.
 
-``--setup_file ./setup.py`` (and the Flex Template image) install ticketflow from these
-artifacts, not from the repository, so a package or data file missing from them breaks only on
-the workers. The wheel is installed with ``--no-deps`` into a fresh venv (no
-``--system-site-packages``) that sees the dependencies through a ``.pth`` line naming this venv's
-site-packages: a directory added that way is a plain path entry, so its ``.pth`` files (among
-them the editable install of ticketflow) are NOT processed and our packages can only come from
-the wheel. Then ``python -m pipeline --help`` and ``python -m simulator --help`` run from a
-directory outside the repository.
+``--setup_file ./setup.py`` (and the Flex Template image) install ticketflow from these artifacts,
+not from the repository, so a package or data file missing from them breaks only on the workers.
+They carry the driver and worker code only (``pipeline``, ``transforms`` and the ``simulator`` that
+``--simulate`` starts); ``benchmarks`` and ``tools`` (the ticket generator) run from the repository
+and must stay out of what every worker installs. The wheel is installed with ``--no-deps`` into a
+fresh venv (no ``--system-site-packages``) that sees the dependencies through a ``.pth`` line naming
+this venv's site-packages: a directory added that way is a plain path entry, so its ``.pth`` files
+(among them the editable install of ticketflow) are NOT processed and our packages can only come
+from the wheel. Then ``python -m pipeline --help`` and ``python -m simulator --help`` run from a
+directory outside the repository, where ``benchmarks`` and ``tools`` cannot be imported.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("pipeline", "transforms", "simulator", "benchmarks")
+PACKAGES = ("pipeline", "transforms", "simulator")
+NOT_PACKAGED = ("benchmarks", "tools")  # repository-only: run from its root
 
 
 def _sources(package: str) -> set:
@@ -56,6 +59,8 @@ def test_wheel_holds_every_module_and_data_file(dist):
         assert not missing, f"{wheel.name} lacks {sorted(missing)}"
     tops = {name.split("/", 1)[0] for name in names if not name.split("/", 1)[0].endswith(
         ".dist-info")}
+    shipped = tops & set(NOT_PACKAGED)
+    assert not shipped, f"{wheel.name} carries repository-only packages {sorted(shipped)}"
     assert tops == set(PACKAGES), f"unexpected top-level entries in the wheel: {tops}"
 
 
@@ -87,13 +92,18 @@ def test_wheel_runs_from_a_clean_venv_outside_the_repo(dist, tmp_path):
     run_dir = tmp_path / "elsewhere"
     run_dir.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    code = ("import pipeline, transforms, simulator, benchmarks; "
-            "print('\\n'.join(m.__file__ for m in (pipeline, transforms, simulator, benchmarks)))")
+    code = ("import pipeline, transforms, simulator; "
+            "print('\\n'.join(m.__file__ for m in (pipeline, transforms, simulator)))")
     where = subprocess.run(
         check=False, args=[str(python), "-c", code], cwd=run_dir, env=env, capture_output=True, text=True, timeout=120)
     assert where.returncode == 0, where.stderr[-3000:]
     for path in where.stdout.split():
         assert path.startswith(str(site)), f"imported {path}, not from the wheel"
+    for name in NOT_PACKAGED:
+        absent = subprocess.run(check=False, args=[str(python), "-c", f"import {name}"], cwd=run_dir,
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert absent.returncode != 0 and "ModuleNotFoundError" in absent.stderr, \
+            f"{name} is importable outside the repository: {absent.stderr[-500:]}"
     sim = subprocess.run(check=False, args=[str(python), "-m", "simulator", "--help"], cwd=run_dir, env=env,
                          capture_output=True, text=True, timeout=120)
     assert sim.returncode == 0 and "--rpm" in sim.stdout, sim.stderr[-3000:]
