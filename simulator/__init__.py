@@ -1,8 +1,9 @@
 """A local OpenAI-compatible chat completions provider for tests, benchmarks and rehearsals.
 
 It speaks enough of OpenAI's API for the ``openai`` client (``POST /v1/chat/completions``,
-``GET /v1/models``), enforces requests- and tokens-per-minute limits the way OpenAI does, adds
-latency and faults on request, and counts what it served (``GET /stats``).
+``GET /v1/models``, and the Batch API: ``/v1/files``, ``/v1/batches``), enforces requests- and
+tokens-per-minute limits the way OpenAI does, adds latency and faults on request, and counts what
+it served (``GET /stats``).
 
     from simulator import start
 

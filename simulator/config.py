@@ -43,6 +43,16 @@ _HELP = {
     "api_key": "If set, requests must send 'Authorization: Bearer KEY' or get 401.",
     "max_concurrency": "Requests in flight beyond this get 503 overloaded; 0 = unlimited.",
     "log_requests": "Log one line per request to stderr (off by default: it costs throughput).",
+    "batch_secs": "Batch API: seconds from a batch's creation to its completion; 0 = done by "
+                  "the next poll.",
+    "batch_p_line_fail": "Batch API: fraction of each batch's lines answered with HTTP 500 "
+                         "(they go to the error file).",
+    "batch_expire_fraction": "Batch API: fraction of each batch's lines left unfinished when it "
+                             "expires (status expired, error code batch_expired); 0 = never.",
+    "batch_fail_validation": "Batch API: every new batch fails validation (status failed).",
+    "batch_max_enqueued_tokens": "Batch API: per-model limit on the tokens of unfinished batches "
+                                 "(prompt + max output tokens per line); a batch over it fails "
+                                 "with token_limit_exceeded; 0 = unlimited.",
 }
 
 
@@ -77,10 +87,16 @@ class SimulatorConfig:
     api_key: str = ""
     max_concurrency: int = 0
     log_requests: bool = False
+    batch_secs: float = 2.0
+    batch_p_line_fail: float = 0.0
+    batch_expire_fraction: float = 0.0
+    batch_fail_validation: bool = False
+    batch_max_enqueued_tokens: int = 0
 
     def __post_init__(self) -> None:
         for name in ("port", "rpm", "tpm", "max_concurrency", "latency_median_ms", "latency_p99_ms",
-                     "ms_per_output_token", "hang_secs"):
+                     "ms_per_output_token", "hang_secs", "batch_secs",
+                     "batch_max_enqueued_tokens"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("default_max_tokens", "context_window"):
@@ -89,6 +105,9 @@ class SimulatorConfig:
         if not 0 < self.burst_secs <= 60:
             raise ValueError(f"burst_secs must be in (0, 60], got {self.burst_secs}")
         for name in FAULT_FIELDS:
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("batch_p_line_fail", "batch_expire_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         total = sum(getattr(self, name) for name in FAULT_FIELDS)

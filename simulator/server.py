@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from simulator.batch import BatchStore
+from simulator.batch_http import BatchRoutes
 from simulator.config import SimulatorConfig
 from simulator.content import (
     content_rng,
@@ -40,8 +42,8 @@ from simulator.content import (
     support_reply,
     truncate_to_tokens,
 )
-from simulator.faults import (NO_MARKERS, AttemptCounter, FaultDraw, conversation_root,
-                              find_markers)
+from simulator.faults import (NO_MARKERS, AttemptCounter, FaultDraw, Markers,
+                              conversation_root, find_markers)
 from simulator.limits import Decision, RateLimiter, format_duration
 from simulator.stats import STATUS_RESET, Stats
 from simulator.tokens import count_tokens, message_text, prompt_tokens
@@ -73,8 +75,24 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+def _error_dict(message: str, type_: str, code: str | None,
+                param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
 def _error_body(message: str, type_: str, code: str | None, param: str | None = None) -> bytes:
-    return _dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+    return _dumps(_error_dict(message, type_, code, param))
+
+
+_SERVER_ERRORS = {
+    500: "The server had an error while processing your request. Sorry about that!",
+    502: "Bad gateway.",
+    503: "The server is overloaded or not ready yet.",
+    504: "Gateway timeout: the upstream did not answer in time.",
+}
+_CONTENT_FILTER = _error_dict(
+    "The response was filtered due to the prompt triggering the content management policy. "
+    "Please modify your prompt and retry.", "invalid_request_error", "content_filter", "prompt")
 
 
 def _type_name(value: Any) -> str:
@@ -205,12 +223,13 @@ def _parse_response_format(value: Any) -> tuple[str, dict[str, Any] | None]:
 
 
 class Simulator:
-    """The request handlers and their state: limits, faults, marker counters and stats.
+    """The request handlers and their state: limits, faults, marker counters, stats, batches.
 
     Args:
         config: What to simulate.
-        clock: Monotonic seconds for rate limits and per-second stats (injected for tests).
-        wall_clock: Epoch seconds for ``created`` and ``started_at``.
+        clock: Monotonic seconds for rate limits, per-second stats and the progress of batches
+            (injected for tests).
+        wall_clock: Epoch seconds for ``created``, ``started_at`` and batch timestamps.
     """
 
     def __init__(self, config: SimulatorConfig, clock: Callable[[], float] = time.monotonic,
@@ -233,6 +252,8 @@ class Simulator:
         p99 = config.latency_p99_ms / 1000
         self._latency_sigma = (math.log(p99 / median) / _Z99
                                if median > 0 and p99 > median else 0.0)
+        self.batches = BatchStore(config, self.answer, self.stats, clock, wall_clock)
+        self._batch_routes = BatchRoutes(self.batches, self.authorized)
 
     # ---- application -------------------------------------------------------------------------
 
@@ -246,15 +267,18 @@ class Simulator:
         app.router.add_get("/stats", self.handle_stats)
         app.router.add_post("/reset", self.handle_reset)
         app.router.add_get("/health", self.handle_health)
+        self._batch_routes.add_routes(app)
         app.router.add_route("*", "/{tail:.*}", self.handle_not_found)
         return app
 
     def reset(self) -> None:
-        """Zeroes the stats, the rate-limit windows and the marker attempt counters."""
+        """Zeroes the stats, the rate-limit windows and the marker attempt counters; forgets
+        every file and batch."""
         self.stats.reset()
         self.limiter.reset()
         self._fail_attempts.clear()
         self._invalid_attempts.clear()
+        self.batches.reset()
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -271,19 +295,10 @@ class Simulator:
                             headers=headers or self._headers())
 
     def _server_error(self, status: int) -> web.Response:
-        messages = {
-            500: "The server had an error while processing your request. Sorry about that!",
-            502: "Bad gateway.",
-            503: "The server is overloaded or not ready yet.",
-            504: "Gateway timeout: the upstream did not answer in time.",
-        }
-        return self._error(status, messages[status], "server_error", None)
+        return self._error(status, _SERVER_ERRORS[status], "server_error", None)
 
     def _content_filter(self) -> web.Response:
-        return self._error(
-            400, "The response was filtered due to the prompt triggering the content management "
-                 "policy. Please modify your prompt and retry.",
-            "invalid_request_error", "content_filter", "prompt")
+        return web.Response(status=400, body=_dumps(_CONTENT_FILTER), headers=self._headers())
 
     def _rate_limited(self, decision: Decision, model: str) -> web.Response:
         headers = self._headers()
@@ -379,18 +394,14 @@ class Simulator:
             outcome[0] = 400
             return self._error(400, exc.message, "invalid_request_error", exc.code, exc.param)
         n_prompt = prompt_tokens(chat.messages)
-        if n_prompt > config.context_window:
-            outcome[0] = 400
-            return self._error(
-                400, f"This model's maximum context length is {config.context_window} tokens. "
-                     f"However, your messages resulted in {n_prompt} tokens. Please reduce the "
-                     f"length of the messages.",
-                "invalid_request_error", "context_length_exceeded", "messages")
         markers = find_markers(chat.text)
-        if markers.content_filter:
-            outcome[0] = 400
-            self.stats.fault("content_filter")
-            return self._content_filter()
+        refusal = self._refusal(chat, n_prompt, markers)
+        if refusal is not None:
+            outcome[0] = refusal[0]
+            if refusal[2]:
+                self.stats.fault(refusal[2])
+            return web.Response(status=refusal[0], body=_dumps(refusal[1]),
+                                headers=self._headers())
 
         max_out = chat.max_tokens if chat.max_tokens is not None else config.default_max_tokens
         decision = self.limiter.acquire(n_prompt + max_out)
@@ -401,48 +412,17 @@ class Simulator:
         fault = self._faults.draw()
         if fault is not None:
             return await self._inject(fault, request, outcome)
-        key = request_key(chat.model, chat.messages) if markers is not NO_MARKERS else ""
-        if markers.fail_n_times and self._fail_attempts.take(key) < markers.fail_n_times:
-            self.stats.fault("fail_n_times")
-            outcome[0] = 503
-            return self._server_error(503)
-
-        try:
-            content, finish_reason = self._content(chat)
-        except (ValueError, TypeError, LookupError, RecursionError) as exc:
-            # The schema is the only client input that reaches content generation.
-            outcome[0] = 400
-            return self._error(400, f"Invalid schema for response_format: {type(exc).__name__}"
-                                    f": {exc}", "invalid_request_error", "invalid_json_schema",
-                               "response_format")
-        if markers.invalid_output_n_times:
-            # Per conversation: a repair follow-up (invalid answer + correction appended) is the
-            # next attempt of the same conversation, not a new request.
-            attempt = self._invalid_attempts.take(
-                request_key(chat.model, conversation_root(chat.messages)))
-            if attempt < markers.invalid_output_n_times:
-                self.stats.fault("invalid_output")
-                content = invalid_instance_text(content, chat.schema, attempt)
-        n_completion = count_tokens(content)
+        status, body, marker_fault = self._complete(chat, n_prompt, markers)
+        if marker_fault:
+            self.stats.fault(marker_fault)
+        if status != 200:
+            outcome[0] = status
+            return web.Response(status=status, body=_dumps(body), headers=self._headers())
+        n_completion = body["usage"]["completion_tokens"]
         delay = self.latency_secs(n_completion)
         if delay > 0:
             await asyncio.sleep(delay)
-        body = {
-            "id": f"chatcmpl-{self._id_prefix}{next(self._ids):012d}",
-            "object": "chat.completion",
-            "created": int(self._wall_clock()),
-            "model": chat.model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None,
-                            "annotations": []},
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }],
-            "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_completion,
-                      "total_tokens": n_prompt + n_completion},
-            "system_fingerprint": "fp_simulator",
-        }
+        body["created"] = int(self._wall_clock())
         if request.transport is None or request.transport.is_closing():
             # The client went away while the answer was generated (e.g. its process was killed):
             # like a provider that stops generating for a closed connection, this is no
@@ -473,6 +453,93 @@ class Simulator:
         return web.Response(body=b'{"id":"chatcmpl-malformed","object":"chat.completion",'
                                  b'"choices":[{"index":0,"message":{"role":"assist',
                             headers=self._headers())
+
+    def _refusal(self, chat: ChatRequest, n_prompt: int,
+                 markers: Markers) -> tuple[int, dict[str, Any], str | None] | None:
+        """The refusals that come before any budget: (status, body, fault kind) or None."""
+        window = self.config.context_window
+        if n_prompt > window:
+            return 400, _error_dict(
+                f"This model's maximum context length is {window} tokens. However, your "
+                f"messages resulted in {n_prompt} tokens. Please reduce the length of the "
+                f"messages.", "invalid_request_error", "context_length_exceeded",
+                "messages"), None
+        if markers.content_filter:
+            return 400, _CONTENT_FILTER, "content_filter"
+        return None
+
+    def _complete(self, chat: ChatRequest, n_prompt: int,
+                  markers: Markers) -> tuple[int, dict[str, Any], str | None]:
+        """The answer once admitted, without latency: (status, body, marker fault kind or None).
+
+        Online and batch lines share it, so both give the same content for the same request.
+        """
+        key = request_key(chat.model, chat.messages) if markers is not NO_MARKERS else ""
+        if markers.fail_n_times and self._fail_attempts.take(key) < markers.fail_n_times:
+            return 503, _error_dict(_SERVER_ERRORS[503], "server_error", None), "fail_n_times"
+        try:
+            content, finish_reason = self._content(chat)
+        except (ValueError, TypeError, LookupError, RecursionError) as exc:
+            # The schema is the only client input that reaches content generation.
+            return 400, _error_dict(f"Invalid schema for response_format: "
+                                    f"{type(exc).__name__}: {exc}", "invalid_request_error",
+                                    "invalid_json_schema", "response_format"), None
+        fault = None
+        if markers.invalid_output_n_times:
+            # Per conversation: a repair follow-up (invalid answer + correction appended) is the
+            # next attempt of the same conversation, not a new request.
+            attempt = self._invalid_attempts.take(
+                request_key(chat.model, conversation_root(chat.messages)))
+            if attempt < markers.invalid_output_n_times:
+                fault = "invalid_output"
+                content = invalid_instance_text(content, chat.schema, attempt)
+        n_completion = count_tokens(content)
+        return 200, {
+            "id": f"chatcmpl-{self._id_prefix}{next(self._ids):012d}",
+            "object": "chat.completion",
+            "created": int(self._wall_clock()),
+            "model": chat.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None,
+                            "annotations": []},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }],
+            "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_completion,
+                      "total_tokens": n_prompt + n_completion},
+            "system_fingerprint": "fp_simulator",
+        }, fault
+
+    def answer(self, body: Any, created: int) -> tuple[int, dict[str, Any]]:
+        """Answers one Batch API line as the online endpoint would answer the same body, without
+        rate limits, latency or random faults (the markers still apply).
+
+        Args:
+            body: The line's request body.
+            created: The answer's ``created`` (epoch seconds).
+
+        Returns:
+            (HTTP status, response body): a ``chat.completion`` or OpenAI's error body.
+        """
+        try:
+            chat = ChatRequest(body)
+            n_prompt = prompt_tokens(chat.messages)
+            markers = find_markers(chat.text)
+            status, payload, _ = (self._refusal(chat, n_prompt, markers)
+                                  or self._complete(chat, n_prompt, markers))
+        except _BadRequest as exc:
+            return 400, _error_dict(exc.message, "invalid_request_error", exc.code, exc.param)
+        except Exception:  # noqa: BLE001 - one bad line must not break the batch
+            _LOG.exception("unexpected error answering a batch line")
+            return 500, _error_dict(_SERVER_ERRORS[500], "server_error", None)
+        if status == 200:
+            payload["created"] = created
+        return status, payload
+
+    def authorized(self, request: web.Request) -> bool:
+        """Whether ``request`` carries the API key (always True without ``--api_key``)."""
+        return self._auth is None or request.headers.get("Authorization") == self._auth
 
     def _content(self, chat: ChatRequest) -> tuple[str, str]:
         rng = content_rng(request_key(chat.model, chat.messages), chat.seed)

@@ -2,7 +2,9 @@
 
 Only chat-completion requests are counted (not ``/v1/models`` or ``/stats``). A request is
 recorded once, when its response is sent, in the per-second bucket of that moment. A connection
-reset on purpose has no status code; it is counted under the pseudo-status "0".
+reset on purpose has no status code; it is counted under the pseudo-status "0". The Batch API has
+its own four counters (files uploaded, batches created and cancelled, lines in created batches);
+its lines are not chat-completion requests and are not counted as such.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ class Stats:
         self.completion_tokens = 0
         self.faults: collections.Counter[str] = collections.Counter()
         self.rate_limited = 0
+        self.files_uploaded = 0
+        self.batches_created = 0
+        self.batches_cancelled = 0
+        self.batch_requests = 0
         self.started_at = self._wall_clock()
         self._started_mono = self._clock()
         # second -> [requests, ok, rate_limited]
@@ -98,6 +104,10 @@ class Stats:
             "completion_tokens": self.completion_tokens,
             "faults": dict(sorted(self.faults.items())),
             "rate_limited": self.rate_limited,
+            "files_uploaded": self.files_uploaded,
+            "batches_created": self.batches_created,
+            "batches_cancelled": self.batches_cancelled,
+            "batch_requests": self.batch_requests,
             "started_at": self.started_at,
             "uptime_s": round(self._clock() - self._started_mono, 3),
             "per_second": [
