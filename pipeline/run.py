@@ -27,6 +27,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
 
 from pipeline import config as config_lib
 from pipeline import estimate as estimate_lib
+from pipeline import flags as flags_lib
 from pipeline import logs
 from pipeline import preflight as preflight_lib
 from pipeline import progress
@@ -151,6 +152,10 @@ def run(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # TicketflowOptions (not PipelineOptions) so that --help lists our flags too.
     options = local_runner_options(TicketflowOptions(argv))
+    flag_problem = flags_lib.flag_error(argv)  # Beam only warns about unknown flags
+    if flag_problem:
+        print(f"ticketflow: error: {flag_problem}", file=sys.stderr)
+        return EXIT_USAGE
     dry_run = bool(options.view_as(TestOptions).dry_run)
     ours = options.view_as(TicketflowOptions)
     logs.configure(ours.log_level or "INFO", ours.log_format or "text",
