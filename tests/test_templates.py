@@ -301,8 +301,10 @@ def test_dockerfile_follows_the_one_image_pattern():
     assert "-r requirements.txt" in run and "pip install --no-cache-dir ." in run
     assert "pip check" in run
     copied = set(re.findall(r"^COPY (?!--from)(\S+)", text, re.MULTILINE))
-    packages = {"pipeline", "transforms", "simulator", "benchmarks"}
+    packages = {"pipeline", "transforms", "simulator"}
     assert packages | {"setup.py", "templates/main.py", "templates/requirements.txt"} <= copied
+    # Benchmarks and dev tools are not what workers or the launcher run.
+    assert not {"benchmarks", "tools"} & copied
     assert 'ENTRYPOINT ["/opt/apache/beam/boot"]' in text
 
 
