@@ -349,7 +349,7 @@ def test_pipeline_translates_to_a_dataflow_job_offline():
     config = config_lib.from_options(options)
     # 4 workers x 4 vCPUs = 16 SDK processes, each allowed 1/16 of 600 requests per minute.
     assert config.worker_processes == 16
-    assert config.llm.requests_per_sec == pytest.approx(600 / 16 / 60)
+    assert config.llm.worker_requests_per_sec == pytest.approx(600 / 16 / 60)
     pipeline = beam.Pipeline(options=options)
     run_lib.build(pipeline, config)
     result = pipeline.run()
