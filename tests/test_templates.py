@@ -91,6 +91,12 @@ EXAMPLES = {
     "prompt_template": ["gs://my-bucket/triage_template.j2", "/template/prompt.j2"],
     "response_schema": ["gs://my-bucket/triage_schema.json", "/template/schema.json"],
     "max_cost_usd": ["25", "0.5"],
+    "api": ["online", "batch"],
+    "batch_deadline_secs": ["0", "3600", "90.5"],
+    "batch_poll_secs": ["30", "0.5"],
+    "batch_submit_only": ["true", "false"],
+    "batch_max_enqueued_tokens": ["0", "2000000"],
+    "batch_max_lines": ["50000", "1", "1000"],
 }
 
 # Values the regexes must refuse (a regex that accepts anything checks nothing).
@@ -117,6 +123,11 @@ COUNTER_EXAMPLES = {
     "response_store": ["store/", "s3://b/store"],
     "resume": ["yes"],
     "max_cost_usd": ["-1", "$5"],
+    "api": ["Batch", "async"],
+    "batch_deadline_secs": ["-1", "1h"],
+    "batch_submit_only": ["yes"],
+    "batch_max_enqueued_tokens": ["-5", "2e6"],
+    "batch_max_lines": ["0", "100000", "-1"],
 }
 
 
