@@ -27,7 +27,7 @@ import time
 from typing import Callable, Dict, List, Tuple
 
 from pipeline import batch_files
-from pipeline.batch_journal import TOKEN_LIMIT, Journal, JobState, Part, fold
+from pipeline.batch_journal import TOKEN_LIMIT, JobState, Journal, Part, fold
 from pipeline.batch_policy import effective_limit, learn_limit, may_submit, past_deadline
 from transforms import errors
 from transforms.llm.batch_client import BatchInfo

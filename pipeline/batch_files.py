@@ -29,8 +29,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.batch_journal import Part
 from pipeline.batch_policy import FINAL, RETRY, line_fate
-from transforms.llm.batch import RETRYABLE, LineOutcome, classify_line, line_tokens, \
-    outcome_record
+from transforms.llm.batch import (RETRYABLE, LineOutcome, classify_line, line_tokens,
+                                  outcome_record)
 from transforms.pricing import Price
 from transforms.sinks import join_path
 

@@ -94,7 +94,7 @@ def with_outcomes(config: config_lib.JobConfig, job: str) -> config_lib.JobConfi
 
 
 def build_pack(p: beam.Pipeline, config: config_lib.JobConfig, prefix: str) -> None:
-    """Wires the pack pipeline: read → validate (→ done ids) → request files under ``prefix``."""
+    """Wires the pack pipeline: read → validate (→ done ids) → request files at ``prefix``."""
     raw = p | "ReadTickets" >> ReadTickets(config.input, config.input_format)
     done_ids = p | "ReadDoneIds" >> ReadDoneIds(config.output) if config.resume else None
     checked = raw | "ValidateTickets" >> ValidateTickets(config.fields, done_ids=done_ids,

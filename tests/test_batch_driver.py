@@ -113,7 +113,7 @@ def test_parts_go_in_waves_that_fit_the_enqueued_token_limit(world, tmp_path, kn
 
 def test_a_part_over_the_limit_is_split(world, tmp_path):
     limit = _tokens(range(10)) // 3
-    driver, sim, _ = world(10, max_lines=10, batch_secs=10, batch_max_enqueued_tokens=limit)
+    driver, _, _ = world(10, max_lines=10, batch_secs=10, batch_max_enqueued_tokens=limit)
     d = driver()
     assert d.run() is True
     assert _totals(d.state)["ok"] == 10
@@ -136,7 +136,7 @@ def test_only_expired_lines_are_resubmitted_then_exhausted(world, tmp_path):
 
 def test_permanent_and_failed_lines_are_sorted(world, tmp_path):
     texts = [f"request {i}" + (" CONTENT_FILTER" if i == 0 else "") for i in range(10)]
-    driver, sim, _ = world(10, texts=texts, batch_secs=2, batch_p_line_fail=0.2, seed=3)
+    driver, _, _ = world(10, texts=texts, batch_secs=2, batch_p_line_fail=0.2, seed=3)
     d = driver(max_rounds=1)
     assert d.run() is True
     totals = _totals(d.state)
@@ -161,8 +161,8 @@ def test_a_creation_in_doubt_is_found_by_listing_and_not_created_again(world, tm
     driver, sim, events = world(5, batch_secs=5)
     part = events[1]["parts"][0]
     client = openai.OpenAI(base_url=sim.base_url, api_key="test", max_retries=0)
-    file_id = client.files.create(file=("p.jsonl", open(part["path"], "rb")),
-                                  purpose="batch").id
+    data = open(part["path"], "rb").read()  # noqa: SIM115 - a small test file
+    file_id = client.files.create(file=("p.jsonl", io.BytesIO(data)), purpose="batch").id
     # The crash: the driver wrote "creating", the provider created it, nobody wrote "created".
     journal = Journal(str(tmp_path))
     journal.read()
@@ -172,8 +172,7 @@ def test_a_creation_in_doubt_is_found_by_listing_and_not_created_again(world, tm
             "ticketflow_attempt": "1"}
     target = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
                                    completion_window="24h", metadata=meta)
-    other = client.files.create(file=("o.jsonl", io.BytesIO(open(part["path"], "rb").read())),
-                                purpose="batch").id
+    other = client.files.create(file=("o.jsonl", io.BytesIO(data)), purpose="batch").id
     for _ in range(105):  # newer batches: the target is on the second page of the list
         client.batches.create(input_file_id=other, endpoint="/v1/chat/completions",
                               completion_window="24h", metadata={"other": "job"})

@@ -12,6 +12,7 @@ from pipeline import batch_policy as policy
 from pipeline.batch_files import PartWriter, iter_lines
 from pipeline.batch_journal import Journal, fold
 from pipeline.estimate import EstimateInputs, estimate
+from simulator.batch_input import line_tokens as simulator_line_tokens
 from tests.llm_fakes import FakeLayer
 from transforms import errors
 from transforms.llm import batch
@@ -23,15 +24,14 @@ from transforms.records import DeadLetter, Result, Ticket
 from transforms.retry import RetryPolicy
 from transforms.structured import StructuredOutput
 from transforms.validate import FieldMapping
-from simulator.batch_input import line_tokens as simulator_line_tokens
 
 HALF, FULL = Price(0.075, 0.0375, 0.30), Price(0.15, 0.075, 0.60)
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
 
 
 def _config(**overrides):
-    base = dict(base_url="http://fake/v1", public_api_key="k",
-                retry=RetryPolicy(max_retries=2, initial_backoff_secs=0, max_backoff_secs=0))
+    base = {"base_url": "http://fake/v1", "public_api_key": "k",
+            "retry": RetryPolicy(max_retries=2, initial_backoff_secs=0, max_backoff_secs=0)}
     base.update(overrides)
     return LlmConfig(**base)
 

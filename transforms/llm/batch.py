@@ -118,7 +118,7 @@ def _completion(body: Any) -> Dict[str, Any]:
     choice = body["choices"][0]
     message = choice["message"]
     if not isinstance(message, Mapping):
-        raise ValueError("no message")
+        raise TypeError("no message")
     usage = body.get("usage") or {}
     details = usage.get("prompt_tokens_details") or {}
     return {"content": message.get("content") or "", "model": body.get("model"),
@@ -136,7 +136,7 @@ def classify_line(record: Mapping[str, Any]) -> LineOutcome:
     """
     cid = record.get("custom_id")
     if not isinstance(cid, str) or not cid:
-        raise ValueError("a batch output line without custom_id")
+        raise ValueError("a batch output line without custom_id")  # noqa: TRY004 - bad data
     response = record.get("response")
     if isinstance(response, Mapping) and response.get("status_code") is not None:
         status = int(response["status_code"])

@@ -96,10 +96,10 @@ class BatchClient:
     """
 
     def __init__(self, base_url: Optional[str], api_key: str, *, timeout: float = 600.0,
-                 retry: RetryPolicy = RetryPolicy(), sleep: Callable[[float], None] = time.sleep,
+                 retry: Optional[RetryPolicy] = None, sleep: Callable[[float], None] = time.sleep,
                  rng: Optional[random.Random] = None):
         self._key = api_key
-        self._retry = retry
+        self._retry = retry or RetryPolicy()
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0,
@@ -162,7 +162,7 @@ class BatchClient:
         while True:
             kwargs = {"limit": _LIST_PAGE} if after is None else {"limit": _LIST_PAGE,
                                                                   "after": after}
-            page = self._retried(lambda: self._client.batches.list(**kwargs))
+            page = self._retried(lambda kw=kwargs: self._client.batches.list(**kw))
             data = list(page.data)
             for batch in data:
                 have = batch.metadata or {}
@@ -178,10 +178,10 @@ class BatchClient:
         """Streams a file's content to ``dest`` (local or gs://); returns the bytes written."""
         def call() -> int:
             written = 0
-            with self._client.files.with_streaming_response.content(file_id) as response:
-                with FileSystems.create(dest, mime_type="application/jsonl") as out:
-                    for chunk in response.iter_bytes():
-                        out.write(chunk)
-                        written += len(chunk)
+            with self._client.files.with_streaming_response.content(file_id) as response, \
+                    FileSystems.create(dest, mime_type="application/jsonl") as out:
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                    written += len(chunk)
             return written
         return self._retried(call)
