@@ -53,7 +53,7 @@ from transforms.validate import ValidateTickets
 _LOG = logging.getLogger("ticketflow")
 
 __all__ = ["BatchJobError", "Prepared", "build_pack", "dry_run_pack", "finish", "prepare",
-           "submitted_message", "with_outcomes"]
+           "submitted_message", "warn_open_job", "with_outcomes"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,6 +206,17 @@ def dry_run_pack(options, config: config_lib.JobConfig) -> config_lib.JobConfig:
     build_pack(pipeline, config, join_path(work_dir(config, "dry-run"), "round-1/requests"))
     pipeline.run()
     return with_outcomes(config, "dry-run")
+
+
+def warn_open_job(config: config_lib.JobConfig) -> None:
+    """An online run over an unfinished batch job: its batches are paid for but would be unused;
+    say how to use them instead."""
+    state = fold(Journal(config.output).read())
+    if state.open:
+        event(_LOG, logging.WARNING, "batch_job_unfinished", job=state.job,
+              batches=state.batches_created,
+              note="--output holds an unfinished --api batch job whose answers this online run "
+                   "does not use: stop and rerun with --api batch --resume to collect them")
 
 
 def finish(config: config_lib.JobConfig, prepared: Prepared) -> None:

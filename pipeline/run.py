@@ -221,6 +221,8 @@ def run(argv: Optional[List[str]] = None) -> int:
         started = time.monotonic()
         started_wall = time.time()
         prepared = None
+        if not config.batch_api.batch and not dry_run:
+            batch_run.warn_open_job(config)
         if config.batch_api.batch:
             try:
                 prepared = (None if dry_run else batch_run.prepare(options, config))
