@@ -62,6 +62,7 @@ class JobConfig:
     progress_interval_secs: float = 10.0
     drain_secs: float = 30.0
     skip_preflight: bool = False
+    sample: Optional[int] = None
 
 def worker_processes(options: PipelineOptions) -> int:
     """How many worker processes the runner may run at once (each takes a share of the limits).
@@ -192,6 +193,7 @@ def from_options(options: PipelineOptions) -> JobConfig:
             "or lower --max_tokens.")
 
     _positive("max_cost_usd", o.max_cost_usd)
+    _positive("sample", o.sample)
     _positive("expected_completion_tokens", o.expected_completion_tokens, allow_zero=True)
     if o.resume and o.overwrite:
         raise ConfigError("--resume and --overwrite contradict each other: --resume keeps "
@@ -275,6 +277,7 @@ def from_options(options: PipelineOptions) -> JobConfig:
         progress_interval_secs=o.progress_interval_secs,
         drain_secs=o.drain_secs,
         skip_preflight=o.skip_preflight,
+        sample=o.sample,
     )
 
 

@@ -91,6 +91,7 @@ EXAMPLES = {
     "prompt_template": ["gs://my-bucket/triage_template.j2", "/template/prompt.j2"],
     "response_schema": ["gs://my-bucket/triage_schema.json", "/template/schema.json"],
     "max_cost_usd": ["25", "0.5"],
+    "sample": ["50", "1000"],
 }
 
 # Values the regexes must refuse (a regex that accepts anything checks nothing).
@@ -117,6 +118,7 @@ COUNTER_EXAMPLES = {
     "response_store": ["store/", "s3://b/store"],
     "resume": ["yes"],
     "max_cost_usd": ["-1", "$5"],
+    "sample": ["0", "-3", "1.5", "ten"],
 }
 
 
