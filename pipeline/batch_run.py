@@ -47,6 +47,7 @@ from transforms.llm.batch_io import PackBatchRequests
 from transforms.logs import event
 from transforms.read import ReadTickets
 from transforms.resume import ReadDoneIds
+from transforms.sample import SampleTickets
 from transforms.sinks import join_path
 from transforms.validate import ValidateTickets
 
@@ -75,7 +76,8 @@ class Prepared:
 def fingerprint(config: config_lib.JobConfig) -> str:
     """What the requests depend on: a resumed job must be the same command's."""
     c = config.llm
-    material = [config.input, config.replay, dataclasses.asdict(config.fields), c.model,
+    material = [config.input, config.replay, config.sample, dataclasses.asdict(config.fields),
+                c.model,
                 c.system_prompt, c.prompt_template, c.max_tokens, c.temperature,
                 c.structured.schema if c.structured is not None else None]
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()
@@ -99,7 +101,10 @@ def build_pack(p: beam.Pipeline, config: config_lib.JobConfig, prefix: str) -> N
     done_ids = p | "ReadDoneIds" >> ReadDoneIds(config.output) if config.resume else None
     checked = raw | "ValidateTickets" >> ValidateTickets(config.fields, done_ids=done_ids,
                                                          replay=config.replay)
-    checked["tickets"] | "PackBatchRequests" >> PackBatchRequests(
+    tickets = checked["tickets"]
+    if config.sample:  # the same sample the collect pipeline answers
+        tickets = tickets | "SampleTickets" >> SampleTickets(config.sample)
+    tickets | "PackBatchRequests" >> PackBatchRequests(
         config.llm, prefix, config.batch_api.max_lines, MAX_BYTES)
 
 

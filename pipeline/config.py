@@ -85,6 +85,7 @@ class JobConfig:
     progress_interval_secs: float = 10.0
     drain_secs: float = 30.0
     skip_preflight: bool = False
+    sample: Optional[int] = None
     batch_api: BatchApiConfig = BatchApiConfig()
 
 def worker_processes(options: PipelineOptions) -> int:
@@ -216,6 +217,7 @@ def from_options(options: PipelineOptions) -> JobConfig:
             "or lower --max_tokens.")
 
     _positive("max_cost_usd", o.max_cost_usd)
+    _positive("sample", o.sample)
     _positive("expected_completion_tokens", o.expected_completion_tokens, allow_zero=True)
     if o.resume and o.overwrite:
         raise ConfigError("--resume and --overwrite contradict each other: --resume keeps "
@@ -301,6 +303,7 @@ def from_options(options: PipelineOptions) -> JobConfig:
         progress_interval_secs=o.progress_interval_secs,
         drain_secs=o.drain_secs,
         skip_preflight=o.skip_preflight,
+        sample=o.sample,
         batch_api=batch_api,
     )
 

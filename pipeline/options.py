@@ -132,6 +132,11 @@ class TicketflowOptions(PipelineOptions):
         _switch(money, "--estimate",
                 "Read and validate the input, print tickets, tokens, projected cost and duration,"
                 " and exit without calling the provider.")
+        money.add_argument("--sample", type=int, default=None, metavar="N",
+                           help="Answer only a deterministic sample of N valid tickets (the N "
+                           "with the smallest hash of their id, spread over the whole input) and "
+                           "project the full job's cost, duration and failures from them; "
+                           "finish later with --resume and without --sample.")
         money.add_argument("--expected_completion_tokens", type=int, default=None,
                            help="Average completion tokens assumed by --estimate "
                            "(default: 60%% of --max_tokens).")

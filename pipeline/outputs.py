@@ -23,7 +23,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.read import FORMAT_AUTO, FORMAT_JSONL, FORMAT_PARQUET, format_of
-from transforms.shards import count_records, shard_values
+from transforms.shards import count_records, shard_rows, shard_values
 from transforms.sinks import DEAD_LETTER_BASENAME, RESULTS_BASENAME, join_path
 
 
@@ -63,6 +63,17 @@ def existing_outputs(prefix: str) -> List[str]:
     return [m.path for m in _matched([join_path(prefix, RESULTS_BASENAME) + "-*",
                                       join_path(prefix, DEAD_LETTER_BASENAME) + "-*",
                                       join_path(prefix, "summary.json")])]
+
+
+def ticket_costs(prefix: str, results_basename: str, dead_basename: str) -> List[float]:
+    """What each ticket that reached the model cost: every result's ``cost_usd``, and every
+    LLM-stage dead letter's (answers paid for and rejected)."""
+    costs = [float(c or 0.0) for meta in _matched([join_path(prefix, results_basename) + "-*"])
+             for c in shard_values(meta.path, "cost_usd")]
+    for meta in _matched([join_path(prefix, dead_basename) + "-*"]):
+        costs.extend(float(c or 0.0) for stage, c in shard_rows(meta.path, ("stage", "cost_usd"))
+                     if stage == "llm")
+    return costs
 
 
 def _parse_utc(text) -> Optional[float]:

@@ -23,6 +23,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.projection import projection_rows
+
 # (seconds since start, answered, dead lettered)
 Timeline = Sequence[Tuple[float, int, int]]
 # (lower ms, upper ms, count)
@@ -256,6 +258,10 @@ def render(summary: dict, timeline: Timeline, histogram: Histogram) -> str:
     if interrupted:
         badges.append('<span class="badge warn">interrupted: unsent tickets are dead letters '
                       '"interrupted"</span>')
+    projection = summary.get("projection")
+    if summary.get("sample"):
+        badges.append(f'<span class="badge warn">a SAMPLE of {int(summary["sample"])} tickets '
+                      "(--sample): see the projection</span>")
     generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     percentiles = {"p50": summary.get("latency_ms_p50"), "p90": summary.get("latency_ms_p90"),
                    "p99": summary.get("latency_ms_p99")}
@@ -275,6 +281,11 @@ def render(summary: dict, timeline: Timeline, histogram: Histogram) -> str:
         "<p>" + " ".join(badges) + "</p>",
         "<h2>Summary</h2>",
         _table(scalars),
+    ]
+    if projection:
+        sections += ["<h2>Projection of the full job</h2>",
+                     _table((name.strip(), text) for name, text in projection_rows(projection))]
+    sections += [
         "<h2>Throughput over time</h2>",
         _figure("throughput", "Tickets finished per second (blue: all; red: dead-lettered).",
                 throughput_svg(timeline)),

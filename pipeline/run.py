@@ -35,7 +35,8 @@ from pipeline import progress
 from pipeline import report as report_lib
 from pipeline import watch
 from pipeline.options import TicketflowOptions
-from pipeline.outputs import completion_times, count_input
+from pipeline import projection as projection_lib
+from pipeline.outputs import completion_times, count_input, ticket_costs
 from pipeline.preflight import UsageError
 from pipeline.summary import (dead_letter_basename, format_summary, results_basename,
                               summarize)
@@ -48,6 +49,7 @@ from transforms.logs import event
 from transforms.pricing import load_pricing
 from transforms.read import ReadTickets
 from transforms.resume import ReadDoneIds
+from transforms.sample import SampleTickets
 from transforms.structured import schema_overhead_tokens
 from transforms.validate import ValidateTickets
 
@@ -70,6 +72,8 @@ def build(p: beam.Pipeline, config: config_lib.JobConfig) -> Dict[str, beam.PCol
     checked = raw | "ValidateTickets" >> ValidateTickets(config.fields, done_ids=done_ids,
                                                          replay=config.replay)
     tickets = checked["tickets"]
+    if config.sample:
+        tickets = tickets | "SampleTickets" >> SampleTickets(config.sample)
     if config.batch_api.outcomes:
         # --api batch: each ticket carries its Batch API outcome; CallModel answers from it.
         tickets = tickets | "AttachBatchOutcomes" >> AttachBatchOutcomes(
@@ -122,6 +126,19 @@ def _batch_failed(exc: BaseException) -> int:
     print(f"ticketflow: error: the batch job failed: {message[:500]} (run the same command "
           "with --resume to continue it)", file=sys.stderr)
     return EXIT_FAILED
+
+
+def _projection(config: config_lib.JobConfig, summary: dict,
+                cpu_per_ticket: Optional[float]) -> Optional[dict]:
+    """The full job as the sample projects it (``pipeline/projection.py``)."""
+    price = config.llm.price
+    settings = projection_lib.Settings(
+        requests_per_minute=config.requests_per_minute,
+        tokens_per_minute=config.tokens_per_minute, max_tokens=config.llm.max_tokens,
+        max_concurrency=config.llm.max_concurrency, worker_processes=config.worker_processes,
+        price=price, batch_price=config.batch_api.price, cpu_secs_per_ticket=cpu_per_ticket)
+    costs = ticket_costs(config.output, results_basename(config), dead_letter_basename(config))
+    return projection_lib.project(summary, costs, settings)
 
 
 def local_runner_options(options: PipelineOptions) -> PipelineOptions:
@@ -253,6 +270,8 @@ def run(argv: Optional[List[str]] = None) -> int:
             cost=lambda snap: snap.get("cost_nano_usd", 0) / 1e9)
         stopper = watch.GracefulStop(config.drain_secs, graceful=live, on_stop=reporter.stopping)
         unlisten = metrics_lib.listen(progress.STATS)
+        cpu = projection_lib.CpuMeter()
+        unlisten_cpu = metrics_lib.listen(cpu) if config.sample and live else (lambda: None)
         try:
             with stopper, reporter:
                 result = pipeline.run()
@@ -267,10 +286,14 @@ def run(argv: Optional[List[str]] = None) -> int:
             return EXIT_FAILED
         finally:
             unlisten()
+            unlisten_cpu()
         wall = time.monotonic() - started
         counts = metrics_lib.summarize(result.metrics())
         summary = summarize(counts, config, wall,
                             batch=prepared.figures if prepared is not None else None)
+        if config.sample:
+            summary["sample"] = config.sample
+            summary["projection"] = _projection(config, summary, cpu.per_ticket())
         summary["interrupted"] = stopper.signal_name
         if sim is not None:
             summary["simulator"] = {k: v for k, v in sim.stats().items() if k != "per_second"}

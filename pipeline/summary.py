@@ -2,7 +2,7 @@
 
 :func:`summarize` reads the counters the workers reported (``transforms.metrics.summarize``) and
 counts what is really on disk, and checks the ledger: ``read == succeeded + dead_lettered +
-already_done + replay_skipped`` and the files hold exactly those numbers. :func:`format_summary`
+already_done + replay_skipped + not_sampled`` and the files hold exactly those numbers. :func:`format_summary`
 is what the driver prints.
 
 Example::
@@ -17,6 +17,7 @@ from typing import Optional
 
 from pipeline import config as config_lib
 from pipeline.outputs import count_written
+from pipeline.projection import projection_rows
 from transforms import metrics as metrics_lib
 from transforms.sinks import DEAD_LETTER_BASENAME, RESULTS_BASENAME
 
@@ -47,7 +48,8 @@ def summarize(counts: dict, config: config_lib.JobConfig, wall_secs: float,
     dead = int(counts["dead_lettered"])
     already_done = int(counts["already_done"])
     replay_skipped = int(counts["replay_skipped"])
-    balanced = (read == succeeded + dead + already_done + replay_skipped
+    not_sampled = int(counts["not_sampled"])
+    balanced = (read == succeeded + dead + already_done + replay_skipped + not_sampled
                 and written_results == succeeded and written_dead == dead)
     summary = {
         "run_id": config.run_id,
@@ -56,6 +58,7 @@ def summarize(counts: dict, config: config_lib.JobConfig, wall_secs: float,
         "dead_lettered": dead,
         "already_done": already_done,
         "replay_skipped": replay_skipped,
+        "not_sampled": not_sampled,
         "cache_hits": int(counts["cache_hits"]),
         "cost_usd": round(counts["cost_nano_usd"] / 1e9, 6),
         # What the same answers would have cost online (equal to cost_usd with --api online).
@@ -102,7 +105,9 @@ def format_summary(summary: dict) -> str:
         ("dead lettered", f"{summary['dead_lettered']} (parse {summary['parse_errors']}, "
                           f"duplicates {summary['duplicates']})"),
         ("skipped", f"{summary['already_done']} already done (--resume), "
-                    f"{summary['replay_skipped']} not replayable (--replay)"),
+                    f"{summary['replay_skipped']} not replayable (--replay)"
+                    + (f", {summary['not_sampled']} not sampled (--sample)"
+                       if summary.get("not_sampled") else "")),
         ("cost", f"${summary['cost_usd']:.6f} ({summary['cache_hits']} answered from the "
                  "response store, free)"),
         ("requests", f"{summary['requests']} (retries {summary['retries']}, rate limited "
@@ -118,7 +123,8 @@ def format_summary(summary: dict) -> str:
          if summary["ledger_balanced"] else
          f"NOT BALANCED: read {summary['read']} != succeeded {summary['succeeded']} + dead "
          f"lettered {summary['dead_lettered']} + skipped "
-         f"{summary['already_done'] + summary['replay_skipped']} (files: "
+         f"{summary['already_done'] + summary['replay_skipped'] + summary['not_sampled']} "
+         "(files: "
          f"{summary['written_results']} results, {summary['written_dead_letters']} dead letters)"),
     ]
     batch = summary.get("batch")
@@ -135,8 +141,12 @@ def format_summary(summary: dict) -> str:
         rows.append(("interrupted", f"stopped by {summary['interrupted']}: "
                      f"{reasons.get('interrupted', 0)} ticket(s) not answered are dead letters "
                      "'interrupted' (replay them)"))
+    projection = summary.get("projection")
+    if projection:
+        rows.extend(projection_rows(projection))
     width = max(len(name) for name, _ in rows)
-    lines = ["ticketflow summary"] + [f"  {name.ljust(width)}  {value}" for name, value in rows]
+    title = "ticketflow summary" + (" (a SAMPLE run: --sample)" if projection else "")
+    lines = [title] + [f"  {name.ljust(width)}  {value}" for name, value in rows]
     lines.append(f"  {'output'.ljust(width)}  {summary['output']}")
     if summary.get("report"):
         lines.append(f"  {'report'.ljust(width)}  {summary['report']}")

@@ -7,7 +7,7 @@ summary with :func:`summarize`.
 Counters: ``tickets_read``, ``parse_errors``, ``duplicates``, ``requests``, ``succeeded``,
 ``dead_lettered``, ``retries``, ``rate_limited``, ``server_errors``, ``timeouts``, ``prompt_tokens``,
 ``completion_tokens``, ``throttled_ms``, ``cache_hits``, ``cost_nano_usd``, ``already_done``,
-``replay_skipped`` and Dataflow's ``cumulativeThrottlingSeconds``.
+``replay_skipped``, ``not_sampled`` and Dataflow's ``cumulativeThrottlingSeconds``.
 Distributions: ``latency_ms`` and ``attempts``.
 
 Because a distribution only keeps count, sum, min and max, latency is also counted in log-spaced
@@ -38,6 +38,7 @@ COUNTERS = (
     "tickets_read", "parse_errors", "duplicates", "requests", "succeeded", "dead_lettered",
     "retries", "rate_limited", "server_errors", "timeouts", "prompt_tokens", "completion_tokens",
     "throttled_ms", "cache_hits", "cost_nano_usd", "already_done", "replay_skipped",
+    "not_sampled",
 )
 DISTRIBUTIONS = ("latency_ms", "attempts")
 THROTTLING_COUNTER = "cumulativeThrottlingSeconds"

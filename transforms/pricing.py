@@ -44,10 +44,19 @@ class Price:
         return ((prompt_tokens - cached) * self.input + cached * self.cached_input
                 + completion_tokens * self.output) / 1_000_000
 
-
     def scaled(self, factor: float) -> "Price":
         """Every price times ``factor``."""
         return Price(self.input * factor, self.cached_input * factor, self.output * factor)
+
+
+# OpenAI's Batch API discount: half the price.
+BATCH_DISCOUNT = 0.5
+
+
+def batch_price(price: Price) -> Price:
+    """OpenAI's rule: the same tokens through the Batch API at half the price. (What a run
+    charges is the pricing file's: :meth:`Pricing.lookup_batch`.)"""
+    return price.scaled(BATCH_DISCOUNT)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ Example::
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence, Tuple
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -34,8 +34,9 @@ def _open(path: str, parquet: bool):
     return FileSystems.open(path)
 
 
-def shard_values(path: str, field: str, parquet: Optional[bool] = None) -> Iterator[Any]:
-    """The value of ``field`` in each record of a shard (None where a record lacks it).
+def shard_rows(path: str, fields: Sequence[str], parquet: Optional[bool] = None
+               ) -> Iterator[Tuple[Any, ...]]:
+    """The values of ``fields`` in each record of a shard (None where a record lacks one).
 
     JSONL lines that are blank, not JSON or not objects are skipped: the files we write hold
     none, and a reader of them must not fail on a stray one.
@@ -44,7 +45,8 @@ def shard_values(path: str, field: str, parquet: Optional[bool] = None) -> Itera
     with _open(path, parquet) as handle:
         if parquet:
             import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
-            yield from pq.read_table(handle, columns=[field]).column(0).to_pylist()
+            table = pq.read_table(handle, columns=list(fields))
+            yield from zip(*(table.column(f).to_pylist() for f in fields))
             return
         for line in handle:
             if not line.strip():
@@ -54,7 +56,13 @@ def shard_values(path: str, field: str, parquet: Optional[bool] = None) -> Itera
             except ValueError:
                 continue
             if isinstance(record, dict):
-                yield record.get(field)
+                yield tuple(record.get(f) for f in fields)
+
+
+def shard_values(path: str, field: str, parquet: Optional[bool] = None) -> Iterator[Any]:
+    """The value of one field in each record of a shard (see :func:`shard_rows`)."""
+    for (value,) in shard_rows(path, (field,), parquet):
+        yield value
 
 
 def count_records(path: str, parquet: Optional[bool] = None) -> int:

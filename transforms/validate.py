@@ -28,6 +28,11 @@ from transforms.metrics import TicketflowMetrics
 from transforms.read import RawRecord
 from transforms.records import DEAD_LETTER_TAG, STAGE_PARSE, DeadLetter, Ticket, truncate_raw
 
+# Every reason a parse-stage dead letter may carry.
+PARSE_REASONS = frozenset({"invalid_encoding", "invalid_json", "not_an_object", "missing_id",
+                           "invalid_id", "missing_text", "invalid_text", "empty_text",
+                           "text_too_long", "duplicate_id", "not_a_dead_letter"})
+
 # Dead-letter reasons worth another try: transient failures, the budget, an interrupted run.
 REPLAYABLE_REASONS = frozenset({"retries_exhausted", "deadline_exceeded", "budget_exhausted",
                                 "interrupted", "internal_error", "rate_limited", "server_error",
