@@ -34,11 +34,15 @@ def _results(output):
 
 
 def test_batch_answers_equal_online_ones_at_half_the_cost(simulator_factory, run_pipeline):
-    sim = simulator_factory(batch_secs=0.5)
+    # Three parts of 100 requests (about 39,000 enqueued tokens each) against a provider that
+    # allows 60,000 enqueued tokens: the driver learns the limit from token_limit_exceeded and
+    # submits the parts in waves.
+    sim = simulator_factory(batch_secs=0.5, batch_max_enqueued_tokens=60_000)
     tickets = str(EXAMPLES / "tickets.jsonl")
     online = run_pipeline("--input", tickets, "--base_url", sim.base_url, "--quiet")
     assert online.returncode == 0, online.stderr
-    batch = run_pipeline("--input", tickets, "--base_url", sim.base_url, *FAST)
+    batch = run_pipeline("--input", tickets, "--base_url", sim.base_url, *FAST,
+                         "--batch_max_lines", "100")
     assert batch.returncode == 0, batch.stderr
     by_id = {r["id"]: r for r in online.results()}
     answers = batch.results()
@@ -53,9 +57,13 @@ def test_batch_answers_equal_online_ones_at_half_the_cost(simulator_factory, run
     assert summary["cost_usd"] == pytest.approx(summary["online_cost_usd"] / 2, abs=2e-6)
     assert summary["batch"]["answered_by_batch"] == 300
     assert summary["batch"]["answered_online"] == 0 and summary["batch"]["rounds"] == 1
+    waits = summary["batch"]["token_limit_waits"]
+    assert waits >= 1 and "batch_token_limit" in batch.stderr
     stats = sim.stats()
     assert stats["successful_completions"] == 300  # the online run's only
-    assert stats["batch_requests"] == 300 and stats["batches_created"] == 1
+    # A batch refused for the token limit is created (and counted), but runs no line.
+    assert stats["batches_created"] == summary["batch"]["batches_created"] == 3 + waits
+    assert stats["batch_requests"] == 300 + 100 * waits
 
 
 def test_submit_only_then_resume_rounds_permanent_errors_and_repairs(simulator_factory,
