@@ -150,9 +150,9 @@ class _Pipeline:
 
 
 def test_kill_at_every_phase_then_resume_pays_once(simulator_factory, tmp_path):
-    # The simulator answers POST /v1/files and POST /v1/batches 1 s AFTER creating the object,
-    # so a kill in that second leaves an upload or a batch the killed run never heard of.
-    sim = simulator_factory(batch_secs=3, batch_stall_secs=1.0)
+    # The simulator answers POST /v1/files and POST /v1/batches 1.5 s AFTER creating the
+    # object, so a kill in that window leaves an upload or a batch the killed run never heard of.
+    sim = simulator_factory(batch_secs=3, batch_stall_secs=1.5)
     path = write_jsonl(tmp_path / "t.jsonl", [_ticket(i) for i in range(20)])
     out = tmp_path / "out"
     args = ["--input", str(path), "--output", str(out), "--base_url", sim.base_url, *FAST]
@@ -166,9 +166,9 @@ def test_kill_at_every_phase_then_resume_pays_once(simulator_factory, tmp_path):
 
     stats = killed_at("batch_packing", resume=False)          # packing
     assert (stats["files_uploaded"], stats["batches_created"]) == (0, 0)
-    stats = killed_at("batch_uploading", pause=0.3)           # uploading: the file exists
+    stats = killed_at("batch_uploading", pause=0.7)           # uploading: the file exists
     assert (stats["files_uploaded"], stats["batches_created"]) == (1, 0)
-    stats = killed_at("batch_creating", pause=0.3)            # creating: the batch exists
+    stats = killed_at("batch_creating", pause=0.7)            # creating: the batch exists
     assert stats["batches_created"] == 1
     stats = killed_at("batch_found")                          # found by listing, then waiting
     assert stats["batches_created"] == 1
