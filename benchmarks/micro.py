@@ -4,7 +4,7 @@ Each measurement isolates one candidate fix of ``benchmarks/PROFILE.md`` without
 pipeline: what the SDK does to a request and to an answer, JSON libraries, the handoff of a
 ticket between a DoFn's thread and an event loop, Beam's cost per element and per coder::
 
-    python -m benchmarks.micro                  # everything (~1 min on 2 busy cores)
+    python -m benchmarks.micro                  # everything (~1-2 min on 2 busy cores)
     python -m benchmarks.micro --only parse,handoff --n 20000
 
 Figures are CPU time (``time.process_time``) per operation, so other processes on the machine
@@ -45,6 +45,15 @@ def cpu_us(fn: Callable[[], object], n: int, repeat: int = 3) -> float:
     return best * 1e6 / n
 
 
+def _orjson():
+    """The ``orjson`` module, or None: it is measured when installed, not required."""
+    try:
+        import orjson  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return None
+    return orjson
+
+
 def completion_body() -> bytes:
     """One real answer of the simulator to the pipeline's request (``max_tokens`` 256)."""
     import simulator  # pylint: disable=import-outside-toplevel
@@ -61,16 +70,16 @@ def completion_body() -> bytes:
 
 def bench_parse(n: int, repeat: int) -> dict[str, float]:
     """An answer: json.loads vs orjson vs the SDK's model (as ``raw.parse()`` builds it)."""
-    import orjson  # pylint: disable=import-outside-toplevel
     from openai._models import construct_type  # pylint: disable=import-outside-toplevel
     from openai.types.chat import ChatCompletion  # pylint: disable=import-outside-toplevel
 
     body = completion_body()
     data = json.loads(body)
+    orjson = _orjson()
     return {
         "answer_bytes": len(body),
         "json_loads_us": cpu_us(lambda: json.loads(body), n, repeat),
-        "orjson_loads_us": cpu_us(lambda: orjson.loads(body), n, repeat),
+        "orjson_loads_us": cpu_us(lambda: orjson.loads(body), n, repeat) if orjson else None,
         "sdk_construct_us": cpu_us(lambda: construct_type(value=data, type_=ChatCompletion),
                                    n, repeat),
         "pydantic_validate_us": cpu_us(lambda: ChatCompletion.model_validate(data), n, repeat),
@@ -79,13 +88,13 @@ def bench_parse(n: int, repeat: int) -> dict[str, float]:
 
 def bench_request(n: int, repeat: int) -> dict[str, float]:
     """A request body: the SDK's param transform + its JSON vs a plain json.dumps / orjson."""
-    import orjson  # pylint: disable=import-outside-toplevel
     from openai._utils import async_maybe_transform  # pylint: disable=import-outside-toplevel
     from openai.types.chat import completion_create_params as params
 
     messages = messages_of(_TICKET, DEFAULT_SYSTEM_PROMPT)
     body = {"model": "gpt-4o-mini", "messages": messages, "max_tokens": 256}
     loop = asyncio.new_event_loop()
+    orjson = _orjson()
 
     def sdk_transform() -> object:
         # The dict the SDK transforms has every optional parameter; most are "omit".
@@ -97,7 +106,8 @@ def bench_request(n: int, repeat: int) -> dict[str, float]:
                 "empty_run_until_complete_us": cpu_us(
                     lambda: loop.run_until_complete(asyncio.sleep(0)), n, repeat),
                 "json_dumps_us": cpu_us(lambda: json.dumps(body), n, repeat),
-                "orjson_dumps_us": cpu_us(lambda: orjson.dumps(body), n, repeat)}
+                "orjson_dumps_us": (cpu_us(lambda: orjson.dumps(body), n, repeat)
+                                    if orjson else None)}
     finally:
         loop.close()
 
@@ -216,7 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = {}
     for name in names:
         n = args.n * 5 if name == "beam" else args.n
-        out[name] = {k: round(v, 3) for k, v in BENCHES[name](n, args.repeat).items()}
+        out[name] = {k: None if v is None else round(v, 3)
+                     for k, v in BENCHES[name](n, args.repeat).items()}
         print(f"{name}: {json.dumps(out[name])}", file=sys.stderr, flush=True)
     print(json.dumps(out, indent=2))
     return 0

@@ -112,3 +112,11 @@ def test_memory_reads_the_process_tree():
                               "budget")
     assert cmd[cmd.index("--runner") + 1] == "PrismRunner"
     assert "--prism_location" in cmd and "--max_cost_usd" in cmd
+
+
+def test_micro_handoff_measures_both_paths(capsys):
+    from benchmarks import micro
+
+    assert micro.main(["--only", "handoff", "--n", "300", "--repeat", "1"]) == 0
+    figures = json.loads(capsys.readouterr().out)["handoff"]
+    assert figures["threadsafe_us"] > 0 and figures["in_loop_us"] > 0
