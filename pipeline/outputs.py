@@ -104,7 +104,8 @@ class TicketTiming(NamedTuple):
     first_at: float
     last_at: float
     attempts: int
-    tokens: int
+    prompt_tokens: int
+    completion_tokens: int
 
 
 def _number(value) -> float:
@@ -134,12 +135,13 @@ def request_timings(prefix: str) -> List[TicketTiming]:
                 continue
             last = end - _number(latency) / 1000.0
             out.append(TicketTiming(min(_parse_utc(started) or last, last), last,
-                                    int(attempts), int(_number(prompt) + _number(completion))))
+                                    int(attempts), int(_number(prompt)),
+                                    int(_number(completion))))
     for meta in _matched([join_path(prefix, DEAD_LETTER_BASENAME) + "-*"]):
         for first, last, attempts in shard_rows(
                 meta.path, ("first_attempt_at", "last_attempt_at", "attempts")):
             last_at = _parse_utc(last)
             if last_at is None or not attempts:
                 continue
-            out.append(TicketTiming(_parse_utc(first) or last_at, last_at, int(attempts), 0))
+            out.append(TicketTiming(_parse_utc(first) or last_at, last_at, int(attempts), 0, 0))
     return out

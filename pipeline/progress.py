@@ -18,7 +18,7 @@ Example::
 
     snap = STATS.snapshot()
     snap["succeeded"] + snap["dead_lettered"], snap["tickets_read"]
-    snap["quota"][1795990473]  # [requests, tokens, rate_limited, throttled_secs]
+    snap["quota"][1795990473]  # [requests, prompt, completion, rate_limited, throttled_secs]
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ from typing import Callable, Dict, List, Optional
 from transforms.records import DeadLetter, Result
 
 #: The quota series kept per second, in this order.
-QUOTA_SERIES = ("requests", "tokens", "rate_limited", "throttled_secs")
-_REQUESTS, _TOKENS, _RATE_LIMITED, _THROTTLED = range(len(QUOTA_SERIES))
+QUOTA_SERIES = ("requests", "prompt_tokens", "completion_tokens", "rate_limited",
+                "throttled_secs")
+_REQUESTS, _PROMPT, _COMPLETION, _RATE_LIMITED, _THROTTLED = range(len(QUOTA_SERIES))
 
 
 class QuotaSeconds:
@@ -45,7 +46,7 @@ class QuotaSeconds:
     """
 
     def __init__(self):
-        #: epoch second → [requests, tokens, rate_limited, throttled_secs]
+        #: epoch second → one value per :data:`QUOTA_SERIES`
         self.seconds: Dict[int, List[float]] = {}
 
     def _add(self, index: int, amount: float, at: float) -> None:
@@ -67,8 +68,9 @@ class QuotaSeconds:
                 self._add(index, amount * overlap / (end - start), second)
             second += 1
 
-    def ticket(self, attempts: int, rate_limited: int, tokens: int, throttled_secs: float,
-               first_at: float, last_at: float) -> None:
+    def ticket(self, attempts: int, rate_limited: int, prompt_tokens: int,
+               completion_tokens: int, throttled_secs: float, first_at: float,
+               last_at: float) -> None:
         """One ticket's requests, 429s, tokens and waits.
 
         The attempts are placed evenly from ``first_at`` to ``last_at`` (one attempt: at
@@ -81,7 +83,8 @@ class QuotaSeconds:
         Args:
           attempts: Requests sent.
           rate_limited: How many of them were answered 429.
-          tokens: Prompt + completion tokens of the answers.
+          prompt_tokens: Prompt tokens of the answers.
+          completion_tokens: Completion tokens of the answers.
           throttled_secs: Time held back by the rate limiter or a 429's retry-after.
           first_at: POSIX time of the first request.
           last_at: POSIX time of the last request.
@@ -92,8 +95,10 @@ class QuotaSeconds:
             self._add(_REQUESTS, 1, at)
             if i < rate_limited:
                 self._add(_RATE_LIMITED, 1, at)
-        if tokens:
-            self._add(_TOKENS, tokens, last_at)
+        if prompt_tokens:
+            self._add(_PROMPT, prompt_tokens, last_at)
+        if completion_tokens:
+            self._add(_COMPLETION, completion_tokens, last_at)
         if throttled_secs > 0:
             self.spread(_THROTTLED, throttled_secs, first_at - throttled_secs, last_at)
 
@@ -109,8 +114,8 @@ class QuotaSeconds:
         if not stats.attempts and not stats.throttled_secs:
             return
         last_at = stats.last_attempt_at or fallback_at
-        self.ticket(stats.attempts, stats.rate_limited,
-                    stats.prompt_tokens + stats.completion_tokens, stats.throttled_secs,
+        self.ticket(stats.attempts, stats.rate_limited, stats.prompt_tokens,
+                    stats.completion_tokens, stats.throttled_secs,
                     stats.first_attempt_at or last_at, last_at)
 
 
@@ -165,7 +170,7 @@ class ProgressStats:
 
     def snapshot(self) -> dict:
         """A consistent copy: counters, ``dead_letter_reasons``, ``in_flight``, ``per_second``
-        and ``quota`` (epoch second → ``[requests, tokens, rate_limited, throttled_secs]``)."""
+        and ``quota`` (epoch second → one value per :data:`QUOTA_SERIES`)."""
         with self._lock:
             out = dict(self._counts)
             out["dead_letter_reasons"] = dict(self._reasons)

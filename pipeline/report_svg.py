@@ -4,7 +4,8 @@
 * :func:`rate_svg` — one per-second series over the run, with an optional limit line (the
   quota plots: requests/s, tokens/s, 429s/s, time held back by the limiter);
 * :func:`latency_svg` — a latency histogram on a log axis with percentiles marked;
-* :func:`bars_svg` — labelled horizontal bars.
+* :func:`bars_svg` — labelled horizontal bars;
+* :func:`figure` — a plot with its caption, as the report places it.
 
 Every plot's data element has ``class="data"`` (a ``polyline`` with ``data-series``, or a
 ``rect``); a limit line has ``class="limit"`` and ``data-limit`` (its value). A time plot's
@@ -13,15 +14,16 @@ with :data:`FRAME`.
 
 Example::
 
-    rate_svg("requests_rate", [(0, 9.0), (1, 10.0)], y_label="requests / s",
-             series="requests sent / s", limit=10.0, limit_label="limit 10 /s")
+    rate_svg("requests_rate", [Line("requests", "requests / s", OK, [(0, 9.0), (1, 10.0)])],
+             y_label="requests / s", limit=10.0, limit_label="limit 10 requests/s")
 """
 
 from __future__ import annotations
 
 import html
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+import re
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 # (seconds since start, answered, dead lettered)
 Timeline = Sequence[Tuple[float, int, int]]
@@ -68,9 +70,12 @@ def _svg_open(title: str, extra: str = "") -> List[str]:
 def _frame(parts: List[str], y_max: float, x_label: str, y_label: str) -> None:
     x0, x1 = FRAME["left"], WIDTH - FRAME["right"]
     y0, y1 = HEIGHT - FRAME["bottom"], FRAME["top"]
-    for i in range(5):
-        v = y_max * i / 4
-        y = y0 - (y0 - y1) * i / 4
+    # Round tick values: 2 → 0.5 steps; 1, 2.5, 5 → fifths.
+    mantissa = y_max / 10 ** math.floor(math.log10(y_max)) if y_max > 0 else 1
+    steps = 4 if round(mantissa, 6) == 2 else 5
+    for i in range(steps + 1):
+        v = y_max * i / steps
+        y = y0 - (y0 - y1) * i / steps
         parts.append(f'<line class="grid" x1="{x0}" y1="{y:.1f}" x2="{x1}" y2="{y:.1f}"/>')
         parts.append(f'<text x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end">{fmt(v)}</text>')
     parts.append(f'<line class="axis" x1="{x0}" y1="{y0}" x2="{x1}" y2="{y0}"/>')
@@ -151,29 +156,60 @@ def throughput_svg(timeline: Timeline) -> str:
     return "".join(parts)
 
 
-def rate_svg(name: str, points: Sequence[Tuple[float, float]], *, y_label: str, series: str,
-             colour: str = OK, limit: Optional[float] = None, limit_label: str = "",
-             no_limit_note: str = "") -> str:
-    """Line chart of one per-second series over the run, with the configured limit as a line.
+class Line(NamedTuple):
+    """One data line of :func:`rate_svg`."""
+    key: str  # its ``data-series``
+    label: str  # its legend text
+    colour: str
+    points: Sequence[Tuple[float, float]]  # (seconds since start, value per second)
+    dotted: bool = False
+
+
+def _legend(items: Sequence[Tuple[str, str, str]]) -> Tuple[List[str], float]:
+    """Rows of ``(label, colour, dash)`` legend items, to sit above a plot.
+
+    Returns:
+      The SVG elements, and the height they take.
+    """
+    parts: List[str] = []
+    left = FRAME["left"]
+    x, y = left, 12
+    for label, colour, dash in items:
+        width = (30 if colour else 0) + 6.2 * len(label)  # about 6.2 px a character at 11 px
+        if x + width > WIDTH - FRAME["right"] and x > left:
+            x, y = left, y + 15
+        if colour:
+            dashed = f' stroke-dasharray="{dash}"' if dash else ""
+            parts.append(f'<line x1="{x}" y1="{y - 4}" x2="{x + 24}" y2="{y - 4}" '
+                         f'stroke="{colour}" stroke-width="2"{dashed}/>')
+        parts.append(f'<text class="legend" x="{x + (30 if colour else 0)}" y="{y}">'
+                     f'{html.escape(label)}</text>')
+        x += width + 18
+    return parts, y + 2
+
+
+def rate_svg(name: str, lines: Sequence[Line], *, y_label: str, limit: Optional[float] = None,
+             limit_label: str = "", no_limit_note: str = "") -> str:
+    """Line chart of per-second series over the run, with the configured limit as a line.
 
     Args:
-      name: The plot's name (the ``aria-label`` and the series' ``data-series``).
-      points: ``(seconds since start, value per second)``, in time order.
+      name: The plot's name (its ``aria-label``).
+      lines: The data lines; the first is drawn on top.
       y_label: The y axis' label, with its unit.
-      series: The legend's text for the data line.
-      colour: The data line's colour.
       limit: The value of the limit line, or None for none.
-      limit_label: The text beside the limit line and in the legend.
+      limit_label: The text along the limit line.
       no_limit_note: Said in the legend when there is no limit line (e.g. "no limit
         configured"); nothing when empty.
 
     Returns:
-      An ``<svg>`` element, or a "no data" paragraph when ``points`` is empty.
+      An ``<svg>`` element (the legend above the plot, the plot in a ``<g
+      class="plot-area">`` whose coordinates are those of :data:`FRAME`), or a "no data"
+      paragraph when no line has a point.
     """
-    if not points:
+    if not any(line.points for line in lines):
         return '<p class="nodata">no data</p>'
-    t_max = max(max(t for t, _ in points), 1.0)
-    top = max(max(v for _, v in points), 1e-9)
+    t_max = max(max(t for line in lines for t, _ in line.points), 1.0)
+    top = max(v for line in lines for _, v in line.points)
     if limit:
         top = max(top, limit * 1.15)  # the limit line never sits on the frame's top edge
     y_max = _nice_max(top) if top > 1e-9 else 1.0
@@ -183,18 +219,25 @@ def rate_svg(name: str, points: Sequence[Tuple[float, float]], *, y_label: str, 
     def y_of(v):
         return y0 - (y0 - y1) * v / y_max
 
-    parts = _svg_open(name, f' data-y-max="{y_max:g}" data-t-max="{t_max:g}"')
+    legend = [(line.label, line.colour, "2 3" if line.dotted else "") for line in lines]
+    if limit:
+        legend.append(("configured limit", LIMIT, "7 4"))
+    elif no_limit_note:
+        legend.append((f"({no_limit_note})", "", ""))
+    legend_parts, band = _legend(legend)
+    parts = [f'<svg role="img" aria-label="{html.escape(name)}" width="{WIDTH}" '
+             f'height="{HEIGHT + band:.0f}" viewBox="0 0 {WIDTH} {HEIGHT + band:.0f}" '
+             f'data-y-max="{y_max:g}" data-t-max="{t_max:g}">', *legend_parts,
+             f'<g class="plot-area" transform="translate(0 {band:.0f})">']
     x_label = _time_axis(parts, t_max)
     _frame(parts, y_max, x_label, y_label)
-    line = " ".join(f"{x0 + (x1 - x0) * t / t_max:.1f},{y_of(v):.1f}" for t, v in points)
-    parts.append(f'<polyline class="data" data-series="{html.escape(name)}" fill="none" '
-                 f'stroke="{colour}" stroke-width="1.6" points="{line}"/>')
-    legend_y = y1 + 12
-    parts.append(f'<line x1="{x0 + 10}" y1="{legend_y - 4}" x2="{x0 + 34}" y2="{legend_y - 4}" '
-                 f'stroke="{colour}" stroke-width="2"/>')
-    parts.append(f'<text class="legend" x="{x0 + 40}" y="{legend_y}" {_HALO}>'
-                 f'{html.escape(series)}</text>')
-    legend_x = x0 + 48 + 6.2 * len(series)
+    for line in reversed(lines):
+        points = " ".join(f"{x0 + (x1 - x0) * t / t_max:.1f},{y_of(v):.1f}"
+                          for t, v in line.points)
+        dash = ' stroke-dasharray="2 3"' if line.dotted else ""
+        parts.append(f'<polyline class="data" data-series="{html.escape(line.key)}" '
+                     f'fill="none" stroke="{line.colour}" stroke-width="1.6"{dash} '
+                     f'points="{points}"/>')
     if limit:
         y = y_of(limit)
         parts.append(f'<line class="limit" data-limit="{limit:g}" x1="{x0}" y1="{y:.1f}" '
@@ -202,15 +245,7 @@ def rate_svg(name: str, points: Sequence[Tuple[float, float]], *, y_label: str, 
                      f'stroke-dasharray="7 4"/>')
         parts.append(f'<text class="limit-label" x="{x1 - 4}" y="{y - 5:.1f}" '
                      f'text-anchor="end" fill="{LIMIT}" {_HALO}>{html.escape(limit_label)}</text>')
-        parts.append(f'<line x1="{legend_x}" y1="{legend_y - 4}" x2="{legend_x + 24}" '
-                     f'y2="{legend_y - 4}" stroke="{LIMIT}" stroke-width="1.4" '
-                     f'stroke-dasharray="7 4"/>')
-        parts.append(f'<text class="legend" x="{legend_x + 30}" y="{legend_y}" {_HALO}>'
-                     f'{html.escape(limit_label)}</text>')
-    elif no_limit_note:
-        parts.append(f'<text class="legend no-limit" x="{legend_x}" y="{legend_y}" {_HALO}>'
-                     f'({html.escape(no_limit_note)})</text>')
-    parts.append("</svg>")
+    parts.append("</g></svg>")
     return "".join(parts)
 
 
@@ -283,3 +318,15 @@ def bars_svg(title: str, rows: Sequence[Tuple[str, float, str]], unit: str = "")
         parts.append(f'<text x="{left + width + 6:.1f}" y="{y + 14}">{fmt(value)}{unit}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def text_html(text: str) -> str:
+    """Escaped text whose ``--flag`` names (and their values) are never broken across lines."""
+    return re.sub(r"(--[a-z_]+(?: [0-9.,]+)?)", r'<span class="flag">\1</span>',
+                  html.escape(text))
+
+
+def figure(name: str, caption: str, body: str) -> str:
+    """A plot in its ``<figure class="plot" data-plot=NAME>`` with its caption."""
+    return (f'<figure class="plot" data-plot="{name}">{body}'
+            f"<figcaption>{text_html(caption)}</figcaption></figure>")

@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from pipeline import report
+from pipeline import report, report_quota
 from pipeline.outputs import request_timings
 from pipeline.progress import ProgressStats, QuotaSeconds
 from pipeline.report_svg import FRAME, HEIGHT
@@ -40,16 +40,17 @@ def _result(id_, stats, finished_at, cached=False):
 
 def test_one_ticket_is_spread_over_its_attempt_times():
     q = QuotaSeconds()
-    q.ticket(attempts=3, rate_limited=2, tokens=100, throttled_secs=2.0,
-             first_at=1000.5, last_at=1002.5)
+    q.ticket(attempts=3, rate_limited=2, prompt_tokens=100, completion_tokens=20,
+             throttled_secs=2.0, first_at=1000.5, last_at=1002.5)
     # Attempts at 1000.5, 1001.5, 1002.5; the two 429s on the first two; tokens on the last;
     # the 2 s of waiting spread over [998.5, 1002.5].
-    assert q.seconds == {998: [0, 0, 0, 0.25], 999: [0, 0, 0, 0.5], 1000: [1, 0, 1, 0.5],
-                         1001: [1, 0, 1, 0.5], 1002: [1, 100, 0, 0.25]}
+    assert q.seconds == {998: [0, 0, 0, 0, 0.25], 999: [0, 0, 0, 0, 0.5],
+                         1000: [1, 0, 0, 1, 0.5], 1001: [1, 0, 0, 1, 0.5],
+                         1002: [1, 100, 20, 0, 0.25]}
     single = QuotaSeconds()
-    single.ticket(attempts=1, rate_limited=0, tokens=7, throttled_secs=0.0,
-                  first_at=5.9, last_at=5.9)
-    assert single.seconds == {5: [1, 7, 0, 0]}
+    single.ticket(attempts=1, rate_limited=0, prompt_tokens=7, completion_tokens=0,
+                  throttled_secs=0.0, first_at=5.9, last_at=5.9)
+    assert single.seconds == {5: [1, 7, 0, 0, 0]}
 
 
 def test_progress_stats_buckets_records_at_their_attempt_times_with_an_injected_clock():
@@ -71,7 +72,7 @@ def test_progress_stats_buckets_records_at_their_attempt_times_with_an_injected_
                               message="m"))
     stats.add("requests", 3)  # counter increments do not move the quota seconds
     snap = stats.snapshot()
-    assert snap["quota"] == {1001: [1, 42, 0, 0], 2000: [2, 0, 2, 0.5]}
+    assert snap["quota"] == {1001: [1, 30, 12, 0, 0], 2000: [2, 0, 0, 2, 0.5]}
     assert snap["requests"] == 3
     assert snap["per_second"] == {1003: (2, 0), 2000: (0, 2)}
     stats.reset()
@@ -79,11 +80,12 @@ def test_progress_stats_buckets_records_at_their_attempt_times_with_an_injected_
 
 
 def test_quota_rows_are_gap_free_from_the_start_of_the_run():
-    rows = report.quota_rows({102: [3, 300, 1, 0.5], 104: [1, 10, 0, 0]}, start_wall=100.4)
-    assert [r[0] for r in rows] == [0.0, 1.0, 2.0, 3.0, 4.0]
-    assert rows[2] == (2.0, 3, 300, 1, 0.5) and rows[3] == (3.0, 0.0, 0.0, 0.0, 0.0)
-    unknown = report.quota_rows({7: [1, 2, 0, 0]}, start_wall=0, known=False)
-    assert unknown == [(0.0, 1, 2, None, None)]
+    rows = report_quota.quota_rows({102: [3, 300, 30, 1, 0.5], 104: [1, 10, 1, 0, 0]},
+                                   start_wall=100.4)
+    assert [r.t for r in rows] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert rows[2] == (2.0, 3, 300, 30, 1, 0.5) and rows[3] == (3.0, 0, 0, 0, 0, 0)
+    unknown = report_quota.quota_rows({7: [1, 2, 1, 0, 0]}, start_wall=0, known=False)
+    assert unknown == [(0.0, 1, 2, 1, None, None)]
 
 
 def test_the_file_fallback_reads_request_times_and_tokens(tmp_path):
@@ -99,13 +101,14 @@ def test_the_file_fallback_reads_request_times_and_tokens(tmp_path):
                 [answered.to_json(), cached.to_json()])
     write_jsonl(tmp_path / "dead_letter-r1-00000-of-00001.jsonl", [dead.to_json()])
     timings = request_timings(str(tmp_path))
-    assert sorted((round(t.last_at, 2), t.attempts, t.tokens) for t in timings) == [
-        (round(sent, 2), 1, 25), (round(sent + 2, 2), 2, 0)]
-    rows = report.quota_from_timings(timings, start_wall=sent - 0.25)
-    assert [(r[1], r[2]) for r in rows] == [(1, 25), (1, 0), (1, 0)]
-    assert all(r[3] is None and r[4] is None for r in rows)
-    page = report.render({"ledger_balanced": True}, [], [],
-                         report.Quota(rows, report.SOURCE_FILES, requests_per_minute=60))
+    assert sorted((round(t.last_at, 2), t.attempts, t.prompt_tokens, t.completion_tokens)
+                  for t in timings) == [(round(sent, 2), 1, 20, 5), (round(sent + 2, 2), 2, 0, 0)]
+    rows = report_quota.quota_from_timings(timings, start_wall=sent - 0.25)
+    assert [(r.requests, r.prompt_tokens, r.completion_tokens) for r in rows] == [
+        (1, 20, 5), (1, 0, 0), (1, 0, 0)]
+    assert all(r.rate_limited is None and r.throttled_secs is None for r in rows)
+    page = report.render({"ledger_balanced": True}, [], [], report_quota.Quota(
+        rows, report_quota.SOURCE_FILES, requests_per_minute=60))
     assert "the written results and dead letters" in page
     assert page.count("not in the written files") == 2
 
@@ -162,19 +165,22 @@ def _value_of_y(svg_attrs, y):
     return (y0 - float(y)) / (y0 - y1) * float(svg_attrs["data-y-max"])
 
 
-def _series(dom, plot):
-    (line,) = dom.of(plot, "polyline", "data")
+def _series(dom, plot, key=None):
+    (line,) = [a for a in dom.of(plot, "polyline", "data")
+               if key is None or a["data-series"] == key]
     return [_value_of_y(dom.plots[plot]["svg"], p.split(",")[1]) for p in line["points"].split()]
 
 
 def _synthetic_page():
-    # 40 s: ramp up, 10 requests/s (limit 10/s), a burst of 429s at 20 s, waits throughout.
-    rows = [(float(t), min(10, 3 * t), 1500.0 * min(10, 3 * t) / 10, 4.0 if t == 20 else 0.0,
-             12.0 if 4 <= t < 36 else 1.0) for t in range(40)]
+    # 40 s: ramp up, 10 requests/s (limit 10/s), a burst of 429s at 20 s, waits throughout;
+    # 100 prompt + 50 completion tokens a request.
+    rows = [report_quota.QuotaRow(float(t), min(10, 3 * t), 100.0 * min(10, 3 * t),
+                                  50.0 * min(10, 3 * t), 4.0 if t == 20 else 0.0,
+                                  12.0 if 4 <= t < 36 else 1.0) for t in range(40)]
     summary = {"ledger_balanced": True, "rate_limited": 4, "throttled_secs": 390,
                "output": "out/run1", "model": "m"}
-    quota = report.Quota(rows, report.SOURCE_LIVE, requests_per_minute=600, tokens_per_minute=0,
-                         concurrency=16)
+    quota = report_quota.Quota(rows, report_quota.SOURCE_LIVE, requests_per_minute=600,
+                               tokens_per_minute=0, max_tokens=200, concurrency=16)
     return report.render(summary, [(float(t), 9, 0) for t in range(40)], [], quota)
 
 
@@ -191,15 +197,36 @@ def test_render_draws_the_limit_where_it_is_configured_and_says_so_where_not():
     assert not dom.of("tokens_rate", "line", "limit")
     assert "(no limit configured)" in dom.plots["tokens_rate"]["texts"]
     assert "No limit configured (--tokens_per_minute 0)" in dom.captions["tokens_rate"]
+    # Used: 150 tokens a request; admitted: 100 prompt + --max_tokens 200 per request not 429'd.
+    assert max(_series(dom, "tokens_rate", "tokens")) == pytest.approx(1500, abs=10)
+    admitted = _series(dom, "tokens_rate", "tokens_admitted")
+    assert max(admitted) == pytest.approx(3000, abs=20)
+    assert admitted[20] == pytest.approx(1000 + 6 * 200, abs=20)
     assert max(_series(dom, "rate_limited_rate")) == pytest.approx(4, abs=0.05)
     assert "At most 16" in dom.captions["throttled_rate"]
     for plot in QUOTA_PLOTS:
         assert "time since start (s)" in dom.plots[plot]["texts"], plot
 
 
+def test_the_tokens_plot_compares_the_admitted_tokens_with_the_limit():
+    rows = [report_quota.QuotaRow(float(t), 10.0, 1000.0, 500.0, 0.0, 0.0) for t in range(20)]
+    quota = report_quota.Quota(rows, report_quota.SOURCE_LIVE, tokens_per_minute=180_000,
+                               max_tokens=200)
+    dom = _Dom()
+    dom.feed(report.render({}, [], [], quota))
+    (limit,) = dom.of("tokens_rate", "line", "limit")
+    assert float(limit["data-limit"]) == 3000
+    caption = dom.captions["tokens_rate"]
+    assert "Used (prompt + completion, as the answers reported them): mean 1,500 tokens/s" \
+        in caption and "(50% of the limit" in caption
+    assert "mean 3,000 tokens/s over the 20 s from the first to the last (100% of the limit; " \
+        "at 90% of it or more in 20 of those seconds)" in caption
+    assert "no limit configured" in " ".join(dom.plots["requests_rate"]["texts"])
+
+
 def test_a_long_run_is_binned_and_labelled_in_hours():
-    rows = [(float(t), 5.0, 50.0, 0.0, 0.0) for t in range(5 * 3600)]
-    page = report.render({}, [], [], report.Quota(rows, report.SOURCE_LIVE))
+    rows = [report_quota.QuotaRow(float(t), 5.0, 50.0, 10.0, 0.0, 0.0) for t in range(5 * 3600)]
+    page = report.render({}, [], [], report_quota.Quota(rows, report_quota.SOURCE_LIVE))
     dom = _Dom()
     dom.feed(page)
     assert len(dom.of("requests_rate", "polyline", "data")[0]["points"].split()) <= 600
@@ -241,7 +268,7 @@ def test_chromium_renders_every_quota_plot_with_axes_series_and_limit(tmp_path):
     assert not dom.external
     for plot in QUOTA_PLOTS:
         assert dom.plots[plot]["svg"] is not None, plot
-        assert len(dom.of(plot, "polyline", "data")) == 1, plot
+        assert len(dom.of(plot, "polyline", "data")) == (2 if plot == "tokens_rate" else 1)
         assert len(dom.of(plot, "text", "axis-label")) == 2, plot
     (limit,) = dom.of("requests_rate", "line", "limit")
     assert limit["data-limit"] == "10"
