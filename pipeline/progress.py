@@ -18,7 +18,7 @@ Example::
 
     snap = STATS.snapshot()
     snap["succeeded"] + snap["dead_lettered"], snap["tickets_read"]
-    snap["quota"][1795990473]  # [requests, prompt, completion, rate_limited, throttled_secs]
+    STATS.quota_seconds()[1795990473]  # [requests, prompt, completion, 429s, throttled secs]
 """
 
 from __future__ import annotations
@@ -50,7 +50,10 @@ class QuotaSeconds:
         self.seconds: Dict[int, List[float]] = {}
 
     def _add(self, index: int, amount: float, at: float) -> None:
-        slot = self.seconds.setdefault(math.floor(at), [0.0] * len(QUOTA_SERIES))
+        second = math.floor(at)
+        slot = self.seconds.get(second)
+        if slot is None:
+            slot = self.seconds[second] = [0.0] * len(QUOTA_SERIES)
         slot[index] += amount
 
     def spread(self, index: int, amount: float, start: float, end: float) -> None:
@@ -169,15 +172,20 @@ class ProgressStats:
             self._in_flight += delta
 
     def snapshot(self) -> dict:
-        """A consistent copy: counters, ``dead_letter_reasons``, ``in_flight``, ``per_second``
-        and ``quota`` (epoch second → one value per :data:`QUOTA_SERIES`)."""
+        """A consistent copy: counters, ``dead_letter_reasons``, ``in_flight``, ``per_second``."""
         with self._lock:
             out = dict(self._counts)
             out["dead_letter_reasons"] = dict(self._reasons)
             out["in_flight"] = self._in_flight
             out["per_second"] = {k: tuple(v) for k, v in sorted(self._per_second.items())}
-            out["quota"] = {k: list(v) for k, v in sorted(self._quota.seconds.items())}
         return out
+
+    def quota_seconds(self) -> Dict[int, List[float]]:
+        """A copy of the quota use per second: epoch second → one value per
+        :data:`QUOTA_SERIES` (apart from :meth:`snapshot`, which the progress display calls
+        often, because a long run has many seconds)."""
+        with self._lock:
+            return {k: list(v) for k, v in sorted(self._quota.seconds.items())}
 
 
 #: The process's live counters (see module docstring).

@@ -116,7 +116,7 @@ def quota_data(config, live: bool, start_wall: float) -> Quota:
                 "max_tokens": config.llm.max_tokens,
                 "job_share": config.worker_share * config.worker_processes,
                 "concurrency": config.llm.max_concurrency * config.worker_processes}
-    seconds = progress.STATS.snapshot()["quota"] if live else {}
+    seconds = progress.STATS.quota_seconds() if live else {}
     if seconds:
         return Quota(quota_rows(seconds, start_wall), SOURCE_LIVE, **settings)
     try:
