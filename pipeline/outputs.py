@@ -5,7 +5,9 @@
   against what is really on disk);
 * :func:`existing_outputs` — an earlier run's files (preflight refuses to mix runs);
 * :func:`completion_times` — when each written ticket finished (the report's throughput plot on
-  runners whose workers are not in this process).
+  runners whose workers are not in this process);
+* :func:`request_timings` — when each written ticket's requests were sent, how many and their
+  tokens (the report's quota plots on those runners).
 
 Every shard is read through :mod:`transforms.shards`.
 
@@ -17,7 +19,7 @@ Example::
 from __future__ import annotations
 
 import datetime
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -95,3 +97,51 @@ def completion_times(prefix: str) -> Tuple[List[float], List[float]]:
                        if t is not None)
         return out
     return times(RESULTS_BASENAME, "finished_at"), times(DEAD_LETTER_BASENAME, "last_attempt_at")
+
+
+class TicketTiming(NamedTuple):
+    """What the files say about one ticket's requests (POSIX seconds)."""
+    first_at: float
+    last_at: float
+    attempts: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def _number(value) -> float:
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def request_timings(prefix: str) -> List[TicketTiming]:
+    """When each written ticket's requests were sent, from the files alone.
+
+    A result's last request was sent at ``finished_at`` minus its ``latency_ms``; its first
+    is taken as ``started_at`` (the files do not keep it; the limiter's wait before it is
+    included). A dead letter keeps ``first_attempt_at`` and ``last_attempt_at`` but no tokens.
+    Answers from the response store (``cached``) sent nothing and are left out, as are parse
+    dead letters (no attempt). The files record neither 429s nor the limiter's waits.
+    """
+    out: List[TicketTiming] = []
+    fields = ("started_at", "finished_at", "latency_ms", "attempts", "prompt_tokens",
+              "completion_tokens", "cached")
+    for meta in _matched([join_path(prefix, RESULTS_BASENAME) + "-*"]):
+        for started, finished, latency, attempts, prompt, completion, cached in shard_rows(
+                meta.path, fields):
+            end = _parse_utc(finished)
+            if cached or end is None or not attempts:
+                continue
+            last = end - _number(latency) / 1000.0
+            out.append(TicketTiming(min(_parse_utc(started) or last, last), last,
+                                    int(attempts), int(_number(prompt)),
+                                    int(_number(completion))))
+    for meta in _matched([join_path(prefix, DEAD_LETTER_BASENAME) + "-*"]):
+        for first, last, attempts in shard_rows(
+                meta.path, ("first_attempt_at", "last_attempt_at", "attempts")):
+            last_at = _parse_utc(last)
+            if last_at is None or not attempts:
+                continue
+            out.append(TicketTiming(_parse_utc(first) or last_at, last_at, int(attempts), 0, 0))
+    return out

@@ -182,7 +182,8 @@ def test_report_and_summary_percentiles_and_reasons(run_pipeline, simulator_fact
     parser = _ReportParser()
     parser.feed(text)
     assert not parser.external
-    assert set(parser.plots) == {"throughput", "latency", "outcomes", "tokens"}
+    assert set(parser.plots) == {"throughput", "latency", "outcomes", "tokens", "requests_rate",
+                                 "tokens_rate", "rate_limited_rate", "throttled_rate"}
     for name, elements in parser.plots.items():
         assert elements, f"plot {name} has no data"
         for tag, attrs in elements:
