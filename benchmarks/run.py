@@ -16,6 +16,11 @@ processes against it, so that CPU time and peak memory can be read per child:
    ``barrier_efficiency`` is the same with ``--dispatch barrier``.
 3. ``cpu_per_ticket_s`` — zero latency, no limits: (CPU of N tickets − CPU of 1 ticket) / (N − 1)
    for the pipeline and for the bare client; the 1-ticket CPU is the start-up, reported apart.
+   The same for the ``openai`` SDK alone on its aiohttp transport (``benchmarks.sdk_baseline``,
+   raw JSON answers: ``sdk_cpu_per_ticket_s``, ``cpu_ratio_vs_sdk``) and for a bare aiohttp loop
+   (``benchmarks.aiohttp_baseline``: ``bare_aiohttp_cpu_per_ticket_s``). Also from the N-ticket
+   pipeline run: ``tickets_per_sec`` (steady-state answers/s at the simulator, one process) and
+   ``first_request_secs`` (process start → the simulator's first chat request, polled).
 4. ``scaling`` — zero latency: wall seconds per ticket and peak RSS for growing inputs.
 5. ``simulator_rps`` — ``benchmarks.simulator_capacity.measure_capacity``.
 
@@ -41,6 +46,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+from benchmarks.first_request import FirstRequestWatch
 from benchmarks.simulator_capacity import measure_capacity
 
 _REPO = Path(__file__).resolve().parent.parent
@@ -77,7 +83,9 @@ FULL = dataclasses.replace(DEFAULT, scaling=(10_000, 100_000, 1_000_000))
 #: Every key the JSON carries (the smoke test checks them).
 FIGURES = ("utilization", "rate_limited_fraction", "tpm_utilization", "concurrency_efficiency",
            "barrier_efficiency", "cpu_per_ticket_s", "baseline_cpu_per_ticket_s",
-           "cpu_per_ticket_ratio", "scaling", "simulator_rps")
+           "cpu_per_ticket_ratio", "sdk_cpu_per_ticket_s", "bare_aiohttp_cpu_per_ticket_s",
+           "cpu_ratio_vs_sdk", "tickets_per_sec", "first_request_secs", "scaling",
+           "simulator_rps")
 
 
 def lognormal_mean_s(median_ms: float, p99_ms: float) -> float:
@@ -109,6 +117,13 @@ class Simulator:
         root = self.base_url.rsplit("/v1", 1)[0]
         with urllib.request.urlopen(f"{root}/stats", timeout=10) as response:
             return json.loads(response.read())
+
+    def reset(self) -> None:
+        """Zeroes the simulator's stats (``POST /reset``), e.g. between two measured runs."""
+        root = self.base_url.rsplit("/v1", 1)[0]
+        request = urllib.request.Request(f"{root}/reset", data=b"", method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
 
     def __enter__(self) -> "Simulator":
         return self
@@ -242,15 +257,24 @@ class Bench:
 
     def bare_client(self, tickets: int, base_url: str, concurrency: int) -> ChildRun:
         """Runs ``python -m benchmarks.bare_client`` on the same tickets."""
+        return self.baseline("bare_client", tickets, base_url, concurrency)
+
+    def baseline(self, module: str, tickets: int, base_url: str, concurrency: int,
+                 *flags: str) -> ChildRun:
+        """Runs ``python -m benchmarks.MODULE`` (a baseline client) on the same tickets.
+
+        Raises:
+            RuntimeError: when it fails or a request failed.
+        """
         from transforms.llm import DEFAULT_SYSTEM_PROMPT  # pylint: disable=import-outside-toplevel
-        cmd = [sys.executable, "-m", "benchmarks.bare_client", "--base_url", base_url,
+        cmd = [sys.executable, "-m", f"benchmarks.{module}", "--base_url", base_url,
                "--input", str(self.tickets(tickets)), "--concurrency", str(concurrency),
-               "--system_prompt", DEFAULT_SYSTEM_PROMPT, "--max_tokens", str(MAX_TOKENS)]
+               "--system_prompt", DEFAULT_SYSTEM_PROMPT, "--max_tokens", str(MAX_TOKENS), *flags]
         run = run_child(cmd, timeout=3600)
         if run.returncode != 0:
-            raise RuntimeError(f"bare client exited {run.returncode}: {run.stderr[-2000:]}"
+            raise RuntimeError(f"{module} exited {run.returncode}: {run.stderr[-2000:]}"
                                f"{run.stdout[-500:]}")
-        self.log(f"    bare client {tickets} tickets: {run.wall_s:.1f} s wall, "
+        self.log(f"    {module} {' '.join(flags)} {tickets} tickets: {run.wall_s:.1f} s wall, "
                  f"{run.cpu_s:.1f} s CPU")
         return run
 
@@ -364,25 +388,57 @@ def scenario_concurrency(bench: Bench, sizes: Sizes) -> dict[str, Any]:
     return out
 
 
+def _per_ticket(one: ChildRun, many: ChildRun, n: int) -> float:
+    return (many.cpu_s - one.cpu_s) / (n - 1)
+
+
 def scenario_overhead(bench: Bench, sizes: Sizes) -> dict[str, Any]:
-    """Figure 3: CPU per ticket of the pipeline and of the bare client, start-up subtracted."""
+    """Figure 3: CPU per ticket of the pipeline and of the baselines, start-up subtracted."""
     n = sizes.overhead_tickets
-    bench.log(f"  overhead: 1 and {n} tickets, pipeline and bare client")
+    c = sizes.concurrency
+    bench.log(f"  overhead: 1 and {n} tickets, pipeline and baselines")
+    bench.tickets(n)  # made before the watch starts: its clock is the pipeline's start-up
     with Simulator() as sim:
-        pipe_one, _ = bench.pipeline(1, sim.base_url, "--max_concurrency", str(sizes.concurrency))
-        pipe_n, _ = bench.pipeline(n, sim.base_url, "--max_concurrency", str(sizes.concurrency))
-        bare_one = bench.bare_client(1, sim.base_url, sizes.concurrency)
-        bare_n = bench.bare_client(n, sim.base_url, sizes.concurrency)
-    pipe = (pipe_n.cpu_s - pipe_one.cpu_s) / (n - 1)
-    bare = (bare_n.cpu_s - bare_one.cpu_s) / (n - 1)
+        pipe_one, _ = bench.pipeline(1, sim.base_url, "--max_concurrency", str(c))
+        with FirstRequestWatch(sim) as first:
+            pipe_n, summary = bench.pipeline(n, sim.base_url, "--max_concurrency", str(c))
+        steady = steady_state(sim.stats()["per_second"])
+        bare_one = bench.bare_client(1, sim.base_url, c)
+        bare_n = bench.bare_client(n, sim.base_url, c)
+        sdk_one = bench.baseline("sdk_baseline", 1, sim.base_url, c)
+        sdk_n = bench.baseline("sdk_baseline", n, sim.base_url, c)
+        aio_one = bench.baseline("aiohttp_baseline", 1, sim.base_url, c)
+        aio_n = bench.baseline("aiohttp_baseline", n, sim.base_url, c)
+    pipe = _per_ticket(pipe_one, pipe_n, n)
+    bare = _per_ticket(bare_one, bare_n, n)
+    sdk = _per_ticket(sdk_one, sdk_n, n)
+    aio = _per_ticket(aio_one, aio_n, n)
+    # Too short a run has no steady state: then the rate with the 1-ticket wall subtracted.
+    marginal = (n - 1) / max(1e-9, pipe_n.wall_s - pipe_one.wall_s)
+    rate = steady["ok_per_sec"] if steady["seconds"] >= 2 else marginal
     return {"cpu_per_ticket_s": pipe, "baseline_cpu_per_ticket_s": bare,
             "cpu_per_ticket_ratio": pipe / bare if bare > 0 else None,
+            "sdk_cpu_per_ticket_s": sdk, "bare_aiohttp_cpu_per_ticket_s": aio,
+            "cpu_ratio_vs_sdk": pipe / sdk if sdk > 0 else None,
+            "cpu_ratio_vs_bare_aiohttp": pipe / aio if aio > 0 else None,
+            "tickets_per_sec": rate, "first_request_secs": first.seconds,
             "startup_cpu_s": pipe_one.cpu_s, "baseline_startup_cpu_s": bare_one.cpu_s,
             "details_overhead": {"tickets": n, "pipeline_cpu_s": pipe_n.cpu_s,
                                  "pipeline_wall_s": pipe_n.wall_s,
                                  "bare_cpu_s": bare_n.cpu_s, "bare_wall_s": bare_n.wall_s,
                                  "pipeline_one_wall_s": pipe_one.wall_s,
-                                 "bare_one_wall_s": bare_one.wall_s}}
+                                 "bare_one_wall_s": bare_one.wall_s,
+                                 "sdk": "AsyncOpenAI, aiohttp transport, with_raw_response + "
+                                        "json.loads (no pydantic)",
+                                 "sdk_cpu_s": sdk_n.cpu_s, "sdk_wall_s": sdk_n.wall_s,
+                                 "sdk_startup_cpu_s": sdk_one.cpu_s,
+                                 "bare_aiohttp_cpu_s": aio_n.cpu_s,
+                                 "bare_aiohttp_wall_s": aio_n.wall_s,
+                                 "bare_aiohttp_startup_cpu_s": aio_one.cpu_s,
+                                 "tickets_per_sec_steady": steady,
+                                 "tickets_per_sec_marginal": marginal,
+                                 "tickets_per_sec_end_to_end": summary["tickets_per_sec"],
+                                 "pipeline_peak_rss_mb": pipe_n.peak_rss_mb}}
 
 
 def scenario_scaling(bench: Bench, sizes: Sizes) -> dict[str, Any]:
@@ -436,6 +492,12 @@ def format_table(figures: dict[str, Any]) -> str:
         ("cpu_per_ticket_s", num("cpu_per_ticket_s", "{:.5f}"), ""),
         ("baseline_cpu_per_ticket_s", num("baseline_cpu_per_ticket_s", "{:.5f}"), ""),
         ("cpu_per_ticket_ratio", num("cpu_per_ticket_ratio", "{:.2f}"), "<= 2"),
+        ("sdk_cpu_per_ticket_s", num("sdk_cpu_per_ticket_s", "{:.5f}"), "(SDK, aiohttp, raw)"),
+        ("bare_aiohttp_cpu_per_ticket_s", num("bare_aiohttp_cpu_per_ticket_s", "{:.5f}"), ""),
+        ("cpu_ratio_vs_sdk", num("cpu_ratio_vs_sdk", "{:.2f}"), "<= 1.25"),
+        ("cpu_ratio_vs_bare_aiohttp", num("cpu_ratio_vs_bare_aiohttp", "{:.1f}"), ""),
+        ("tickets_per_sec", num("tickets_per_sec", "{:.0f}"), "(one process, zero latency)"),
+        ("first_request_secs", num("first_request_secs", "{:.2f}"), "<= 10"),
         ("startup_cpu_s", num("startup_cpu_s", "{:.2f}"), "(1-ticket run)"),
         ("baseline_startup_cpu_s", num("baseline_startup_cpu_s", "{:.2f}"), ""),
         ("simulator_rps", num("simulator_rps", "{:.0f}"), ""),

@@ -20,7 +20,8 @@ from pipeline.options import TicketflowOptions
 from transforms import prompts, secrets, structured
 from transforms.batch import BatchConfig
 from transforms.llm.config import DEFAULT_SYSTEM_PROMPT, LlmConfig
-from transforms.pricing import PricingError, load_pricing
+from transforms.llm.batch import MAX_LINES as BATCH_MAX_LINES
+from transforms.pricing import Price, PricingError, load_pricing
 from transforms.retry import RetryPolicy
 from transforms.sinks import RESULT_SCHEMA
 from transforms.validate import FieldMapping
@@ -30,6 +31,28 @@ NO_KEY_PLACEHOLDER = "no-key"
 
 class ConfigError(Exception):
     """A flag is missing, malformed or inconsistent; the message says how to fix it."""
+
+@dataclasses.dataclass(frozen=True)
+class BatchApiConfig:
+    """``--api`` and the Batch API's settings (docs/batch.md).
+
+    Attributes:
+      price: The model's Batch API price.
+      outcomes: Glob of the outcome files the collect pipeline reads (set by the driver).
+    """
+    api: str = "online"
+    deadline_secs: float = 0.0
+    poll_secs: float = 30.0
+    submit_only: bool = False
+    max_enqueued_tokens: int = 0
+    max_lines: int = BATCH_MAX_LINES
+    price: Price = Price()
+    outcomes: Optional[str] = None
+
+    @property
+    def batch(self) -> bool:
+        return self.api == "batch"
+
 
 @dataclasses.dataclass(frozen=True)
 class JobConfig:
@@ -63,6 +86,7 @@ class JobConfig:
     drain_secs: float = 30.0
     skip_preflight: bool = False
     sample: Optional[int] = None
+    batch_api: BatchApiConfig = BatchApiConfig()
 
 def worker_processes(options: PipelineOptions) -> int:
     """How many worker processes the runner may run at once (each takes a share of the limits).
@@ -199,9 +223,11 @@ def from_options(options: PipelineOptions) -> JobConfig:
         raise ConfigError("--resume and --overwrite contradict each other: --resume keeps "
                           "earlier results, --overwrite deletes them. Pass one.")
     try:
-        price, price_known = load_pricing(o.pricing_file).lookup(o.model)
+        pricing = load_pricing(o.pricing_file)
     except PricingError as exc:
         raise ConfigError(f"--pricing_file: {exc}") from None
+    price, price_known = pricing.lookup(o.model)
+    batch_api = _batch_api(o, pricing.lookup_batch(o.model)[0])
 
     base_url = o.base_url
     public_key = None
@@ -278,7 +304,28 @@ def from_options(options: PipelineOptions) -> JobConfig:
         drain_secs=o.drain_secs,
         skip_preflight=o.skip_preflight,
         sample=o.sample,
+        batch_api=batch_api,
     )
+
+
+def _batch_api(o: TicketflowOptions, price: Price) -> BatchApiConfig:
+    """Checks the Batch API flags (they only matter with --api batch)."""
+    _positive("batch_poll_secs", o.batch_poll_secs)
+    _positive("batch_deadline_secs", o.batch_deadline_secs, allow_zero=True)
+    _positive("batch_max_enqueued_tokens", o.batch_max_enqueued_tokens, allow_zero=True)
+    if not 1 <= o.batch_max_lines <= BATCH_MAX_LINES:
+        raise ConfigError(f"--batch_max_lines must be between 1 and {BATCH_MAX_LINES} (the "
+                          f"provider's limit), got {o.batch_max_lines}.")
+    if o.api != "batch" and o.batch_submit_only:
+        raise ConfigError("--batch_submit_only needs --api batch.")
+    if o.api == "batch" and o.max_cost_usd is not None:
+        raise ConfigError("--max_cost_usd is not supported with --api batch (a batch is paid "
+                          "when the provider answers it, not request by request): check the "
+                          "cost first with --estimate, which prints the batch price too.")
+    return BatchApiConfig(api=o.api, deadline_secs=o.batch_deadline_secs or 0.0,
+                          poll_secs=o.batch_poll_secs, submit_only=o.batch_submit_only,
+                          max_enqueued_tokens=o.batch_max_enqueued_tokens or 0,
+                          max_lines=o.batch_max_lines, price=price)
 
 
 def new_run_id() -> str:

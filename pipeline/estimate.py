@@ -90,6 +90,7 @@ def estimate(inputs: EstimateInputs) -> Dict:
         costs[name] = {"expected_usd": round(price.cost(prompt_tokens, completion_tokens), 6),
                        "ceiling_usd": round(price.cost(prompt_tokens, completion_ceiling), 6)}
     price, known = inputs.pricing.lookup(inputs.model)
+    batch_price, _ = inputs.pricing.lookup_batch(inputs.model)
     bounds = {}
     if inputs.requests_per_minute:
         bounds["requests_per_minute"] = tickets / inputs.requests_per_minute * 60
@@ -109,6 +110,9 @@ def estimate(inputs: EstimateInputs) -> Dict:
         "model_price_known": known,
         "cost_usd_expected": round(price.cost(prompt_tokens, completion_tokens), 6),
         "cost_usd_ceiling": round(price.cost(prompt_tokens, completion_ceiling), 6),
+        # The same answers through the Batch API (--api batch).
+        "batch_cost_usd_expected": round(batch_price.cost(prompt_tokens, completion_tokens), 6),
+        "batch_cost_usd_ceiling": round(batch_price.cost(prompt_tokens, completion_ceiling), 6),
         "cost_by_model": costs,
         "min_duration_secs": round(max(bounds.values()), 1) if bounds else None,
         "duration_bounds_secs": {k: round(v, 1) for k, v in bounds.items()},
@@ -128,7 +132,9 @@ def format_estimate(report: Dict) -> str:
              f"{report['completion_tokens_ceiling']} at most",
              f"  cost ({report['model']})  ${report['cost_usd_expected']:.4f} expected, "
              f"${report['cost_usd_ceiling']:.4f} at most"
-             + ("" if report["model_price_known"] else "  [model not in the pricing table]")]
+             + ("" if report["model_price_known"] else "  [model not in the pricing table]"),
+             f"  with --api batch ${report['batch_cost_usd_expected']:.4f} expected, "
+             f"${report['batch_cost_usd_ceiling']:.4f} at most (the Batch API's price)"]
     if report["min_duration_secs"] is not None:
         lines.append(f"  duration         at least {report['min_duration_secs']:.0f} s under the "
                      f"rate limits ({', '.join(f'{k}: {v:.0f} s' for k, v in report['duration_bounds_secs'].items())})")

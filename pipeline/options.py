@@ -141,6 +141,29 @@ class TicketflowOptions(PipelineOptions):
                            help="Average completion tokens assumed by --estimate "
                            "(default: 60%% of --max_tokens).")
 
+        batch = parser.add_argument_group("Batch API (half price, answered within 24 h)")
+        batch.add_argument("--api", default="online", choices=("online", "batch"),
+                           help="online: one request per ticket; batch: every ticket through "
+                           "the provider's Batch API (50%% of the price, its own quota, "
+                           "answered within 24 h), same outputs (docs/batch.md).")
+        batch.add_argument("--batch_deadline_secs", type=float, default=0.0,
+                           help="With --api batch: seconds after the batch job started after "
+                           "which unfinished batches are cancelled (what they answered is kept) "
+                           "and the rest is answered online (0: the provider's 24 h window).")
+        batch.add_argument("--batch_poll_secs", type=float, default=30.0,
+                           help="With --api batch: seconds between two polls of the running "
+                           "batches (one progress line each).")
+        _switch(batch, "--batch_submit_only",
+                "With --api batch: pack and submit the batches, then exit 0; the same command "
+                "with --resume later waits for them and writes the results (for Dataflow).")
+        batch.add_argument("--batch_max_enqueued_tokens", type=int, default=0,
+                           help="With --api batch: the provider's enqueued-token limit for the "
+                           "model; batches are submitted in waves that fit it (0: unknown, "
+                           "learnt from token_limit_exceeded).")
+        batch.add_argument("--batch_max_lines", type=int, default=50000,
+                           help="With --api batch: most requests per batch (the provider's "
+                           "limit is 50000).")
+
         run = parser.add_argument_group("run")
         _switch(run, "--simulate",
                 "Start the bundled provider simulator in-process and use it (no API key needed).")

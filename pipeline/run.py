@@ -25,6 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
                                                   StandardOptions, TestOptions)
 
+from pipeline import batch_run
 from pipeline import config as config_lib
 from pipeline import estimate as estimate_lib
 from pipeline import flags as flags_lib
@@ -43,8 +44,9 @@ from transforms import metrics as metrics_lib
 from transforms import sinks
 from transforms.batch import BatchTickets
 from transforms.llm import CallModel
+from transforms.llm.batch_io import AttachBatchOutcomes
 from transforms.logs import event
-from transforms.pricing import batch_price, load_pricing
+from transforms.pricing import load_pricing
 from transforms.read import ReadTickets
 from transforms.resume import ReadDoneIds
 from transforms.sample import SampleTickets
@@ -72,6 +74,10 @@ def build(p: beam.Pipeline, config: config_lib.JobConfig) -> Dict[str, beam.PCol
     tickets = checked["tickets"]
     if config.sample:
         tickets = tickets | "SampleTickets" >> SampleTickets(config.sample)
+    if config.batch_api.outcomes:
+        # --api batch: each ticket carries its Batch API outcome; CallModel answers from it.
+        tickets = tickets | "AttachBatchOutcomes" >> AttachBatchOutcomes(
+            config.llm, config.batch_api.outcomes)
     batches = tickets | "BatchTickets" >> BatchTickets(config.batch)
     called = batches | "CallModel" >> CallModel(config.llm, stop_signal=watch.stop_signal)
     dead_letters = ((checked["dead_letter"], called["dead_letter"])
@@ -114,6 +120,14 @@ def _estimate(config: config_lib.JobConfig) -> int:
     return EXIT_OK
 
 
+def _batch_failed(exc: BaseException) -> int:
+    _LOG.debug("batch job failed", exc_info=True)
+    message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    print(f"ticketflow: error: the batch job failed: {message[:500]} (run the same command "
+          "with --resume to continue it)", file=sys.stderr)
+    return EXIT_FAILED
+
+
 def _projection(config: config_lib.JobConfig, summary: dict,
                 cpu_per_ticket: Optional[float]) -> Optional[dict]:
     """The full job as the sample projects it (``pipeline/projection.py``)."""
@@ -122,7 +136,7 @@ def _projection(config: config_lib.JobConfig, summary: dict,
         requests_per_minute=config.requests_per_minute,
         tokens_per_minute=config.tokens_per_minute, max_tokens=config.llm.max_tokens,
         max_concurrency=config.llm.max_concurrency, worker_processes=config.worker_processes,
-        price=price, batch_price=batch_price(price), cpu_secs_per_ticket=cpu_per_ticket)
+        price=price, batch_price=config.batch_api.price, cpu_secs_per_ticket=cpu_per_ticket)
     costs = ticket_costs(config.output, results_basename(config), dead_letter_basename(config))
     return projection_lib.project(summary, costs, settings)
 
@@ -221,11 +235,34 @@ def run(argv: Optional[List[str]] = None) -> int:
               model=config.llm.model, runner=runner, worker_processes=config.worker_processes,
               worker_share=round(config.worker_share, 3), progress=mode)
         event(_LOG, logging.INFO, "config", config=config_lib.redacted(config))
+        started = time.monotonic()
+        started_wall = time.time()
+        prepared = None
+        if not config.batch_api.batch and not dry_run:
+            batch_run.warn_open_job(config)
+        if config.batch_api.batch:
+            try:
+                prepared = (None if dry_run else batch_run.prepare(options, config))
+            except UsageError as exc:
+                print(f"ticketflow: error: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
+                return _batch_failed(exc)
+            except KeyboardInterrupt:
+                print("ticketflow: stopped while waiting for the batches; they keep running at "
+                      "the provider: run the same command with --resume to collect them.",
+                      file=sys.stderr)
+                return EXIT_INTERRUPTED
+            if dry_run:
+                config = batch_run.dry_run_pack(options, config)
+            elif prepared.submitted_only:
+                print(batch_run.submitted_message(config, prepared))
+                return EXIT_OK
+            else:
+                config = prepared.config
         progress.STATS.reset()
         total = (count_input(config.input, config.input_format)
                  if mode in (watch.MODE_BAR, watch.MODE_LINES) else None)
-        started = time.monotonic()
-        started_wall = time.time()
         pipeline = beam.Pipeline(options=options)
         build(pipeline, config)
         reporter = watch.ProgressReporter(
@@ -252,7 +289,8 @@ def run(argv: Optional[List[str]] = None) -> int:
             unlisten_cpu()
         wall = time.monotonic() - started
         counts = metrics_lib.summarize(result.metrics())
-        summary = summarize(counts, config, wall)
+        summary = summarize(counts, config, wall,
+                            batch=prepared.figures if prepared is not None else None)
         if config.sample:
             summary["sample"] = config.sample
             summary["projection"] = _projection(config, summary, cpu.per_ticket())
@@ -273,7 +311,11 @@ def run(argv: Optional[List[str]] = None) -> int:
                                     "interrupted", "dead_letter_reasons")})
         if stopper.interrupted:
             return EXIT_INTERRUPTED
-        return EXIT_OK if summary["ledger_balanced"] else EXIT_FAILED
+        if not summary["ledger_balanced"]:
+            return EXIT_FAILED
+        if prepared is not None:
+            batch_run.finish(config, prepared)
+        return EXIT_OK
     finally:
         if sim is not None:
             sim.close()

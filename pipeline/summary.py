@@ -13,6 +13,8 @@ Example::
 
 from __future__ import annotations
 
+from typing import Optional
+
 from pipeline import config as config_lib
 from pipeline.outputs import count_written
 from pipeline.projection import projection_rows
@@ -29,8 +31,14 @@ def dead_letter_basename(config: config_lib.JobConfig) -> str:
     return f"{DEAD_LETTER_BASENAME}-{config.run_id}"
 
 
-def summarize(counts: dict, config: config_lib.JobConfig, wall_secs: float) -> dict:
-    """The run's summary from its metrics (``metrics_lib.summarize``) and the files it wrote."""
+def summarize(counts: dict, config: config_lib.JobConfig, wall_secs: float,
+              batch: Optional[dict] = None) -> dict:
+    """The run's summary from its metrics (``metrics_lib.summarize``) and the files it wrote.
+
+    Args:
+      batch: With ``--api batch``, the batch job's figures (``pipeline.batch_run``); the
+        summary's ``batch`` block adds ``answered_by_batch`` and ``answered_online``.
+    """
     percentiles = metrics_lib.latency_percentiles(counts, (0.5, 0.9, 0.99),
                                                   max_ms=counts.get("latency_ms_max"))
     written_results = count_written(config.output, results_basename(config))
@@ -53,6 +61,9 @@ def summarize(counts: dict, config: config_lib.JobConfig, wall_secs: float) -> d
         "not_sampled": not_sampled,
         "cache_hits": int(counts["cache_hits"]),
         "cost_usd": round(counts["cost_nano_usd"] / 1e9, 6),
+        # What the same answers would have cost online (equal to cost_usd with --api online).
+        "online_cost_usd": round((counts["cost_nano_usd"]
+                                  + counts.get("batch_discount_nano_usd", 0)) / 1e9, 6),
         "parse_errors": int(counts["parse_errors"]),
         "duplicates": int(counts["duplicates"]),
         "requests": int(counts["requests"]),
@@ -76,7 +87,13 @@ def summarize(counts: dict, config: config_lib.JobConfig, wall_secs: float) -> d
         "ledger_balanced": balanced,
         "model": config.llm.model,
         "output": config.output,
+        "api": config.batch_api.api,
     }
+    if batch is not None:
+        by_batch = int(counts.get("answered_by_batch", 0))
+        summary["batch"] = {**batch, "answered_by_batch": by_batch,
+                            "answered_online": max(0, succeeded - by_batch
+                                                   - int(counts["cache_hits"]))}
     return summary
 
 
@@ -110,6 +127,13 @@ def format_summary(summary: dict) -> str:
          "(files: "
          f"{summary['written_results']} results, {summary['written_dead_letters']} dead letters)"),
     ]
+    batch = summary.get("batch")
+    if batch is not None:
+        rows.insert(5, ("online cost", f"${summary['online_cost_usd']:.6f} (what the same "
+                                       "answers would have cost online)"))
+        rows.insert(6, ("batch", f"{batch['batches_created']} batches in {batch['rounds']} "
+                                 f"round(s), {batch['answered_by_batch']} answered by the "
+                                 f"Batch API, {batch['answered_online']} online"))
     reasons = summary.get("dead_letter_reasons") or {}
     if reasons:
         rows.insert(3, ("  by reason", ", ".join(f"{k} {v}" for k, v in reasons.items())))

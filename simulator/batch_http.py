@@ -107,6 +107,11 @@ class BatchRoutes:
                                         "request. Sorry about that!", "server_error", None)
         return handle
 
+    async def _stall(self) -> None:
+        """--batch_stall_secs: the object exists, the answer is late (a crash window)."""
+        if self.store.config.batch_stall_secs > 0:
+            await asyncio.sleep(self.store.config.batch_stall_secs)
+
     async def _catch_up(self, batch_id: str | None = None) -> None:
         while self.store.catch_up(_CHUNK, batch_id):
             await asyncio.sleep(0)
@@ -141,7 +146,9 @@ class BatchRoutes:
         if not purpose:
             raise BatchApiError(400, "Missing required parameter: 'purpose'.", "purpose",
                                 "missing_required_parameter")
-        return self._json(self.store.files.upload(data, filename, purpose))
+        uploaded = self.store.files.upload(data, filename, purpose)
+        await self._stall()
+        return self._json(uploaded)
 
     async def list_files(self, request: web.Request) -> web.Response:
         """``GET /v1/files``: ``purpose``, ``after``, ``limit`` (<= 10,000), ``order``."""
@@ -178,7 +185,9 @@ class BatchRoutes:
         if not isinstance(params, dict):
             raise BatchApiError(400, "Invalid request body: expected a JSON object.", None,
                                 "invalid_type")
-        return self._json(self.store.create(params))
+        created = self.store.create(params)
+        await self._stall()
+        return self._json(created)
 
     async def list_batches(self, request: web.Request) -> web.Response:
         """``GET /v1/batches``: newest first; ``after`` and ``limit`` (1-100, default 20)."""

@@ -53,6 +53,9 @@ _HELP = {
     "batch_max_enqueued_tokens": "Batch API: per-model limit on the tokens of unfinished batches "
                                  "(prompt + max output tokens per line); a batch over it fails "
                                  "with token_limit_exceeded; 0 = unlimited.",
+    "batch_stall_secs": "Batch API: seconds POST /v1/files and POST /v1/batches wait AFTER "
+                        "creating the file or batch before answering (a client killed "
+                        "meanwhile leaves it behind, as a crash would); 0 = none.",
 }
 
 
@@ -92,11 +95,12 @@ class SimulatorConfig:
     batch_expire_fraction: float = 0.0
     batch_fail_validation: bool = False
     batch_max_enqueued_tokens: int = 0
+    batch_stall_secs: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("port", "rpm", "tpm", "max_concurrency", "latency_median_ms", "latency_p99_ms",
                      "ms_per_output_token", "hang_secs", "batch_secs",
-                     "batch_max_enqueued_tokens"):
+                     "batch_max_enqueued_tokens", "batch_stall_secs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("default_max_tokens", "context_window"):

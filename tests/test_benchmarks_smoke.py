@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 
 FIGURES = ("utilization", "rate_limited_fraction", "tpm_utilization", "concurrency_efficiency",
            "barrier_efficiency", "cpu_per_ticket_s", "baseline_cpu_per_ticket_s",
-           "cpu_per_ticket_ratio", "simulator_rps")
+           "cpu_per_ticket_ratio", "sdk_cpu_per_ticket_s", "bare_aiohttp_cpu_per_ticket_s",
+           "cpu_ratio_vs_sdk", "tickets_per_sec", "first_request_secs", "simulator_rps")
 
 
 @pytest.mark.timeout(900)

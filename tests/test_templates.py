@@ -92,6 +92,12 @@ EXAMPLES = {
     "response_schema": ["gs://my-bucket/triage_schema.json", "/template/schema.json"],
     "max_cost_usd": ["25", "0.5"],
     "sample": ["50", "1000"],
+    "api": ["online", "batch"],
+    "batch_deadline_secs": ["0", "3600", "90.5"],
+    "batch_poll_secs": ["30", "0.5"],
+    "batch_submit_only": ["true", "false"],
+    "batch_max_enqueued_tokens": ["0", "2000000"],
+    "batch_max_lines": ["50000", "1", "1000"],
 }
 
 # Values the regexes must refuse (a regex that accepts anything checks nothing).
@@ -119,6 +125,11 @@ COUNTER_EXAMPLES = {
     "resume": ["yes"],
     "max_cost_usd": ["-1", "$5"],
     "sample": ["0", "-3", "1.5", "ten"],
+    "api": ["Batch", "async"],
+    "batch_deadline_secs": ["-1", "1h"],
+    "batch_submit_only": ["yes"],
+    "batch_max_enqueued_tokens": ["-5", "2e6"],
+    "batch_max_lines": ["0", "100000", "-1"],
 }
 
 

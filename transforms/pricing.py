@@ -4,10 +4,17 @@ A shipped table (``transforms/pricing.json``: USD per 1M input, cached input and
 can be replaced with ``--pricing_file``. The driver looks the configured model up once and hands
 the :class:`Price` to the workers inside the LLM config, so workers never read files for it.
 
+Batch API prices (``--api batch``): a model's entry may hold its own ``"batch": {"input", ...}``
+prices; otherwise a top-level ``"batch_multiplier"`` (the shipped file: 0.5, OpenAI's half price)
+scales its online prices; a file with neither prices batch answers at the online price, so a
+user's pricing file written before batch prices existed never under-states a cost.
+
 Example::
 
-    price, known = load_pricing(None).lookup("gpt-4o-mini-2024-07-18")
+    pricing = load_pricing(None)
+    price, known = pricing.lookup("gpt-4o-mini-2024-07-18")
     price.cost(prompt_tokens=1200, completion_tokens=300, cached_tokens=0)  # USD
+    batch_price, _ = pricing.lookup_batch("gpt-4o-mini")                    # half of it
 """
 
 from __future__ import annotations
@@ -37,22 +44,40 @@ class Price:
         return ((prompt_tokens - cached) * self.input + cached * self.cached_input
                 + completion_tokens * self.output) / 1_000_000
 
+    def scaled(self, factor: float) -> "Price":
+        """Every price times ``factor``."""
+        return Price(self.input * factor, self.cached_input * factor, self.output * factor)
 
-# The Batch API's discount where pricing.json gives no batch price (OpenAI's: half the price).
+
+# OpenAI's Batch API discount: half the price.
 BATCH_DISCOUNT = 0.5
 
 
 def batch_price(price: Price) -> Price:
-    """The price of the same tokens through the provider's Batch API."""
-    return Price(input=price.input * BATCH_DISCOUNT,
-                 cached_input=price.cached_input * BATCH_DISCOUNT,
-                 output=price.output * BATCH_DISCOUNT)
+    """OpenAI's rule: the same tokens through the Batch API at half the price. (What a run
+    charges is the pricing file's: :meth:`Pricing.lookup_batch`.)"""
+    return price.scaled(BATCH_DISCOUNT)
 
 
 @dataclasses.dataclass(frozen=True)
 class Pricing:
-    """A model → Price table."""
+    """A model → Price table, and the Batch API's prices.
+
+    Attributes:
+      models: Online prices.
+      batch: Batch API prices given explicitly per model.
+      batch_multiplier: Scales online prices for a model without explicit batch prices.
+    """
     models: Dict[str, Price]
+    batch: Dict[str, Price] = dataclasses.field(default_factory=dict)
+    batch_multiplier: float = 1.0
+
+    def _name(self, model: str) -> Optional[str]:
+        """The table's name for ``model``: exact, else the longest matching prefix."""
+        if model in self.models:
+            return model
+        prefixes = [name for name in self.models if model.startswith(name)]
+        return max(prefixes, key=len) if prefixes else None
 
     def lookup(self, model: str) -> Tuple[Price, bool]:
         """The price of ``model``: exact name, else the longest matching prefix.
@@ -60,12 +85,21 @@ class Pricing:
         Returns:
           (price, known); an unknown model prices at 0 with known False.
         """
-        if model in self.models:
-            return self.models[model], True
-        prefixes = [name for name in self.models if model.startswith(name)]
-        if prefixes:
-            return self.models[max(prefixes, key=len)], True
-        return Price(), False
+        name = self._name(model)
+        return (self.models[name], True) if name is not None else (Price(), False)
+
+    def lookup_batch(self, model: str) -> Tuple[Price, bool]:
+        """The Batch API price of ``model`` (see the module docstring for the rule).
+
+        Returns:
+          (price, known), as :meth:`lookup`.
+        """
+        name = self._name(model)
+        if name is None:
+            return Price(), False
+        if name in self.batch:
+            return self.batch[name], True
+        return self.models[name].scaled(self.batch_multiplier), True
 
 
 def load_pricing(path: Optional[str] = None) -> Pricing:
@@ -87,15 +121,27 @@ def load_pricing(path: Optional[str] = None) -> Pricing:
     if not isinstance(models, dict):
         raise PricingError(f"pricing file {path!r} needs an object {{\"models\": {{name: "
                            "{\"input\": ..., \"cached_input\": ..., \"output\": ...}}}}")
-    table = {}
+    table, batch = {}, {}
     for name, entry in models.items():
-        try:
-            table[name] = Price(input=float(entry["input"]),
-                                cached_input=float(entry.get("cached_input", entry["input"])),
-                                output=float(entry["output"]))
-        except (KeyError, TypeError, ValueError):
-            raise PricingError(f"pricing file {path!r}: model {name!r} needs numeric 'input' "
-                               "and 'output' (and optionally 'cached_input') prices") from None
-        if min(table[name].input, table[name].cached_input, table[name].output) < 0:
-            raise PricingError(f"pricing file {path!r}: model {name!r} has a negative price")
-    return Pricing(table)
+        table[name] = _price(path, name, entry)
+        if isinstance(entry, dict) and entry.get("batch") is not None:
+            batch[name] = _price(path, f"{name}.batch", entry["batch"])
+    multiplier = data.get("batch_multiplier", 1.0)
+    if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) \
+            or not 0 < multiplier <= 1:
+        raise PricingError(f"pricing file {path!r}: 'batch_multiplier' must be a number in "
+                           f"(0, 1], got {multiplier!r}")
+    return Pricing(table, batch, float(multiplier))
+
+
+def _price(path: str, name: str, entry) -> Price:
+    try:
+        price = Price(input=float(entry["input"]),
+                      cached_input=float(entry.get("cached_input", entry["input"])),
+                      output=float(entry["output"]))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise PricingError(f"pricing file {path!r}: model {name!r} needs numeric 'input' "
+                           "and 'output' (and optionally 'cached_input') prices") from None
+    if min(price.input, price.cached_input, price.output) < 0:
+        raise PricingError(f"pricing file {path!r}: model {name!r} has a negative price")
+    return price

@@ -51,12 +51,15 @@ class Ticket:
       fields: Every field of the input record, JSON-safe, carried through to the output.
       source: The file the record came from, when known.
       line: The 1-based line (JSONL) or row (Parquet) in that file, when known.
+      batch_outcome: With ``--api batch``, what the provider's Batch API answered for this
+        ticket's request (one outcome line, JSON text; see :mod:`transforms.llm.batch`), or None.
     """
-    __slots__ = ("id", "subject", "body", "fields_json", "source", "line")
+    __slots__ = ("id", "subject", "body", "fields_json", "source", "line", "batch_outcome")
 
     def __init__(self, id: str, subject: str, body: str,  # pylint: disable=redefined-builtin
                  fields: Mapping[str, Any], source: Optional[str] = None,
-                 line: Optional[int] = None, *, fields_json: Optional[str] = None):
+                 line: Optional[int] = None, *, fields_json: Optional[str] = None,
+                 batch_outcome: Optional[str] = None):
         set_ = object.__setattr__
         set_(self, "id", id)
         set_(self, "subject", subject)
@@ -65,6 +68,7 @@ class Ticket:
             fields, ensure_ascii=False, separators=(",", ":")))
         set_(self, "source", source)
         set_(self, "line", line)
+        set_(self, "batch_outcome", batch_outcome)
 
     @property
     def fields(self) -> Dict[str, Any]:
@@ -73,12 +77,18 @@ class Ticket:
     def __setattr__(self, name, value):
         raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
 
+    def with_batch_outcome(self, outcome: Optional[str]) -> "Ticket":
+        """The same ticket carrying a Batch API outcome line."""
+        return Ticket(self.id, self.subject, self.body, None, self.source, self.line,
+                      fields_json=self.fields_json, batch_outcome=outcome)
+
     def __reduce__(self):
         return (_ticket, (self.id, self.subject, self.body, self.fields_json, self.source,
-                          self.line))
+                          self.line, self.batch_outcome))
 
     def _key(self):
-        return (self.id, self.subject, self.body, self.fields_json, self.source, self.line)
+        return (self.id, self.subject, self.body, self.fields_json, self.source, self.line,
+                self.batch_outcome)
 
     def __eq__(self, other):
         return isinstance(other, Ticket) and self._key() == other._key()
@@ -91,8 +101,10 @@ class Ticket:
                f"line={self.line!r})"
 
 
-def _ticket(id, subject, body, fields_json, source, line):  # pylint: disable=redefined-builtin
-    return Ticket(id, subject, body, None, source, line, fields_json=fields_json)
+def _ticket(id, subject, body, fields_json, source, line,  # pylint: disable=redefined-builtin
+            batch_outcome=None):
+    return Ticket(id, subject, body, None, source, line, fields_json=fields_json,
+                  batch_outcome=batch_outcome)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +128,10 @@ class CallStats:
       cost_usd: What those answers cost.
       first_attempt_at: POSIX time of the first request, if any.
       last_attempt_at: POSIX time of the last request, if any.
+      batch_answers: Answers the provider's Batch API gave for the ticket (0 or 1; counted in
+        ``attempts`` too, one per round it was submitted in).
+      batch_discount_usd: What those answers would have cost more online (so the online cost
+        of the run is the cost plus the sum of this); not written to the files.
     """
     attempts: int = 0
     retries: int = 0
@@ -129,6 +145,8 @@ class CallStats:
     cost_usd: float = 0.0
     first_attempt_at: Optional[float] = None
     last_attempt_at: Optional[float] = None
+    batch_answers: int = 0
+    batch_discount_usd: float = 0.0
 
 
 NO_CALLS = CallStats()

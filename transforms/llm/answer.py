@@ -2,8 +2,9 @@
 
 :class:`TicketAnswerer` is the top of a step's stack: it renders the ticket's messages (a
 template that cannot be rendered is a dead letter ``template_error``, no request sent), builds
-the request, asks its layers (store → repair → flow control → caller, each present only when
-configured) and turns what comes back into a :class:`~transforms.records.Result` or a
+the request, asks its layers (store → repair → batch outcome → flow control → caller, store and
+repair present only when configured; the batch outcome layer answers a ticket that carries its
+``--api batch`` outcome and passes every other request down) and turns what comes back into a :class:`~transforms.records.Result` or a
 :class:`~transforms.records.DeadLetter`. It never raises for a bad ticket: an unexpected error is
 a dead letter ``internal_error`` (replayable) whose message says what it was.
 
@@ -19,6 +20,7 @@ import time
 from typing import Callable, Optional, Union
 
 from transforms import errors
+from transforms.llm.batch import BatchOutcomeLayer
 from transforms.llm.cache import StoreLayer
 from transforms.llm.caller import Answer, Request
 from transforms.llm.config import LlmConfig
@@ -54,7 +56,8 @@ class TicketAnswerer:
         self._prompts = PromptRenderer(config.prompt_template, config.system_prompt)
         self._response_format = None
         self._schema_tokens = 0
-        layer = flow
+        # A ticket carrying a Batch API outcome is answered from it; any other goes online.
+        layer = BatchOutcomeLayer(flow, wall=wall)
         if config.structured is not None:
             self._response_format = config.structured.response_format()
             self._schema_tokens = schema_overhead_tokens(config.structured.schema)
@@ -83,6 +86,7 @@ class TicketAnswerer:
         """Answers one ticket; returns a Result or a DeadLetter, never raises."""
         started = self._wall()
         trace = CallTrace(self._clock() + self.config.max_ticket_secs, ticket.id)
+        trace.prefetched = ticket.batch_outcome
         try:
             request = self.request(ticket)
             answer = await self._layers.answer(request, trace)

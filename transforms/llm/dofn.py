@@ -100,6 +100,11 @@ class _CallModelFn(beam.DoFn):
                 still.append((future, window, timestamp))
                 continue
             record = future.result()
+            if record.stats.batch_answers:
+                # --api batch: the summary's answered_by_batch and online_cost_usd.
+                self._metrics.inc("answered_by_batch", record.stats.batch_answers)
+                self._metrics.inc("batch_discount_nano_usd",
+                                  int(round(record.stats.batch_discount_usd * 1e9)))
             if isinstance(record, Result):
                 self._metrics.record_result(record)
                 yield WindowedValue(record, timestamp, (window,))

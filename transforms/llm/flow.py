@@ -49,7 +49,8 @@ class CallTrace:
     """
     __slots__ = ("deadline", "ticket_id", "attempts", "call_attempts", "retries", "rate_limited",
                  "server_errors", "timeouts", "throttled", "latency_ms", "prompt_tokens",
-                 "completion_tokens", "cost", "first_at", "last_at")
+                 "completion_tokens", "cost", "first_at", "last_at", "prefetched",
+                 "batch_answers", "batch_discount")
 
     def __init__(self, deadline: float, ticket_id: Optional[str] = None):
         self.deadline = deadline
@@ -67,6 +68,10 @@ class CallTrace:
         self.cost = 0.0
         self.first_at: Optional[float] = None
         self.last_at: Optional[float] = None
+        # --api batch: the ticket's Batch API outcome line, used once by BatchOutcomeLayer.
+        self.prefetched: Optional[str] = None
+        self.batch_answers = 0
+        self.batch_discount = 0.0
 
     def freeze(self) -> CallStats:
         return CallStats(
@@ -74,7 +79,8 @@ class CallTrace:
             server_errors=self.server_errors, timeouts=self.timeouts,
             throttled_secs=self.throttled, latency_ms=self.latency_ms,
             prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
-            cost_usd=self.cost, first_attempt_at=self.first_at, last_attempt_at=self.last_at)
+            cost_usd=self.cost, first_attempt_at=self.first_at, last_attempt_at=self.last_at,
+            batch_answers=self.batch_answers, batch_discount_usd=self.batch_discount)
 
     def count_error(self, err: errors.ProviderError) -> None:
         if isinstance(err, errors.RateLimited):

@@ -1,0 +1,171 @@
+"""Peak memory of the pipeline against its input size, per runner, process by process.
+
+For each size it runs ``python -m pipeline`` on that many generated tickets against a zero-latency
+simulator (its own process) and polls, every 0.2 s, the RSS of every process of the pipeline's
+tree — the Python driver and SDK worker and, with ``--runner PrismRunner``, the ``prism`` job
+server it starts — and prints one JSON line per size: peak RSS of the tree and of each process
+name, the RSS when the first request was answered (what reading and grouping the input cost),
+wall and CPU seconds::
+
+    python -m benchmarks.memory --sizes 100000,300000 --runner FnApiRunner
+    python -m benchmarks.memory --sizes 100000 --runner PrismRunner \
+        --prism_location /path/to/prism
+    python -m benchmarks.memory --sizes 300000 --mode budget   # no calls: minutes, not hours
+
+``--mode budget`` sets ``--max_cost_usd`` to a billionth of a dollar: every ticket flows through
+read, validate, dedupe, batch and the call step, which turns it into a dead letter
+``budget_exhausted`` without a request, and the dead letters are written. The groupings hold the
+same elements as in a real run; only the answers (and their ~1 KiB of text) are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks.run import MAX_TOKENS, Bench, Simulator, _env, _remove_tree
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def tree_rss_by_name(pid: int) -> dict[str, int]:
+    """RSS in kB of ``pid`` and its descendants, summed by process name (Linux /proc)."""
+    out: collections.Counter[str] = collections.Counter()
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/status") as handle:
+                fields = dict(line.split(":", 1) for line in handle if ":" in line)
+            rss = int(fields.get("VmRSS", "0 kB").split()[0])
+            out[fields["Name"].strip()] += rss
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as handle:
+                    todo.extend(int(c) for c in handle.read().split())
+        except (OSError, ValueError, KeyError):
+            continue
+    return dict(out)
+
+
+def measure(cmd: Sequence[str], sim: Simulator, timeout: float, interval: float = 0.2) -> dict:
+    """Runs ``cmd``; returns its peaks (tree and per process name), RSS timeline, wall and CPU.
+
+    Raises:
+        RuntimeError: when it runs past ``timeout`` (it is killed).
+    """
+    started = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(list(cmd), cwd=_REPO, env=_env(), stdout=subprocess.DEVNULL,
+                                   stderr=err, text=True)
+        peaks: collections.Counter[str] = collections.Counter()
+        state = {"peak": 0, "at_first_answer": None, "timeline": []}
+        done = threading.Event()
+
+        def poll() -> None:
+            while not done.wait(interval):
+                by_name = tree_rss_by_name(process.pid)
+                total = sum(by_name.values())
+                state["peak"] = max(state["peak"], total)
+                for name, kb in by_name.items():
+                    peaks[name] = max(peaks[name], kb)
+                state["timeline"].append((round(time.perf_counter() - started, 1),
+                                          round(total / 1024.0)))
+                if state["at_first_answer"] is None and sim.stats()["requests"] > 0:
+                    state["at_first_answer"] = (round(time.perf_counter() - started, 1),
+                                                round(total / 1024.0))
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        try:
+            _, status, usage = os.wait4(process.pid, 0) if timeout is None else _wait(
+                process, started + timeout)
+        finally:
+            done.set()
+            poller.join()
+        err.seek(0)
+        stderr = err.read()
+    step = max(1, len(state["timeline"]) // 30)
+    return {"exit": os.waitstatus_to_exitcode(status),
+            "wall_s": round(time.perf_counter() - started, 1),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+            "peak_rss_mb": round(max(state["peak"], usage.ru_maxrss) / 1024.0),
+            "peak_rss_mb_by_process": {k: round(v / 1024.0) for k, v in peaks.most_common()},
+            "rss_mb_at_first_answer": state["at_first_answer"],
+            "rss_timeline_mb": state["timeline"][::step], "stderr_tail": stderr[-1500:]}
+
+
+def _wait(process: subprocess.Popen, deadline: float):
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            return pid, status, usage
+        if time.perf_counter() > deadline:
+            process.kill()
+            os.wait4(process.pid, 0)
+            raise RuntimeError(f"timed out: {' '.join(process.args)[:200]}")
+        time.sleep(0.05)
+
+
+def pipeline_cmd(tickets: Path, output: Path, base_url: str, runner: str,
+                 prism_location: str | None, mode: str) -> list[str]:
+    """The ``python -m pipeline`` command line of one measured run."""
+    cmd = [sys.executable, "-m", "pipeline", "--input", str(tickets), "--output", str(output),
+           "--overwrite", "--base_url", base_url, "--max_tokens", str(MAX_TOKENS),
+           "--log_level", "WARNING", "--quiet", "--runner", runner]
+    if runner == "PrismRunner":
+        cmd += ["--environment_type", "LOOPBACK"]
+        if prism_location:
+            cmd += ["--prism_location", prism_location]
+    if mode == "budget":
+        cmd += ["--max_cost_usd", "0.000000001"]
+    return cmd
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point: one JSON line per size on stdout."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000,300000", help="comma-separated ticket counts")
+    parser.add_argument("--runner", default="FnApiRunner", choices=("FnApiRunner", "PrismRunner"))
+    parser.add_argument("--prism_location", help="the prism binary (PrismRunner)")
+    parser.add_argument("--mode", choices=("full", "budget"), default="full",
+                        help="full: every ticket answered; budget: no request sent (see above)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per run")
+    parser.add_argument("--workdir", help="keep ticket files here (default: a temporary dir)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="ticketflow-memory-") as tmp:
+        workdir = Path(args.workdir or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        bench = Bench(workdir, log=lambda m: print(m, file=sys.stderr, flush=True))
+        with Simulator() as sim:
+            for size in (int(s) for s in args.sizes.split(",")):
+                tickets = bench.tickets(size)
+                output = workdir / f"out-{size}"
+                sim.reset()
+                found = measure(pipeline_cmd(tickets, output, sim.base_url, args.runner,
+                                             args.prism_location, args.mode), sim, args.timeout)
+                summary_path = output / "summary.json"
+                summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+                row = {"tickets": size, "runner": args.runner, "mode": args.mode, **found,
+                       "succeeded": summary.get("succeeded"),
+                       "dead_lettered": summary.get("dead_lettered"),
+                       "ledger_balanced": summary.get("ledger_balanced")}
+                if found["exit"] == 0:
+                    row.pop("stderr_tail")
+                print(json.dumps(row), flush=True)
+                if output.exists():
+                    _remove_tree(output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""The batch driver: submit the parts in waves, wait, collect, resubmit what failed, in rounds.
+
+:class:`BatchDriver` runs on the driver (no workers) once the pack pipeline has written round 1's
+request files. Each round: every part is uploaded and created in WAVES that fit the enqueued-token
+limit (:mod:`pipeline.batch_policy`), the running batches are polled every ``--batch_poll_secs``
+(one progress line per poll), each finished batch is collected (:func:`pipeline.batch_files.
+collect_part`), and the lines that failed retryably become the next round's parts — until none
+is left, ``--max_retries`` rounds were made, or ``--batch_deadline_secs`` passed (then running
+batches are cancelled, what they finished is kept, and the rest is answered online).
+
+Every step is written to the journal BEFORE it is done and after (:mod:`pipeline.batch_journal`),
+so a run killed at any moment is resumed without a ticket being submitted twice: a creation in
+doubt is resolved by listing the provider's batches for the part's metadata.
+
+Example::
+
+    driver = BatchDriver(settings, client, journal, events)
+    finished = driver.run()        # False: --batch_submit_only returned after submitting
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import time
+from typing import Callable, Dict, List, Tuple
+
+from pipeline import batch_files
+from pipeline.batch_journal import TOKEN_LIMIT, JobState, Journal, Part, fold
+from pipeline.batch_policy import effective_limit, learn_limit, may_submit, past_deadline
+from transforms import errors
+from transforms.llm.batch_client import BatchInfo
+from transforms.logs import event
+from transforms.pricing import Price
+from transforms.sinks import join_path
+
+_LOG = logging.getLogger("ticketflow")
+
+
+class BatchJobError(Exception):
+    """The batch job cannot go on (the message says why and what to do); exit code 1."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DriverSettings:
+    """What the driver needs from the job's configuration.
+
+    Attributes:
+      work_dir: ``OUTPUT/batch/JOB``.
+      max_rounds: ``--max_retries`` + 1.
+      prices: (batch price, online price) of the model.
+    """
+    work_dir: str
+    max_lines: int
+    max_bytes: int
+    max_enqueued_tokens: int
+    deadline_secs: float
+    poll_secs: float
+    max_rounds: int
+    prices: Tuple[Price, Price]
+    submit_only: bool = False
+
+
+def round_dir(work_dir: str, round_no: int) -> str:
+    return join_path(work_dir, f"round-{round_no}")
+
+
+class BatchDriver:
+    """Rounds of waves of batches, journaled.
+
+    Args:
+      settings: The job's batch settings.
+      client: A :class:`~transforms.llm.batch_client.BatchClient` (or a fake in tests).
+      journal: The job's journal.
+      events: The journal's events so far (the job's "job" and "packed" events included).
+      wall: Wall clock (the deadline, progress).
+      sleep: Blocking sleep between polls.
+    """
+
+    def __init__(self, settings: DriverSettings, client, journal: Journal, events: List[Dict],
+                 *, wall: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep):
+        self._s = settings
+        self._client = client
+        self._journal = journal
+        self._events = list(events)
+        self.state: JobState = fold(self._events)
+        self._wall = wall
+        self._sleep = sleep
+        self._seen: Dict[str, BatchInfo] = {}
+
+    def _log(self, name: str, **fields) -> None:
+        self._events.append(self._journal.append(name, job=self.state.job, **fields))
+        self.state = fold(self._events)
+
+    def _late(self) -> bool:
+        return past_deadline(self.state.started_at, self._s.deadline_secs, self._wall())
+
+    # ---- the rounds ---------------------------------------------------------------------------
+
+    def run(self) -> bool:
+        """Drives the job until every part of every round is collected.
+
+        Returns:
+          True when done; False when ``submit_only`` returned after the first submissions.
+        """
+        while True:
+            round_no = self.state.round
+            if not self._drive_round(round_no):
+                return False
+            retry = batch_files.read_ids(
+                [join_path(round_dir(self._s.work_dir, round_no), f"retry-{p.name}.txt")
+                 for p in self.state.round_parts(round_no) if p.state == "collected"])
+            if not retry:
+                break
+            if self._late():
+                self._log("retries_dropped", round=round_no, count=len(retry))
+                break
+            writer = batch_files.PartWriter(
+                join_path(round_dir(self._s.work_dir, round_no + 1), "requests"),
+                self._s.max_lines, self._s.max_bytes, self._limit())
+            parts = batch_files.copy_lines(self.state.round_parts(round_no), retry, writer)
+            event(_LOG, logging.INFO, "batch_round", round=round_no + 1, requests=len(retry))
+            self._log("packed", round=round_no + 1, parts=parts)
+        self._log("collected_all")
+        return True
+
+    def _drive_round(self, round_no: int) -> bool:
+        while True:
+            late = self._late()
+            if late:
+                self._stop_round(round_no)
+            else:
+                self._submit(round_no)
+                if self._s.submit_only:
+                    return False
+            self._poll(round_no)
+            self._collect(round_no, late)
+            parts = self.state.round_parts(round_no)
+            if all(p.state in ("collected", "skipped") for p in parts):
+                return True
+            self._progress(round_no, parts)
+            self._sleep(self._s.poll_secs)
+
+    # ---- submitting in waves ------------------------------------------------------------------
+
+    def _limit(self) -> int:
+        return effective_limit(self._s.max_enqueued_tokens, self.state.learnt_limit)
+
+    def _submit(self, round_no: int) -> None:
+        limit = self._limit()
+        for part in self.state.round_parts(round_no):
+            if part.state == "creating":
+                # In doubt (a crash or an error during the create): it may exist. Settle it first.
+                self._create(part)
+                continue
+            if part.state not in ("packed", "uploading", "uploaded"):
+                continue
+            if limit and part.tokens > limit and part.lines > 1:
+                self._split(part, limit)
+                return self._submit(round_no)
+            enqueued = sum(p.tokens for p in self.state.round_parts(round_no) if p.running)
+            if not may_submit(part.tokens, enqueued, limit):
+                return  # waves keep the parts' order: the next one waits for room
+            if enqueued == 0 and part.lonely_token_failures > self._s.max_rounds:
+                event(_LOG, logging.WARNING, "batch_part_skipped", part=part.name,
+                      tokens=part.tokens, why="token_limit_exceeded with nothing of ours running")
+                self._log("skipped", round=part.round, part=part.name)
+                continue
+            if part.state != "uploaded":
+                self._upload(part)
+            self._create(self.state.parts[part.key])
+
+    def _split(self, part: Part, limit: int) -> None:
+        writer = batch_files.PartWriter(part.path[:-len(".jsonl")] + ".split", self._s.max_lines,
+                                        self._s.max_bytes, limit)
+        into = batch_files.copy_lines([part], None, writer)
+        event(_LOG, logging.INFO, "batch_part_split", part=part.name, tokens=part.tokens,
+              limit=limit, into=len(into))
+        self._log("split", round=part.round, part=part.name, into=into)
+
+    def _upload(self, part: Part) -> None:
+        self._log("uploading", round=part.round, part=part.name)
+        event(_LOG, logging.INFO, "batch_uploading", round=part.round, part=part.name,
+              requests=part.lines)
+        file_id = self._client.upload(part.path, f"ticketflow-{part.name}.jsonl")
+        self._log("uploaded", round=part.round, part=part.name, file_id=file_id)
+
+    def _metadata(self, part: Part) -> Dict[str, str]:
+        return {"ticketflow_job": str(self.state.job), "ticketflow_part": part.name,
+                "ticketflow_round": str(part.round), "ticketflow_attempt": str(part.attempt)}
+
+    def _settle(self, part: Part) -> bool:
+        """Looks for the batch of a creation in doubt by listing; True when found."""
+        found = self._client.find(self._metadata(part), part.creating_at)
+        if found is None:
+            return False
+        event(_LOG, logging.INFO, "batch_found", part=part.name, batch_id=found.id)
+        self._log("created", round=part.round, part=part.name, batch_id=found.id, found=True)
+        return True
+
+    def _create(self, part: Part) -> None:
+        metadata = self._metadata(part)
+        if part.state == "creating" and self._settle(part):
+            return
+        self._log("creating", round=part.round, part=part.name, attempt=part.attempt,
+                  file_id=part.file_id)
+        event(_LOG, logging.INFO, "batch_creating", round=part.round, part=part.name,
+              attempt=part.attempt)
+        try:
+            info = self._client.create(part.file_id, metadata)
+        except errors.RetryableError as exc:
+            # It may exist anyway: the next pass looks for it before creating again.
+            event(_LOG, logging.WARNING, "batch_create_failed", part=part.name,
+                  error=type(exc).__name__, message=exc.message[:200])
+            return
+        except errors.ProviderError as exc:
+            raise BatchJobError(f"the provider refused to create a batch of {part.path}: "
+                                f"{exc.message[:300]}") from None
+        self._log("created", round=part.round, part=part.name, batch_id=info.id)
+
+    # ---- waiting, cancelling, collecting ------------------------------------------------------
+
+    def _poll(self, round_no: int) -> None:
+        for part in self.state.round_parts(round_no):
+            if not part.running:
+                continue
+            info = self._client.retrieve(part.batch_id)
+            self._seen[info.id] = info
+            if not info.terminal:
+                continue
+            code, message = info.errors[0] if info.errors else (None, "")
+            fields = {"status": info.status, "batch_id": info.id, "code": code,
+                      "output_file_id": info.output_file_id,
+                      "error_file_id": info.error_file_id}
+            if info.status == "failed" and code == TOKEN_LIMIT:
+                others = sum(p.tokens for p in self.state.round_parts(round_no)
+                             if p.running and p is not part)
+                fields.update(learnt_limit=learn_limit(message, others, part.tokens),
+                              alone=others == 0)
+                event(_LOG, logging.INFO, "batch_token_limit", part=part.name,
+                      learnt_limit=fields["learnt_limit"], running_tokens=others)
+            elif info.status == "failed":
+                event(_LOG, logging.WARNING, "batch_failed", part=part.name, code=code,
+                      message=message[:300], note="its requests are answered online")
+            self._log("ended", round=part.round, part=part.name, **fields)
+
+    def _stop_round(self, round_no: int) -> None:
+        """The deadline passed: cancel what runs, submit nothing more."""
+        for part in self.state.round_parts(round_no):
+            if part.state == "creating" and not self._settle(part):
+                self._log("skipped", round=part.round, part=part.name)
+                continue
+            part = self.state.parts[part.key]
+            if part.running and not part.cancelling:
+                self._log("cancelling", round=part.round, part=part.name,
+                          batch_id=part.batch_id)
+                event(_LOG, logging.INFO, "batch_cancelling", part=part.name,
+                      batch_id=part.batch_id, why="--batch_deadline_secs passed")
+                self._client.cancel(part.batch_id)
+            elif part.state in ("packed", "uploading", "uploaded"):
+                self._log("skipped", round=part.round, part=part.name)
+
+    def _collect(self, round_no: int, late: bool) -> None:
+        for part in self.state.round_parts(round_no):
+            if part.state != "ended":
+                continue
+            event(_LOG, logging.INFO, "batch_collecting", round=part.round, part=part.name,
+                  batch_id=part.batch_id, status=part.status)
+            counts = batch_files.collect_part(part, self._client,
+                                              round_dir(self._s.work_dir, part.round),
+                                              self._s.prices, self._s.max_rounds, late)
+            self._log("collected", round=part.round, part=part.name, counts=counts)
+
+    def _progress(self, round_no: int, parts: List[Part]) -> None:
+        statuses = collections.Counter(
+            (self._seen[p.batch_id].status if p.batch_id in self._seen else p.state)
+            for p in parts)
+        running = [self._seen[p.batch_id] for p in parts
+                   if p.running and p.batch_id in self._seen]
+        done = sum(i.completed + i.failed for i in running)
+        fields = {"round": round_no, "batches": len(parts),
+                  "statuses": dict(sorted(statuses.items())),
+                  "requests_done": done, "requests_running": sum(p.lines for p in parts
+                                                                 if p.running),
+                  "elapsed_secs": round(self._wall() - self.state.started_at, 1)}
+        if self._s.deadline_secs:
+            fields["deadline_in_secs"] = round(
+                self.state.started_at + self._s.deadline_secs - self._wall(), 1)
+        event(_LOG, logging.INFO, "batch_progress", **fields)
