@@ -1,0 +1,146 @@
+"""One quota for every worker and job (real Redis), and riding out a provider outage.
+
+Everything end to end: ``python -m pipeline`` subprocesses, the simulator as the provider
+(``--burst_secs 1``: it enforces its per-minute limit in one-second slices), a real
+``redis-server`` as the shared quota.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, stop_process, write_jsonl
+from tests.redis_server import RedisServer, free_port
+
+RPM = 1200  # 20 requests per second, enforced per second by the simulator
+
+
+def _tickets(path, n, prefix):
+    return write_jsonl(path, [{"id": f"{prefix}-{i:05d}", "subject": f"S {i}",
+                               "body": f"Ticket body {i} of {prefix}."} for i in range(n)])
+
+
+def _start(args, out, env=None):
+    cmd = [sys.executable, "-m", "pipeline", "--output", str(out), "--quiet", *args]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def _finish(proc, timeout=300):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def _finished_times(run_dir):
+    import glob
+    import json
+
+    times = []
+    for path in glob.glob(str(run_dir / "results-*.jsonl")):
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                stamp = json.loads(line)["finished_at"].replace("Z", "+00:00")
+                times.append(datetime.datetime.fromisoformat(stamp).timestamp())
+    return sorted(times)
+
+
+@pytest.mark.slow
+def test_three_jobs_four_processes_share_one_quota(tmp_path, simulator_factory):
+    sim = simulator_factory(rpm=RPM, burst_secs=1, latency_median_ms=200, latency_p99_ms=1000)
+    with RedisServer(tmp_path / "redis") as redis:
+        common = ["--base_url", sim.base_url, "--requests_per_minute", str(RPM),
+                  "--shared_quota", redis.url, "--quota_key", "e2e-shared",
+                  "--max_concurrency", "32"]
+        jobs = {
+            "a": ["--input", str(_tickets(tmp_path / "a.jsonl", 110, "A"))],
+            "b": ["--input", str(_tickets(tmp_path / "b.jsonl", 110, "B"))],
+            "c": ["--input", str(_tickets(tmp_path / "c.jsonl", 220, "C")), "--runner",
+                  "FnApiRunner", "--direct_num_workers", "2", "--direct_running_mode",
+                  "multi_processing"],
+        }
+        procs = {name: _start(args + common, tmp_path / f"out-{name}")
+                 for name, args in jobs.items()}
+        results = {name: _finish(proc) for name, proc in procs.items()}
+    for name, (code, _, err) in results.items():
+        assert code == 0, f"job {name}: {err[-2000:]}"
+    stats = sim.stats()
+    requests = stats["requests"]
+    assert stats["successful_completions"] == 440
+    # <= 0.5 % of the requests were 429s: the four processes never together passed the slice.
+    assert stats["by_status"].get("429", 0) <= 0.005 * requests, stats["by_status"]
+    # While all three jobs ran: together >= 0.95 of the limit, and each job got its share
+    # (a job's share is its worker processes over all worker processes) within 20 %.
+    finished = {name: _finished_times(tmp_path / f"out-{name}") for name in jobs}
+    start = max(t[0] for t in finished.values()) + 1.0
+    end = min(t[-1] for t in finished.values()) - 1.0
+    assert end - start >= 3.0, "the jobs did not overlap long enough to measure"
+    per_job = {name: sum(start <= t < end for t in ts) / (end - start)
+               for name, ts in finished.items()}
+    total = sum(per_job.values())
+    assert total >= 0.95 * RPM / 60, per_job
+    processes = {"a": 1, "b": 1, "c": 2}
+    for name, rate in per_job.items():
+        fair = total * processes[name] / 4
+        assert abs(rate - fair) <= 0.2 * fair, (name, per_job)
+
+
+def test_redis_killed_mid_run_falls_back_and_loses_nothing(tmp_path, run_pipeline,
+                                                           simulator_factory):
+    sim = simulator_factory(rpm=600, burst_secs=1)
+    path = _tickets(tmp_path / "t.jsonl", 120, "R")
+    with RedisServer(tmp_path / "redis") as redis:
+        proc = _start(["--input", str(path), "--base_url", sim.base_url,
+                       "--requests_per_minute", "600", "--shared_quota", redis.url],
+                      tmp_path / "out")
+        deadline = time.monotonic() + 60
+        while sim.stats()["requests"] < 30 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        redis.stop()  # Redis dies mid-run
+        code, out, err = _finish(proc)
+    assert code == 0, err[-2000:]
+    import json
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["succeeded"] == 120 and summary["dead_lettered"] == 0
+    assert summary["ledger_balanced"] is True
+    assert summary["quota"]["shared"] and summary["quota"]["fallback_events"] >= 1
+    # Never a burst over the limit while switching: the static share (the whole limit for
+    # one process) keeps the provider's slices.
+    assert sim.stats()["by_status"].get("429", 0) <= 2
+    assert err.count("WARNING") >= 1 and "Traceback" not in err
+
+
+def test_provider_down_for_a_while_produces_no_dead_letter(tmp_path):
+    port = free_port()
+
+    def provider():
+        proc = subprocess.Popen([sys.executable, "-m", "simulator", "--port", str(port)],
+                                cwd=REPO, stdout=subprocess.PIPE, text=True)
+        assert "listening" in proc.stdout.readline()
+        return proc
+
+    sim = provider()
+    path = _tickets(tmp_path / "t.jsonl", 150, "O")
+    run = _start(["--input", str(path), "--base_url", f"http://127.0.0.1:{port}/v1",
+                  "--requests_per_minute", "600",
+                  "--initial_backoff_secs", "0.1", "--max_backoff_secs", "0.5",
+                  "--request_timeout_secs", "5"], tmp_path / "out")
+    try:
+        time.sleep(6)
+        stop_process(sim)  # the provider goes away: refused connections
+        time.sleep(8)
+        sim = provider()   # and comes back on the same port
+        code, out, err = _finish(run)
+    finally:
+        stop_process(sim)
+    assert code == 0, err[-2000:]
+    import json
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["succeeded"] == 150 and summary["dead_lettered"] == 0, summary
+    assert summary["outage_secs"] >= 3
+    assert "provider_unavailable" not in summary["dead_letter_reasons"]
