@@ -124,6 +124,12 @@ def test_stragglers_sent_before_the_opening_do_not_decide():
     assert breaker.state == HALF_OPEN
     breaker.on_success(probe_sent)
     assert breaker.state == CLOSED
+    for _ in range(30):  # requests of the outage timing out now must not reopen it
+        breaker.on_failure("timeout", before)
+    assert breaker.state == CLOSED
+    for _ in range(30):  # but new ones failing do
+        breaker.on_failure("timeout", clock.now)
+    assert breaker.state == OPEN and breaker.opens == 2
 
 
 def test_a_probe_never_reported_is_replaced_after_its_timeout():

@@ -333,3 +333,30 @@ def test_correct_with_sent_at_fixes_the_slice_window():
     assert limiter.token_slice.used(clock.now) == pytest.approx(500)
     limiter.correct(50)  # no sent_at: the long-run bucket only
     assert limiter.token_slice.used(clock.now) == pytest.approx(500)
+
+
+def test_a_gateways_bare_429_reaches_the_limiter_without_retry_after():
+    """Through benchmarks.pacing's gateway (real simulator, real client): no header survives."""
+    import openai
+
+    from benchmarks.pacing import BareGateway
+    from simulator import start
+    from transforms import errors
+
+    with start(rpm=1, burst_secs=1) as sim, BareGateway(sim.base_url) as gateway:
+        client = openai.OpenAI(base_url=gateway.base_url, api_key="test", max_retries=0)
+        ask = {"model": "gpt-4o-mini", "max_tokens": 8,
+               "messages": [{"role": "user", "content": "Cannot log in"}]}
+        answer = client.chat.completions.with_raw_response.create(**ask)
+        assert not [h for h in answer.headers if h.lower().startswith("x-ratelimit-")]
+        with pytest.raises(openai.RateLimitError) as info:
+            client.chat.completions.create(**ask)
+        client.close()
+    err = errors.from_openai(info.value)
+    assert isinstance(err, errors.RateLimited) and err.retry_after is None
+    assert not [h for h in info.value.response.headers
+                if h.lower().startswith(("x-ratelimit-", "retry-after"))]
+    clock = FakeClock()
+    limiter = AdaptiveRateLimiter(10, 0, clock=clock, sleep=clock.sleep)
+    limiter.on_rate_limited(err.retry_after)
+    assert limiter.reserve(1) == pytest.approx(limiter.policy.bare_pause_secs)

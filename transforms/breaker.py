@@ -118,6 +118,7 @@ class CircuitBreaker:
         self._interval = policy.first_probe_secs
         self._next_probe_at = 0.0
         self._probe_sent_at: Optional[float] = None
+        self._closed_at: Optional[float] = None  # outcomes of requests sent before: stragglers
         self._past_outage_secs = 0.0
         self.opens = 0
         self.probes = 0
@@ -171,9 +172,9 @@ class CircuitBreaker:
         """A request got an answer: a probe's closes the breaker.
 
         Args:
-          sent_at: When the request was sent. While open, answers to requests sent before the
-            breaker opened are ignored; without ``sent_at`` an answer during a probe is taken
-            as the probe's.
+          sent_at: When the request was sent. Outcomes of requests sent before the breaker
+            opened, or during an outage that is over, are ignored; without ``sent_at`` an
+            outcome during a probe is taken as the probe's.
         """
         self._outcome(False, sent_at)
 
@@ -211,6 +212,8 @@ class CircuitBreaker:
             else:
                 self._close(now)
             return
+        if sent_at is not None and self._closed_at is not None and sent_at < self._closed_at:
+            return  # sent during the last outage (e.g. a timeout that took a minute to show)
         p = self.policy
         self._outcomes.append((now, failed))
         while self._outcomes and (len(self._outcomes) > p.window
@@ -237,6 +240,7 @@ class CircuitBreaker:
     def _close(self, now: float) -> None:
         self._past_outage_secs += now - self.outage_started_at
         self.outage_started_at = None
+        self._closed_at = now
         self._probe_sent_at = None
         self._outcomes.clear()
         self._set_state(CLOSED, now)
