@@ -21,15 +21,15 @@ RECORDS = [{"id": f"T-{i}", "subject": "Refund" if i % 2 else "", "body": f"Plea
 
 def test_messages_match_the_pipeline():
     from transforms.llm import DEFAULT_SYSTEM_PROMPT as PIPELINE_PROMPT
-    from transforms.llm import render_messages
+    from transforms.prompts import PromptRenderer
     from transforms.records import Ticket
 
     assert DEFAULT_SYSTEM_PROMPT == PIPELINE_PROMPT
+    renderer = PromptRenderer(None, DEFAULT_SYSTEM_PROMPT)  # the pipeline's default prompt
     for record in RECORDS[:2]:
         ticket = Ticket(id=record["id"], subject=record["subject"], body=record["body"],
                         fields=record)
-        assert messages_of(record, DEFAULT_SYSTEM_PROMPT) == render_messages(
-            ticket, DEFAULT_SYSTEM_PROMPT)
+        assert messages_of(record, DEFAULT_SYSTEM_PROMPT) == renderer.render(ticket)
 
 
 @pytest.mark.parametrize("transport,answer,call", [("aiohttp", "raw", "create"),
