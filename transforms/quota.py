@@ -59,11 +59,8 @@ _MIN_WAIT = 1e-4
 
 
 def connect(url: str, timeout_secs: float = 0.5) -> aioredis.Redis:
-    """A Redis client that fails fast: short socket timeouts and no retries of its own.
-
-    A slow answer is worse than none here: the limiter falls back to its local share instead.
-    Build it on the event loop that will use it.
-    """
+    """A Redis client that fails fast (short timeouts, no retries: the limiter falls back to its
+    local share instead of waiting). Build it on the event loop that will use it."""
     return aioredis.Redis.from_url(url, socket_timeout=timeout_secs,
                                    socket_connect_timeout=timeout_secs,
                                    retry=Retry(NoBackoff(), 0))
@@ -261,10 +258,10 @@ class SharedRateLimiter:
                 await self._sleep(wait)
         return self._clock() - start
 
-    def correct(self, delta_tokens: float) -> None:
+    def correct(self, delta_tokens: float, sent_at: Optional[float] = None) -> None:
         """Credits (positive) or charges (negative) tokens after the provider reported usage."""
         if self._fb.using or self._clock() < self._grace_until:
-            self.fallback.correct(delta_tokens)
+            self.fallback.correct(delta_tokens, sent_at=sent_at)
         if not self._fb.using and delta_tokens and self.token_us > 0:
             self._spawn(self._correct_shared(delta_tokens))
 
@@ -273,15 +270,16 @@ class SharedRateLimiter:
         self.correct(delta_tokens)
         await self.flush()
 
-    def on_rate_limited(self, retry_after: Optional[float]) -> None:
+    def on_rate_limited(self, retry_after: Optional[float],
+                        sent_at: Optional[float] = None) -> None:
         """A 429: this worker's rate is cut, and EVERY worker pauses for ``retry_after``."""
-        self.fallback.on_rate_limited(retry_after)
+        self.fallback.on_rate_limited(retry_after, sent_at=sent_at)
         if retry_after:
             self._spawn(self._pause_shared(retry_after))
 
-    def on_success(self) -> None:
+    def on_success(self, sent_at: Optional[float] = None) -> None:
         """A success: this worker's rate grows back towards the limit."""
-        self.fallback.on_success()
+        self.fallback.on_success(sent_at=sent_at)
 
     def observe_headers(self, headers) -> None:
         """A budget announced used up pauses every worker until its reset."""

@@ -109,7 +109,7 @@ class Engine:
             new = fallback["events"] - self._fallbacks_reported
             self._fallbacks_reported = fallback["events"]
         return {"held_ms": int(flow.limiter_held_secs() * 1000),
-                "outage_ms": int(flow.breaker.open_secs() * 1000),
+                "outage_ms": int(flow.breaker.open_secs * 1000),
                 "fallback_ms": int(fallback["secs"] * 1000), "new_fallbacks": max(0, new)}
 
     def submit(self, coro: Coroutine) -> concurrent.futures.Future:
