@@ -323,3 +323,14 @@ def test_redis_killed_mid_run_falls_back_then_returns(tmp_path, caplog):
     assert ledger == pytest.approx(150_000, abs=2)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2                               # one for the limiter, one for budget
+
+
+def test_a_rate_of_fractional_microseconds_admits(redis_url):
+    # 1e6 / 19.6 us per request is no whole number: float rounding in the script on Redis's
+    # ~1.8e15 us clock must not refuse a request forever (it once did).
+    async def main():
+        lim = limiter(redis_url, "fractional", 19.6, 0.0, slack=0.0)
+        assert await lim.try_acquire(300) == 0.0
+        waited = await asyncio.wait_for(lim.acquire(300), 2)
+        assert 0.0 < waited < 0.2
+    asyncio.run(main())

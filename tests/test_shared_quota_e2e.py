@@ -27,14 +27,26 @@ def _tickets(path, n, prefix):
 
 
 def _start(args, out, env=None):
+    """Starts ``python -m pipeline``; its stdout and stderr go to files beside its output."""
     cmd = [sys.executable, "-m", "pipeline", "--output", str(out), "--quiet", *args]
-    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    logs = open(f"{out}.log", "w+", encoding="utf-8")  # noqa: SIM115 - closed by _finish
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=logs, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+    proc.logs = logs
+    return proc
 
 
-def _finish(proc, timeout=300):
-    out, err = proc.communicate(timeout=timeout)
-    return proc.returncode, out, err
+def _finish(proc, timeout=240):
+    """Waits for the run; returns its exit code and what it printed."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    proc.logs.seek(0)
+    text = proc.logs.read()
+    proc.logs.close()
+    return proc.returncode, text, text
 
 
 def _finished_times(run_dir):

@@ -52,7 +52,8 @@ for i = 1, 2 do
     if w > wait then wait = w end
   end
 end
-if wait > 0 then return {0, math.ceil(wait), now} end
+-- Less than a microsecond is float rounding (TATs are ~1.8e15 us), not a reason to refuse.
+if wait >= 1 then return {0, math.ceil(wait), now} end
 for i = 1, 2 do
   if new[i] then
     redis.call('SET', KEYS[i], string.format('%.0f', new[i]),

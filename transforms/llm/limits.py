@@ -29,6 +29,12 @@ from transforms.ratelimit import AdaptiveRateLimiter
 
 Sleep = Callable[[float], Awaitable[None]]
 
+# The shared quota paces strictly (GCRA without slack) a little under the limit: requests reach
+# the provider with some jitter after Redis admitted them (the event loop, the network, another
+# host's clock), and providers enforce per-minute limits over one-second slices, so N requests
+# admitted exactly 1/N s apart can put an (N+1)th into some second. 2 % is 20 ms per second.
+SHARED_PACE = 0.98
+
 
 @dataclasses.dataclass
 class Limits:
@@ -80,8 +86,9 @@ def shared_limits(config: LlmConfig, quota_name: str,
     local = local_limits(config, clock, sleep)
     client = quota.connect(config.shared_quota)
     limiter = quota.SharedRateLimiter(
-        client, quota_name, config.job_requests_per_sec, config.job_tokens_per_sec,
-        local.limiter, clock=clock, **({"sleep": sleep} if sleep else {}))
+        client, quota_name, config.job_requests_per_sec * SHARED_PACE,
+        config.job_tokens_per_sec * SHARED_PACE, local.limiter, slack=0.0, clock=clock,
+        **({"sleep": sleep} if sleep else {}))
     budget = local.budget
     if config.job_budget_usd is not None:
         budget = quota.SharedBudget(client, f"{quota_name}|{config.budget_key}",
