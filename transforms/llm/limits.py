@@ -32,8 +32,11 @@ Sleep = Callable[[float], Awaitable[None]]
 # The shared quota paces strictly (GCRA without slack) a little under the limit: requests reach
 # the provider with some jitter after Redis admitted them (the event loop, the network, another
 # host's clock), and providers enforce per-minute limits over one-second slices, so N requests
-# admitted exactly 1/N s apart can put an (N+1)th into some second. 2 % is 20 ms per second.
-SHARED_PACE = 0.98
+# admitted exactly 1/N s apart can put an (N+1)th into some second. 3 % is 30 ms per second.
+SHARED_PACE = 0.97
+# A waiter that wakes late keeps its place for this fraction of a request interval (less than
+# that is lost rate; more lets two requests through closer than the pace).
+SHARED_SLACK = 0.1
 
 
 @dataclasses.dataclass
@@ -87,7 +90,7 @@ def shared_limits(config: LlmConfig, quota_name: str,
     client = quota.connect(config.shared_quota)
     limiter = quota.SharedRateLimiter(
         client, quota_name, config.job_requests_per_sec * SHARED_PACE,
-        config.job_tokens_per_sec * SHARED_PACE, local.limiter, slack=0.0, clock=clock,
+        config.job_tokens_per_sec * SHARED_PACE, local.limiter, slack=SHARED_SLACK, clock=clock,
         **({"sleep": sleep} if sleep else {}))
     budget = local.budget
     if config.job_budget_usd is not None:
