@@ -30,6 +30,7 @@ setuptools.setup(
         "jinja2>=3.1",
         "tqdm>=4.66",
         "jsonschema>=4.20",
+        "redis>=5.0.1",
     ],
     extras_require={
         "test": [

@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
                                                   StandardOptions, WorkerOptions)
 
 from pipeline.options import TicketflowOptions
-from transforms import prompts, secrets, structured
+from transforms import errors, prompts, secrets, structured
 from transforms.batch import BatchConfig
 from transforms.llm.config import DEFAULT_SYSTEM_PROMPT, LlmConfig
 from transforms.llm.batch import MAX_LINES as BATCH_MAX_LINES
@@ -169,6 +169,21 @@ def _response_schema(path: Optional[str], output_format: str
     return result
 
 
+def _shared_quota(url: Optional[str], name: Optional[str]) -> None:
+    """``--shared_quota`` is a Redis URL; ``--quota_key`` a name Redis keys can carry."""
+    if url is None:
+        if name is not None:
+            raise ConfigError("--quota_key names a shared quota: pass --shared_quota "
+                              "redis://HOST:PORT too.")
+        return
+    if not re.match(r"^(redis|rediss|unix)://[^\s]+$", url):
+        raise ConfigError(f"--shared_quota must be a Redis URL, redis://HOST:PORT[/DB] (or "
+                          f"rediss:// for TLS), got {errors.redact_url(url)!r}.")
+    if name is not None and not re.match(r"^[A-Za-z0-9_.:/@|-]{1,200}$", name):
+        raise ConfigError("--quota_key may hold letters, digits and _ . : / @ | - (at most 200), "
+                          f"got {name!r}.")
+
+
 def _positive(name: str, value, allow_zero: bool = False) -> None:
     if value is None:
         return
@@ -217,6 +232,8 @@ def from_options(options: PipelineOptions) -> JobConfig:
             "or lower --max_tokens.")
 
     _positive("max_cost_usd", o.max_cost_usd)
+    _positive("max_outage_secs", o.max_outage_secs, allow_zero=True)
+    _shared_quota(o.shared_quota, o.quota_key)
     _positive("sample", o.sample)
     _positive("expected_completion_tokens", o.expected_completion_tokens, allow_zero=True)
     if o.resume and o.overwrite:
@@ -248,6 +265,7 @@ def from_options(options: PipelineOptions) -> JobConfig:
                 "with --api_key_env, or use --api_key_secret), point --base_url at a provider that needs none, or pass "
                 "--simulate to use the bundled simulator.")
 
+    run_id = new_run_id()
     llm = LlmConfig(
         base_url=base_url,
         model=o.model,
@@ -269,6 +287,13 @@ def from_options(options: PipelineOptions) -> JobConfig:
         response_store=o.response_store.rstrip("/") if o.response_store else None,
         price=price,
         worker_budget_usd=o.max_cost_usd * share if o.max_cost_usd is not None else None,
+        shared_quota=o.shared_quota,
+        quota_key=o.quota_key,
+        job_requests_per_sec=o.requests_per_minute / 60.0,
+        job_tokens_per_sec=o.tokens_per_minute / 60.0,
+        job_budget_usd=o.max_cost_usd,
+        budget_key=run_id,
+        max_outage_secs=o.max_outage_secs,
         prompt_template=template,
         structured=response_schema,
     )
@@ -290,7 +315,7 @@ def from_options(options: PipelineOptions) -> JobConfig:
         requests_per_minute=o.requests_per_minute,
         tokens_per_minute=o.tokens_per_minute,
         log_level=o.log_level,
-        run_id=new_run_id(),
+        run_id=run_id,
         resume=o.resume,
         replay=o.replay,
         estimate=o.estimate,
@@ -343,4 +368,6 @@ def redacted(config: JobConfig) -> dict:
     out["llm"].pop("prompt_template", None)
     if out["llm"].get("public_api_key") not in (None, SIMULATOR_PUBLIC_KEY, NO_KEY_PLACEHOLDER):
         out["llm"]["public_api_key"] = "[REDACTED]"
+    if out["llm"].get("shared_quota"):
+        out["llm"]["shared_quota"] = errors.redact_url(out["llm"]["shared_quota"])
     return out

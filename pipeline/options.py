@@ -106,6 +106,19 @@ class TicketflowOptions(PipelineOptions):
                             help="Cap of any backoff.")
         limits.add_argument("--max_retry_after_secs", type=float, default=60.0,
                             help="Cap on the provider's retry-after.")
+        limits.add_argument("--shared_quota", default=None, metavar="redis://HOST:PORT[/DB]",
+                            help="Share ONE quota (the limits above, and --max_cost_usd as one "
+                            "budget for the job) among every worker of every job that names the "
+                            "same quota, through Redis (e.g. Memorystore); without Redis each "
+                            "worker takes a static --worker_share. If Redis fails, workers fall "
+                            "back to their share and return when it is back.")
+        limits.add_argument("--quota_key", default=None, metavar="NAME",
+                            help="Name of the shared quota (default: derived from --base_url, "
+                            "--model and a fingerprint of the API key, never the key).")
+        limits.add_argument("--max_outage_secs", type=float, default=900.0,
+                            help="How long tickets wait for a provider that is down (circuit "
+                            "breaker open, probed at growing intervals) before they become "
+                            "provider_unavailable dead letters (replayable).")
         limits.add_argument("--max_ticket_secs", type=float, default=600.0,
                             help="Deadline per ticket, across all its attempts.")
         limits.add_argument("--dispatch", default="continuous", choices=("continuous", "barrier"),

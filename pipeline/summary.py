@@ -18,6 +18,7 @@ from typing import Optional
 from pipeline import config as config_lib
 from pipeline.outputs import count_written
 from pipeline.projection import projection_rows
+from transforms import errors
 from transforms import metrics as metrics_lib
 from transforms.sinks import DEAD_LETTER_BASENAME, RESULTS_BASENAME
 
@@ -73,7 +74,11 @@ def summarize(counts: dict, config: config_lib.JobConfig, wall_secs: float,
         "timeouts": int(counts["timeouts"]),
         "prompt_tokens": int(counts["prompt_tokens"]),
         "completion_tokens": int(counts["completion_tokens"]),
-        "throttled_secs": round(counts["throttled_ms"] / 1000.0, 3),
+        # Wall-clock time the sender was held back by the limiter (the most of any worker
+        # process), and the per-ticket sum of waits (limiter and 429 retry-afters).
+        "throttled_secs": round((counts.get("limiter_held_ms_max") or 0) / 1000.0, 3),
+        "throttled_ticket_secs": round(counts["throttled_ms"] / 1000.0, 3),
+        "outage_secs": round((counts.get("outage_ms_max") or 0) / 1000.0, 3),
         "latency_ms_mean": counts.get("latency_ms_mean"),
         "latency_ms_max": counts.get("latency_ms_max"),
         "latency_ms_p50": percentiles[0.5],
@@ -86,6 +91,7 @@ def summarize(counts: dict, config: config_lib.JobConfig, wall_secs: float,
         "written_dead_letters": written_dead,
         "ledger_balanced": balanced,
         "model": config.llm.model,
+        "quota": _quota(counts, config),
         "output": config.output,
         "api": config.batch_api.api,
     }
@@ -95,6 +101,15 @@ def summarize(counts: dict, config: config_lib.JobConfig, wall_secs: float,
                             "answered_online": max(0, succeeded - by_batch
                                                    - int(counts["cache_hits"]))}
     return summary
+
+
+def _quota(counts: dict, config: config_lib.JobConfig) -> dict:
+    """Whether the limits were shared through Redis, and how often they had to fall back."""
+    if not config.llm.shared_quota:
+        return {"shared": False}
+    return {"shared": True, "url": errors.redact_url(config.llm.shared_quota),
+            "fallback_events": int(counts.get("quota_fallbacks", 0)),
+            "fallback_secs": round((counts.get("quota_fallback_ms_max") or 0) / 1000.0, 3)}
 
 
 def format_summary(summary: dict) -> str:
@@ -114,7 +129,8 @@ def format_summary(summary: dict) -> str:
                      f"{summary['rate_limited']}, server errors {summary['server_errors']}, "
                      f"timeouts {summary['timeouts']})"),
         ("tokens", f"{summary['prompt_tokens']} prompt + {summary['completion_tokens']} completion"),
-        ("throttled", f"{summary['throttled_secs']} s"),
+        ("throttled", f"{summary['throttled_secs']} s held back by the rate limiter "
+                      f"({summary['throttled_ticket_secs']} s summed over tickets)"),
         ("latency", f"p50 {summary.get('latency_ms_p50')} ms, p90 {summary.get('latency_ms_p90')}"
                     f" ms, p99 {summary.get('latency_ms_p99')} ms (max "
                     f"{summary.get('latency_ms_max')} ms)"),
@@ -134,6 +150,15 @@ def format_summary(summary: dict) -> str:
         rows.insert(6, ("batch", f"{batch['batches_created']} batches in {batch['rounds']} "
                                  f"round(s), {batch['answered_by_batch']} answered by the "
                                  f"Batch API, {batch['answered_online']} online"))
+    if summary.get("outage_secs"):
+        rows.append(("outage", f"{summary['outage_secs']} s with the provider down (circuit "
+                               "breaker open; tickets waited, keeping their retries)"))
+    quota = summary.get("quota") or {}
+    if quota.get("shared"):
+        fallback = (f"; Redis unreachable {quota['fallback_events']} time(s), "
+                    f"{quota['fallback_secs']} s on the static per-worker share"
+                    if quota.get("fallback_events") else "")
+        rows.append(("quota", f"shared through {quota['url']}{fallback}"))
     reasons = summary.get("dead_letter_reasons") or {}
     if reasons:
         rows.insert(3, ("  by reason", ", ".join(f"{k} {v}" for k, v in reasons.items())))

@@ -158,7 +158,7 @@ def test_flow_counts_usage_cost_and_learns_tokens():
     trace = asyncio.run(go())
     assert (trace.prompt_tokens, trace.completion_tokens) == (40, 20)
     assert trace.cost == pytest.approx((40 * 1.0 + 20 * 2.0) / 1e6)
-    assert flow.budget.spent == pytest.approx(trace.cost)
+    assert flow.budget.spent_usd == pytest.approx(trace.cost)
     # 400 characters reported as 40 tokens: the ratio moved up from 4 towards 400/34.
     assert flow._tokens.chars_per_token > 4.0  # pylint: disable=protected-access
 
@@ -174,7 +174,7 @@ def test_flow_refuses_a_request_over_the_budget_without_sending_it():
             await flow.answer(_request(), CallTrace(clock() + 600, "t1"))
 
     asyncio.run(go())
-    assert caller.calls == [] and flow.budget.reserved == 0
+    assert caller.calls == [] and flow.budget.reserved_usd == 0
 
 
 def test_flow_sends_nothing_once_stopped():
@@ -220,16 +220,16 @@ def test_flow_keeps_at_most_max_concurrency_in_flight():
 
 
 def test_budget_reservations_never_pass_the_limit():
-    budget = LocalBudget(1.0)
-    budget.reserve(0.6)
-    with pytest.raises(errors.BudgetExhausted):
-        budget.reserve(0.5)
-    budget.release(0.6)
-    budget.spend(0.3)
-    budget.reserve(0.7)
-    with pytest.raises(errors.BudgetExhausted):
-        budget.reserve(0.01)
-    LocalBudget(None).reserve(1e9)  # no budget: nothing refused
+    async def go():
+        budget = LocalBudget(1.0)
+        assert await budget.reserve(0.6)
+        assert not await budget.reserve(0.5)
+        await budget.settle(0.6, actual_usd=0.3)
+        assert await budget.reserve(0.7)
+        assert not await budget.reserve(0.01)
+        assert budget.spent_usd == pytest.approx(0.3)
+        assert await LocalBudget(None).reserve(1e9)  # no budget: nothing refused
+    asyncio.run(go())
 
 
 def test_token_estimate_and_learning():

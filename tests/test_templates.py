@@ -98,6 +98,9 @@ EXAMPLES = {
     "batch_submit_only": ["true", "false"],
     "batch_max_enqueued_tokens": ["0", "2000000"],
     "batch_max_lines": ["50000", "1", "1000"],
+    "shared_quota": ["redis://10.0.0.3:6379/0", "rediss://:pw@quota.internal:6378"],
+    "quota_key": ["openai-prod", "team|gpt-4o-mini"],
+    "max_outage_secs": ["900", "0", "60.5"],
 }
 
 # Values the regexes must refuse (a regex that accepts anything checks nothing).
@@ -130,6 +133,9 @@ COUNTER_EXAMPLES = {
     "batch_submit_only": ["yes"],
     "batch_max_enqueued_tokens": ["-5", "2e6"],
     "batch_max_lines": ["0", "100000", "-1"],
+    "shared_quota": ["10.0.0.3:6379", "http://redis:6379", "redis://a b"],
+    "quota_key": ["has space", "x{y}"],
+    "max_outage_secs": ["-1", "forever"],
 }
 
 

@@ -40,6 +40,12 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return _KEY_PATTERN.sub("[REDACTED]", text)
 
 
+def redact_url(url: str) -> str:
+    """A URL without its password (``redis://user:secret@host`` → ``redis://user:***@host``)."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://)([^/@:]*):([^/@]*)@", r"\1\2:***@", url or "",
+                  flags=re.I)
+
+
 class ProviderError(Exception):
     """A failed call to the provider.
 
@@ -148,6 +154,13 @@ class NotFound(PermanentError):
 
 class Unprocessable(PermanentError):
     reason = "unprocessable"
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider was unreachable (refused or reset connections, 5xx, timeouts) for longer than
+    ``--max_outage_secs`` while this ticket waited for it. Not retried in this run; the dead
+    letter is replayable once the provider is back."""
+    reason = "provider_unavailable"
 
 
 class Interrupted(ProviderError):

@@ -38,9 +38,13 @@ COUNTERS = (
     "tickets_read", "parse_errors", "duplicates", "requests", "succeeded", "dead_lettered",
     "retries", "rate_limited", "server_errors", "timeouts", "prompt_tokens", "completion_tokens",
     "throttled_ms", "cache_hits", "cost_nano_usd", "already_done", "replay_skipped",
-    "not_sampled",
+    "not_sampled", "quota_fallbacks",
 )
-DISTRIBUTIONS = ("latency_ms", "attempts")
+# Per worker process, cumulative (their max is the job's): wall-clock time its requests were
+# held back by the limiter, its provider was down (circuit breaker open), its shared quota was
+# replaced by the static share (Redis unreachable).
+PROCESS_DISTRIBUTIONS = ("limiter_held_ms", "outage_ms", "quota_fallback_ms")
+DISTRIBUTIONS = ("latency_ms", "attempts") + PROCESS_DISTRIBUTIONS
 THROTTLING_COUNTER = "cumulativeThrottlingSeconds"
 
 # Upper bounds (ms) of the latency buckets: 1..8 ms, then the R10 series (x1.26) up to 10 min,
@@ -189,6 +193,13 @@ class TicketflowMetrics:
             if whole:
                 self._throttling.signal_throttled(whole)
                 self._throttled_carry -= whole
+
+    def record_process(self, held_ms: int, outage_ms: int, fallback_ms: int,
+                       new_fallbacks: int) -> None:
+        """This worker process's cumulative waits (their max over processes is the job's)."""
+        for name, value in zip(PROCESS_DISTRIBUTIONS, (held_ms, outage_ms, fallback_ms)):
+            self.distributions[name].update(int(value))
+        self.inc("quota_fallbacks", new_fallbacks)
 
     def _finished(self, record) -> None:
         for listener in _listeners:

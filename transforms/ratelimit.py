@@ -1,82 +1,91 @@
-"""Client-side rate limiting: token buckets for requests and tokens, adapted by the provider.
+"""Client-side rate limiting: exact pacing for requests and tokens, adapted by the provider.
 
 One :class:`AdaptiveRateLimiter` per worker process holds that worker's share of the provider's
-requests-per-minute and tokens-per-minute. A request waits until both buckets can pay for it.
-The limiter learns from the provider: a 429 pauses everyone for its ``retry-after`` and cuts the
-rate (multiplicative decrease); successes grow it back (additive increase) up to the configured
-limit; ``x-ratelimit-remaining-*`` at zero pauses until the reset it announces.
+requests- and tokens-per-minute. A request waits until both can pay for it: a token bucket spaces
+requests (at most one of burst), and a :class:`SliceWindow` keeps what we sent in any rolling
+second (plus a margin for arrival jitter) within a second's share, because providers enforce
+per-minute limits over one-second slices too: pacing at the rate lets a 21st request into a
+20-per-second slice.
 
-The arithmetic lives in the synchronous :meth:`AdaptiveRateLimiter.reserve` (a pure function of the
-injected clock) so it is unit-tested without sleeping; :meth:`acquire` is the asyncio wrapper.
+It learns from the provider. A few 429s with a short ``retry-after`` at the configured rate are
+slice edges: pause briefly, widen the margin, keep the rate. More of them, a long
+``retry-after`` or none at all mean a lower limit (a shared quota, a gateway's own limit): all
+pause (growing pauses without ``retry-after``) and the rate is set just under what the provider
+admitted lately (:class:`AdmissionLog`), or halved while too little is known; successes probe
+back up, fast to just under the last refusal, slowly above. ``x-ratelimit-remaining-*`` at zero
+pauses until the announced reset. The arithmetic (:mod:`transforms.ratewindows`, and
+:meth:`AdaptiveRateLimiter.reserve`) is synchronous and clock-injected, tested without sleeping;
+:meth:`~AdaptiveRateLimiter.acquire` is the async wrapper.
 
 Example::
 
     limiter = AdaptiveRateLimiter(requests_per_sec=10, tokens_per_sec=5000)
     waited = await limiter.acquire(tokens=estimate)  # seconds spent throttled
+    sent_at = clock()
+    ...  # the call; then limiter.on_success(sent_at) or limiter.on_rate_limited(ra, sent_at)
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
+import math
 import re
 import time
 from typing import Awaitable, Callable, Optional
 
-# A bucket holds this many seconds of its rate at most: small, so that what we send in any window
-# of the provider's (a minute, or a second for providers that enforce per-second slices) never
-# exceeds the limit by more than a sliver.
+from transforms.ratewindows import AdmissionLog, SliceWindow, TokenBucket
+
+__all__ = ["AdaptiveRateLimiter", "AdmissionLog", "LimitPolicy", "SliceWindow", "TokenBucket",
+           "parse_duration"]
+
+# The bucket holds this many seconds of its rate at most (about one request): spacing, not bursts.
 BURST_SECS = 0.05
-_EPSILON = 1e-6
-_MIN_WAIT = 1e-4
 
 
-class TokenBucket:
-    """A token bucket that may go into debt for a cost larger than its capacity.
+@dataclasses.dataclass(frozen=True)
+class LimitPolicy:
+    """How the limiter paces and adapts (defaults measured with benchmarks/pacing.py).
 
-    Args:
-      rate: Tokens added per second (0 or less: unlimited).
-      capacity: Most tokens held; a cost above it is allowed once the bucket is full.
-      now: The current clock time.
+    Attributes:
+      slice_secs: The shortest window a provider enforces its limit over.
+      slice_margin_secs: Our window is this much longer, for arrival jitter. A slice edge widens
+        it by its ``retry-after`` (how early we were), at least x ``margin_growth``, up to
+        ``max_slice_margin_secs``; each success takes ``margin_decay`` of the excess back.
+      slice_min_requests: A window holds at least this many mean requests (a small share of the
+        limit gets a longer window rather than being rounded down to whole requests).
+      short_retry_after_secs: A 429 asking for at most this (or nothing) may be a slice edge...
+      isolated_429s: ...if at most this many (or ``isolated_fraction`` of the requests sent)
+        came in ``learn_window_secs``, at the configured rate. Else: a lower limit.
+      learn_window_secs, min_learn_secs: The admitted rate is estimated over this window, once
+        there was this much active sending.
+      headroom: The rate is set to this fraction of the admitted rate.
+      decrease: The rate's factor while nothing is known.
+      min_factor: The rate never drops below this fraction of the configured one.
+      fast_probe, slow_probe: Growth per success below ``headroom`` x the rate last refused,
+        and above it.
+      bare_pause_secs: The pause after a 429 without ``retry-after``; doubles until a success.
+      max_pause_secs: Cap on any pause (a longer ``retry-after`` is cut to it).
     """
-
-    def __init__(self, rate: float, capacity: float, now: float):
-        self.rate = float(rate)
-        self.capacity = max(float(capacity), 1.0)
-        self.level = min(1.0, self.capacity)
-        self.updated = now
-
-    @property
-    def unlimited(self) -> bool:
-        return self.rate <= 0
-
-    def refill(self, now: float, cap: Optional[float] = None) -> None:
-        if now > self.updated:
-            ceiling = self.capacity if cap is None else cap
-            self.level = min(max(ceiling, self.level), self.level + (now - self.updated) * self.rate)
-            self.updated = now
-
-    def wait_for(self, cost: float, now: float) -> float:
-        """Seconds until ``cost`` can be paid (0 if now)."""
-        if self.unlimited:
-            return 0.0
-        # A waiter that wakes late from its sleep keeps the refill it was owed (up to one cost
-        # beyond the burst), instead of losing it to a full bucket: otherwise the achieved rate
-        # falls a few per cent under the limit (benchmarks/RESULTS.md).
-        self.refill(now, cap=self.capacity + min(cost, self.capacity))
-        need = min(cost, self.capacity)
-        if self.level + _EPSILON >= need:
-            return 0.0
-        # Never a wait too small to move a float clock forward.
-        return max((need - self.level) / self.rate, _MIN_WAIT)
-
-    def take(self, cost: float) -> None:
-        if not self.unlimited:
-            self.level -= cost
-
-    def give_back(self, amount: float) -> None:
-        """Credits (or, negative, debits) tokens, e.g. after the provider reported real usage."""
-        if not self.unlimited:
-            self.level = min(self.capacity, self.level + amount)
+    slice_secs: float = 1.0
+    slice_margin_secs: float = 0.015
+    max_slice_margin_secs: float = 0.06
+    margin_growth: float = 1.5
+    margin_decay: float = 0.004
+    slice_min_requests: float = 10.0
+    short_retry_after_secs: float = 2.0
+    isolated_429s: int = 2
+    isolated_fraction: float = 0.03
+    learn_window_secs: float = 10.0
+    min_learn_secs: float = 2.0
+    headroom: float = 0.95
+    decrease: float = 0.5
+    min_factor: float = 0.02
+    fast_probe: float = 0.01
+    slow_probe: float = 0.0005
+    bare_pause_secs: float = 0.5
+    max_pause_secs: float = 60.0
 
 
 class AdaptiveRateLimiter:
@@ -87,28 +96,48 @@ class AdaptiveRateLimiter:
       tokens_per_sec: This worker's share of the token rate (0: unlimited).
       clock: Monotonic clock, injected in tests.
       sleep: Awaitable sleep, injected in tests.
-      decrease: Factor the rate is multiplied by on a 429.
-      increase: Fraction of the configured rate added back per successful request.
-      min_factor: The rate never drops below this fraction of the configured one.
+      policy: Pacing and adaptation settings.
+
+    Attributes:
+      factor: The current rate as a fraction of the configured one.
+      paused_until: Clock time before which nothing is sent.
+      slice_edges, limit_signals, stale_429s: How the 429s seen so far were read.
     """
 
     def __init__(self, requests_per_sec: float, tokens_per_sec: float,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 decrease: float = 0.7, increase: float = 0.01, min_factor: float = 0.1):
+                 policy: LimitPolicy = LimitPolicy()):
         now = clock()
-        self._clock = clock
-        self._sleep = sleep
-        self._base_rps = float(requests_per_sec)
-        self._base_tps = float(tokens_per_sec)
+        self._clock, self._sleep, self.policy = clock, sleep, policy
+        self._base_rps, self._base_tps = float(requests_per_sec), float(tokens_per_sec)
         self.requests = TokenBucket(requests_per_sec, requests_per_sec * BURST_SECS, now)
         self.tokens = TokenBucket(tokens_per_sec, tokens_per_sec * BURST_SECS, now)
+        self.margin = policy.slice_margin_secs
+        self.request_slice = SliceWindow(policy.slice_secs + self.margin, 0.0)
+        self.token_slice = SliceWindow(policy.slice_secs + self.margin, 0.0)
+        self._mean_cost: Optional[float] = None  # of a request's tokens
+        self._applied_cost: Optional[float] = None
+        self._admissions = AdmissionLog(policy.learn_window_secs, policy.min_learn_secs)
         self.factor = 1.0
-        self.paused_until = now
-        self._decrease = decrease
-        self._increase = increase
-        self._min_factor = min_factor
+        self.paused_until, self._pause_started = now, now - 1.0
+        self._ceiling = math.inf  # factor the provider last refused (probe fast below it)
+        self._streak = 0  # 429s without retry-after since the last success: the pause doubles
+        self._recent_short: collections.deque = collections.deque()
+        self.slice_edges = self.limit_signals = self.stale_429s = 0
         self._lock: Optional[asyncio.Lock] = None
+        self._waiting = 0
+        self._idle_since: Optional[float] = None
+        self._apply(now)
+
+    @property
+    def requests_per_sec(self) -> float:
+        """The request rate now allowed: the configured one times ``factor``."""
+        return self._base_rps * self.factor
+
+    @property
+    def tokens_per_sec(self) -> float:
+        return self._base_tps * self.factor
 
     def reserve(self, tokens: float) -> float:
         """Takes a slot now if possible; otherwise returns the seconds to wait before trying again.
@@ -119,11 +148,17 @@ class AdaptiveRateLimiter:
         now = self._clock()
         if now < self.paused_until:
             return self.paused_until - now
-        wait = max(self.requests.wait_for(1.0, now), self.tokens.wait_for(tokens, now))
+        if self._base_tps > 0 and tokens > 0:
+            self._learn_cost(tokens, now)
+        wait = max(self.requests.wait_for(1.0, now), self.tokens.wait_for(tokens, now),
+                   self.request_slice.wait_for(1.0, now), self.token_slice.wait_for(tokens, now))
         if wait > 0:
             return wait
         self.requests.take(1.0)
         self.tokens.take(tokens)
+        self.request_slice.add(now, 1.0)
+        self.token_slice.add(now, tokens)
+        self._admissions.grant(now, tokens)
         return 0.0
 
     async def acquire(self, tokens: float) -> float:
@@ -137,33 +172,101 @@ class AdaptiveRateLimiter:
         if self._lock is None:
             self._lock = asyncio.Lock()
         start = self._clock()
-        async with self._lock:
-            while True:
-                wait = self.reserve(tokens)
-                if wait <= 0:
-                    break
-                await self._sleep(wait)
+        if self._waiting == 0 and self._idle_since is not None:
+            self._admissions.idle(self._idle_since, start)  # nobody asked: not the limit
+        self._waiting += 1
+        try:
+            async with self._lock:
+                while True:
+                    wait = self.reserve(tokens)
+                    if wait <= 0:
+                        break
+                    await self._sleep(wait)
+        finally:
+            self._waiting -= 1
+            if self._waiting == 0:
+                self._idle_since = self._clock()
         return self._clock() - start
 
-    def correct(self, delta_tokens: float) -> None:
-        """Adjusts the token bucket by the difference between estimated and reported usage.
+    def correct(self, delta_tokens: float, sent_at: Optional[float] = None) -> None:
+        """Adjusts the token budget by the difference between estimated and reported usage.
 
         Args:
           delta_tokens: estimated minus actual (positive: we over-charged, tokens come back).
+          sent_at: When that request was sent (the clock after :meth:`acquire`); with it the
+            one-second window is corrected too, else only the long-run budget.
         """
         self.tokens.give_back(delta_tokens)
+        if sent_at is not None:
+            self.token_slice.used(self._clock())
+            self.token_slice.adjust(sent_at, -delta_tokens)
 
-    def on_rate_limited(self, retry_after: Optional[float]) -> None:
-        """A 429 came back: pause everyone for ``retry_after`` and cut the rate."""
+    def on_rate_limited(self, retry_after: Optional[float], sent_at: Optional[float] = None
+                        ) -> None:
+        """A 429 came back: a slice edge (pause briefly) or a lower limit (pause, learn the rate).
+
+        Args:
+          retry_after: Seconds the provider asked for (None: it did not say).
+          sent_at: When the refused request was sent. A 429 of a request sent before the last
+            reaction teaches nothing new; without ``sent_at``, one arriving during a pause is
+            taken as such.
+        """
+        p = self.policy
         now = self._clock()
-        if retry_after:
-            self.paused_until = max(self.paused_until, now + retry_after)
-        self._set_factor(max(self._min_factor, self.factor * self._decrease))
+        self._admissions.refuse(now)
+        if sent_at < self._pause_started if sent_at is not None else now < self.paused_until:
+            self.stale_429s += 1
+            return
+        if retry_after is not None:
+            retry_after = min(max(0.0, retry_after), p.max_pause_secs)
+        short = retry_after is None or retry_after <= p.short_retry_after_secs
+        while self._recent_short and self._recent_short[0] <= now - p.learn_window_secs:
+            self._recent_short.popleft()
+        if short:
+            self._recent_short.append(now)
+        pause = retry_after
+        if retry_after is None:
+            pause = min(p.max_pause_secs, p.bare_pause_secs * 2 ** self._streak)
+            self._streak += 1
+        isolated = len(self._recent_short) <= max(
+            p.isolated_429s, p.isolated_fraction * self._admissions.grants(now))
+        if self.factor >= 1.0 and short and isolated:
+            # A slice edge at the configured rate: the rate is right, but a request arrived late
+            # enough to share a second with one too many; retry-after says by how much. (A stall
+            # longer than any margin we would keep is no reason to keep a wide one.)
+            self.slice_edges += 1
+            wider = self.margin + (retry_after or 0.0)
+            if retry_after is not None:
+                self.margin = min(p.max_slice_margin_secs, max(
+                    self.margin * p.margin_growth,
+                    wider if wider < p.max_slice_margin_secs else self.margin))
+                self._apply(now)
+        else:
+            self.limit_signals += 1
+            self._cut(now)
+        self._pause(now, pause)
 
-    def on_success(self) -> None:
-        """A request succeeded: grow the rate back towards the configured limit."""
+    def on_success(self, sent_at: Optional[float] = None) -> None:
+        """A request succeeded: probe the rate back up towards the configured limit.
+
+        Args:
+          sent_at: When it was sent; only requests sent after the last pause count (without
+            ``sent_at``, those answered after it).
+        """
+        now = self._clock()
+        if (sent_at if sent_at is not None else now) < self.paused_until:
+            return  # sent before the pause: no news
+        self._streak = 0
+        p = self.policy
+        if self.margin > p.slice_margin_secs:
+            self.margin -= (self.margin - p.slice_margin_secs) * p.margin_decay
+            self._apply(now)
         if self.factor < 1.0:
-            self._set_factor(min(1.0, self.factor + self._increase))
+            step = p.fast_probe if self.factor < p.headroom * self._ceiling else p.slow_probe
+            self.factor = min(1.0, self.factor * (1.0 + step))
+            if self.factor >= 1.0:
+                self._ceiling = math.inf
+            self._apply(now)
 
     def observe_headers(self, headers) -> None:
         """Pauses until the announced reset when the provider says a budget is used up."""
@@ -182,13 +285,55 @@ class AdaptiveRateLimiter:
             if reset:
                 self.paused_until = max(self.paused_until, self._clock() + reset)
 
-    def _set_factor(self, factor: float) -> None:
-        self.factor = factor
-        now = self._clock()
-        for bucket, base in ((self.requests, self._base_rps), (self.tokens, self._base_tps)):
-            if base > 0:
-                bucket.refill(now)
-                bucket.rate = base * factor
+    def _pause(self, now: float, secs: float) -> None:
+        if secs > 0:
+            self._pause_started, self.paused_until = now, max(self.paused_until, now + secs)
+            self._admissions.pause(now, self.paused_until)
+
+    def _cut(self, now: float) -> None:
+        """Sets the rate just under what the provider admitted, or halves it while unknown."""
+        p = self.policy
+        admitted = self._admissions.admitted(now)
+        estimate = None
+        if admitted is not None:
+            shares = [rate / base for rate, base in zip(admitted, (self._base_rps, self._base_tps))
+                      if base > 0]
+            estimate = max(shares) if shares else None
+        if estimate is not None and p.headroom * estimate < self.factor:
+            factor = p.headroom * estimate
+            self._ceiling = estimate
+        else:
+            # Refused at this rate though it seemed admitted, or too little known: back off.
+            self._ceiling = self.factor
+            factor = self.factor * (p.headroom if estimate is not None else p.decrease)
+        self.factor = max(p.min_factor, factor)
+        self._apply(now)
+
+    def _learn_cost(self, tokens: float, now: float) -> None:
+        mean = self._mean_cost = (tokens if self._mean_cost is None
+                                  else 0.95 * self._mean_cost + 0.05 * tokens)
+        if self._applied_cost is None or abs(mean - self._applied_cost) > 0.05 * mean:
+            self._applied_cost = mean
+            self._apply(now)
+
+    def _apply(self, now: float) -> None:
+        """Sets the buckets' rates and the windows' budgets from the factor."""
+        p = self.policy
+        for bucket, window, base, cost in (
+                (self.requests, self.request_slice, self._base_rps, 1.0),
+                (self.tokens, self.token_slice, self._base_tps, self._applied_cost)):
+            if base <= 0:
+                continue
+            rate = base * self.factor
+            bucket.refill(now, cap=2 * bucket.capacity)  # keeps a late waiter's owed refill
+            # The bucket spaces requests at the rate; the window, a little slower, is the exact
+            # limit: with costs that vary, a bucket alone must stay a whole request under it.
+            bucket.rate = rate
+            if cost is not None:
+                # A share too small for a slice to hold slice_min_requests gets a longer window.
+                slice_secs = max(p.slice_secs, p.slice_min_requests * cost / rate)
+                window.seconds = slice_secs + self.margin
+                window.budget = rate * slice_secs
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")

@@ -1,23 +1,25 @@
-"""The spending cap of one worker process (``--max_cost_usd``, its share).
+"""The spending cap (``--max_cost_usd``) of this worker process, or of the whole job.
 
 Before a request is sent its most expensive outcome (prompt estimate + ``max_tokens`` at the
-model's price) is reserved; the reservation is released when the request returns and the real
-cost is spent. A request that would take spent + reserved past the budget is refused with
-:class:`~transforms.errors.BudgetExhausted`, so the spend never passes the budget however many
-requests are in flight.
+model's price) is reserved; when it returns, the reservation is settled with the real cost. A
+request that would take spent + reserved past the budget is refused, so the spend never passes
+the budget however many requests are in flight.
+
+:class:`LocalBudget` holds this worker's share (the job's budget × ``--worker_share``);
+:class:`transforms.quota.SharedBudget` has the same interface and keeps ONE budget for every
+worker of the job in the shared quota's Redis (``--shared_quota``).
 
 Example::
 
     budget = LocalBudget(limit_usd=5.0)
-    budget.reserve(0.002)            # raises BudgetExhausted when it would not fit
-    ...; budget.release(0.002); budget.spend(0.0013)
+    if not await budget.reserve(0.002):
+        raise BudgetExhausted(...)
+    ...; await budget.settle(0.002, actual_usd=0.0013)
 """
 
 from __future__ import annotations
 
 from typing import Optional
-
-from transforms import errors
 
 
 class LocalBudget:
@@ -29,28 +31,23 @@ class LocalBudget:
 
     def __init__(self, limit_usd: Optional[float]):
         self.limit_usd = limit_usd
-        self.spent = 0.0
-        self.reserved = 0.0
+        self.spent_usd = 0.0
+        self.reserved_usd = 0.0
 
-    def reserve(self, cost: float) -> None:
-        """Reserves ``cost`` or refuses.
-
-        Raises:
-          errors.BudgetExhausted: spent + reserved + cost would pass the limit.
-        """
-        if self.limit_usd is None:
-            return
-        if self.spent + self.reserved + cost > self.limit_usd:
-            raise errors.BudgetExhausted(
-                f"--max_cost_usd budget of this worker (${self.limit_usd:.6f}) reached: "
-                f"${self.spent:.6f} spent, ${self.reserved:.6f} in flight")
-        self.reserved += cost
-
-    def release(self, cost: float) -> None:
-        """Gives back a reservation made by :meth:`reserve`."""
+    async def reserve(self, upper_bound_usd: float) -> bool:
+        """Reserves ``upper_bound_usd``; False (nothing reserved) when it would not fit."""
         if self.limit_usd is not None:
-            self.reserved = max(0.0, self.reserved - cost)
+            if self.spent_usd + self.reserved_usd + upper_bound_usd > self.limit_usd:
+                return False
+            self.reserved_usd += upper_bound_usd
+        return True
 
-    def spend(self, cost: float) -> None:
-        """Counts money really spent (an answer's cost)."""
-        self.spent += cost
+    async def settle(self, reserved_usd: float, actual_usd: float) -> None:
+        """Gives back a reservation made by :meth:`reserve` and counts what was really spent."""
+        if self.limit_usd is not None:
+            self.reserved_usd = max(0.0, self.reserved_usd - reserved_usd)
+        self.spent_usd += actual_usd
+
+    def describe(self) -> str:
+        return (f"--max_cost_usd budget of this worker (${self.limit_usd:.6f}) reached: "
+                f"${self.spent_usd:.6f} spent, ${self.reserved_usd:.6f} in flight")

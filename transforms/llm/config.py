@@ -44,6 +44,10 @@ class LlmConfig:
       worker_requests_per_sec: This worker process's share of the request rate (0: none).
       worker_tokens_per_sec: This worker process's share of the token rate (0: none).
       worker_budget_usd: This worker process's share of ``--max_cost_usd`` (None: no budget).
+      shared_quota: ``--shared_quota``, the Redis URL of a quota shared by every worker; then
+        ``job_*`` are the whole quota and budget, and ``worker_*`` the fallback share.
+      budget_key: Names the job-wide budget in the shared quota's Redis (the run id).
+      max_outage_secs: How long tickets wait for a provider that is down.
       max_concurrency: Requests in flight per worker process.
       dispatch: ``continuous`` (keep the window full) or ``barrier`` (a benchmark baseline).
     """
@@ -66,6 +70,14 @@ class LlmConfig:
     response_store: Optional[str] = None
     price: Price = Price()
     worker_budget_usd: Optional[float] = None
+    # --shared_quota: the job's limits and budget live in this Redis, shared by every worker.
+    shared_quota: Optional[str] = None
+    quota_key: Optional[str] = None
+    job_requests_per_sec: float = 0.0
+    job_tokens_per_sec: float = 0.0
+    job_budget_usd: Optional[float] = None
+    budget_key: str = ""
+    max_outage_secs: float = 900.0
     # --prompt_template's text (None: the built-in prompt); compiled once per worker process.
     prompt_template: Optional[str] = None
     # --response_schema, when answers must be JSON valid against it.
@@ -81,7 +93,10 @@ class LlmConfig:
         flow = (self.base_url, self.model, self.api_key_env, self.api_key_secret,
                 self.public_api_key is not None, self.request_timeout_secs, self.max_concurrency,
                 self.worker_requests_per_sec, self.worker_tokens_per_sec, self.retry,
-                self.seed, self.price, self.worker_budget_usd, self.max_ticket_secs)
+                self.seed, self.price, self.worker_budget_usd, self.max_ticket_secs,
+                self.shared_quota, self.quota_key, self.job_requests_per_sec,
+                self.job_tokens_per_sec, self.job_budget_usd, self.budget_key,
+                self.max_outage_secs)
         return "engine-" + hashlib.sha256(repr(flow).encode()).hexdigest()[:16]
 
     def fingerprint(self) -> str:

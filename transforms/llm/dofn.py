@@ -80,6 +80,7 @@ class _CallModelFn(beam.DoFn):
 
     def finish_bundle(self):
         yield from self._drain(block=True, everything=True)
+        self._metrics.record_process(**self._engine.process_stats())
 
     def teardown(self):
         # The engine is shared: dropping the reference lets Beam's Shared decide its lifetime.

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import threading
 import time
 import weakref
@@ -35,6 +36,7 @@ from transforms.llm.answer import TicketAnswerer
 from transforms.llm.caller import Caller, openai_caller
 from transforms.llm.config import LlmConfig
 from transforms.llm.flow import FlowControl
+from transforms.llm.limits import local_limits, shared_limits
 from transforms.llm.stop import StopSignal
 
 CallerFactory = Callable[[LlmConfig, str], Caller]
@@ -66,13 +68,14 @@ class Engine:
         self._wall = wall
         self._lock = threading.Lock()
         self._answerers: Dict[str, TicketAnswerer] = {}
+        self._fallbacks_reported = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ticketflow-llm",
                                         daemon=True)
         self._thread.start()
         caller = caller_factory(config, api_key)
         self.flow = FlowControl(config, caller, stop, clock=clock, wall=wall,
-                                secrets=self._secrets)
+                                secrets=self._secrets, limits=_limits_for(config, api_key))
         self._run(self._start(caller))
         # Nothing on the loop refers to the engine, so it can be collected; then close it all.
         self._finalizer = weakref.finalize(self, _shutdown, self._loop, self._thread, caller,
@@ -97,6 +100,18 @@ class Engine:
                 self._answerers[key] = answerer
             return answerer
 
+    def process_stats(self) -> Dict[str, int]:
+        """This process's cumulative waits, and the shared-quota fallbacks not yet reported
+        (each is reported once, whichever DoFn instance asks)."""
+        flow = self.flow
+        fallback = flow.limits.fallback()
+        with self._lock:
+            new = fallback["events"] - self._fallbacks_reported
+            self._fallbacks_reported = fallback["events"]
+        return {"held_ms": int(flow.limiter_held_secs() * 1000),
+                "outage_ms": int(flow.breaker.open_secs * 1000),
+                "fallback_ms": int(fallback["secs"] * 1000), "new_fallbacks": max(0, new)}
+
     def submit(self, coro: Coroutine) -> concurrent.futures.Future:
         """Schedules a coroutine on the engine's loop."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -110,13 +125,29 @@ class Engine:
         return not self._finalizer.alive
 
 
+def _limits_for(config: LlmConfig, api_key: str):
+    """The flow's limits: this worker's share, or the shared quota (named without the key)."""
+    if not config.shared_quota:
+        return local_limits
+    from transforms.quota import quota_key  # pylint: disable=import-outside-toplevel
+    name = config.quota_key or quota_key(config.base_url, config.model, api_key)
+    return functools.partial(shared_limits, quota_name=name)
+
+
+async def _close(caller: Caller, flow: FlowControl) -> None:
+    try:
+        await flow.aclose()
+    finally:
+        await caller.close()
+
+
 def _shutdown(loop: asyncio.AbstractEventLoop, thread: threading.Thread, caller: Caller,
               flow: FlowControl) -> None:
     flow.close()
     if loop.is_closed() or not thread.is_alive():
         return
     try:
-        asyncio.run_coroutine_threadsafe(caller.close(), loop).result(_CLOSE_TIMEOUT_SECS)
+        asyncio.run_coroutine_threadsafe(_close(caller, flow), loop).result(_CLOSE_TIMEOUT_SECS)
     except Exception:  # noqa: BLE001 - closing is best effort
         pass
     loop.call_soon_threadsafe(loop.stop)

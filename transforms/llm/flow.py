@@ -24,17 +24,17 @@ import asyncio
 import logging
 import random
 import time
-from typing import Awaitable, Callable, Optional
+from typing import Awaitable, Callable, List, Optional
 
 from transforms import errors
 from transforms import metrics as metrics_lib
-from transforms.llm.budget import LocalBudget
+from transforms.breaker import CLOSED, OUTAGE_KINDS, CircuitBreaker, OutageTooLong
 from transforms.llm.caller import Answer, Caller, Completion, Request
 from transforms.llm.config import LlmConfig
+from transforms.llm.limits import Limits, local_limits
 from transforms.llm.stop import ABORT, StopSignal
 from transforms.llm.tokens import TokenEstimator
 from transforms.logs import event
-from transforms.ratelimit import AdaptiveRateLimiter
 from transforms.records import CallStats
 
 _LOG = logging.getLogger(__name__)
@@ -115,8 +115,10 @@ class FlowControl:
     def __init__(self, config: LlmConfig, caller: Caller, stop: StopSignal, *,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time,
-                 sleep: Optional[Callable[[float], Awaitable[None]]] = None, secrets=()):
+                 sleep: Optional[Callable[[float], Awaitable[None]]] = None, secrets=(),
+                 limits: Optional[Callable[..., Limits]] = None):
         self.config = config
+        self._make_limits = limits or local_limits
         self._sleep = sleep
         self._caller = caller
         self._stop = stop
@@ -125,7 +127,11 @@ class FlowControl:
         self._secrets = list(secrets)
         self._rng = random.Random(config.seed)
         self._tokens = TokenEstimator()
-        self.budget = LocalBudget(config.worker_budget_usd)
+        # Wall-clock time with at least one request waiting for the limiter (the summary's
+        # "held back"), as opposed to the per-ticket sum of waits (``trace.throttled``).
+        self._held = 0.0
+        self._held_since = 0.0
+        self._limiter_waiters = 0
         self._seen_errors: set = set()
         self._in_flight: set = set()
         self._unsubscribe: Callable[[], None] = lambda: None
@@ -136,8 +142,9 @@ class FlowControl:
         loop = asyncio.get_running_loop()
         self._semaphore = asyncio.Semaphore(c.max_concurrency)
         self._stopped = asyncio.Event()
-        self.limiter = AdaptiveRateLimiter(c.worker_requests_per_sec, c.worker_tokens_per_sec,
-                                           clock=self._clock, sleep=self.sleep)
+        self.limits = self._make_limits(c, clock=self._clock, sleep=self.sleep)
+        self.limiter, self.budget = self.limits.limiter, self.limits.budget
+        self.breaker = CircuitBreaker(clock=self._clock, sleep=self.sleep)
 
         def on_signal(kind: str) -> None:  # the driver's thread
             loop.call_soon_threadsafe(self._cancel_in_flight if kind == ABORT
@@ -146,6 +153,10 @@ class FlowControl:
 
     def close(self) -> None:
         self._unsubscribe()
+
+    async def aclose(self) -> None:
+        """Releases what the limits hold (the shared quota's Redis connection)."""
+        await self.limits.aclose()
 
     def stopping(self) -> bool:
         return self._stopped.is_set() or self._stop.stopping()
@@ -200,6 +211,38 @@ class FlowControl:
         return Answer(completion)
 
     async def _attempt(self, request: Request, trace: CallTrace) -> Completion:
+        """One attempt, as the retry loop counts them.
+
+        While the provider is down (the circuit breaker is open) the ticket waits for it, and a
+        request that fails the way an outage fails is not the ticket's fault: it is not counted
+        as an attempt, so tickets keep their retries through an outage shorter than
+        ``max_outage_secs`` (and the wait does not eat their deadline either).
+        """
+        while True:
+            await self._wait_for_provider(trace)
+            try:
+                return await self._attempt_once(request, trace)
+            except errors.ProviderError as err:
+                if err.reason in OUTAGE_KINDS and self.breaker.state != CLOSED:
+                    trace.call_attempts -= 1
+                    continue
+                raise
+
+    async def _wait_for_provider(self, trace: CallTrace) -> None:
+        """Waits while the circuit breaker is open (one probe goes through at a time)."""
+        try:
+            waited = await self.breaker.wait(max_outage_secs=self.config.max_outage_secs)
+        except OutageTooLong as exc:
+            raise errors.ProviderUnavailable(
+                f"the provider was unreachable for {exc.outage_secs:.0f} s (more than "
+                f"--max_outage_secs={self.config.max_outage_secs:g}); replay it") from None
+        if waited:
+            # Held back by the provider, not by the ticket: signalled as throttling, and the
+            # ticket's deadline moves on by as much.
+            trace.throttled += waited
+            trace.deadline += waited
+
+    async def _attempt_once(self, request: Request, trace: CallTrace) -> Completion:
         c = self.config
         async with self._semaphore:
             if self.stopping():
@@ -207,14 +250,36 @@ class FlowControl:
                                          "replay it")
             prompt_estimate = self._tokens.estimate(request.messages) + request.schema_tokens
             reserved = c.price.cost(prompt_estimate, request.max_tokens)
-            self.budget.reserve(reserved)
+            if not await self.budget.reserve(reserved):
+                raise errors.BudgetExhausted(
+                    f"--max_cost_usd budget reached (${self.budget.spent_usd:.6f} spent"
+                    + (", one budget for the whole job)" if c.shared_quota else
+                       f" of this worker's ${c.worker_budget_usd:.6f})"))
+            spent = [0.0]
             try:
-                return await self._send(request, trace, prompt_estimate)
+                return await self._send(request, trace, prompt_estimate, spent)
             finally:
-                self.budget.release(reserved)
+                await self.budget.settle(reserved, spent[0])
 
-    async def _send(self, request: Request, trace: CallTrace, prompt_estimate: int) -> Completion:
-        trace.throttled += await self.limiter.acquire(prompt_estimate + request.max_tokens)
+    def limiter_held_secs(self) -> float:
+        """Wall-clock seconds during which some request of this process waited for the limiter."""
+        open_interval = self._clock() - self._held_since if self._limiter_waiters else 0.0
+        return self._held + open_interval
+
+    async def _acquire(self, tokens: float) -> float:
+        if self._limiter_waiters == 0:
+            self._held_since = self._clock()
+        self._limiter_waiters += 1
+        try:
+            return await self.limiter.acquire(tokens)
+        finally:
+            self._limiter_waiters -= 1
+            if self._limiter_waiters == 0:
+                self._held += self._clock() - self._held_since
+
+    async def _send(self, request: Request, trace: CallTrace, prompt_estimate: int,
+                    spent: List[float]) -> Completion:
+        trace.throttled += await self._acquire(prompt_estimate + request.max_tokens)
         if self.stopping():
             raise errors.Interrupted("the run was stopped before this ticket was sent; replay it")
         timeout = min(self.config.request_timeout_secs, trace.deadline - self._clock())
@@ -241,33 +306,39 @@ class FlowControl:
         except errors.ProviderError as err:
             self._note_first(err)
             trace.count_error(err)
+            self.breaker.on_failure(err.reason, sent)
             if isinstance(err, errors.RateLimited):
-                self.limiter.on_rate_limited(err.retry_after)
+                self.limiter.on_rate_limited(err.retry_after, sent_at=sent)
             raise
         finally:
             self._in_flight.discard(call)
             metrics_lib.live_in_flight(-1)
         trace.latency_ms = (self._clock() - sent) * 1000.0
+        self.breaker.on_success(sent)
         self.limiter.observe_headers(headers)
-        self.limiter.on_success()
-        self._account(request, trace, completion, prompt_estimate)
+        self.limiter.on_success(sent_at=sent)
+        spent[0] = self._account(request, trace, completion, prompt_estimate, sent)
         return completion
 
     def _account(self, request: Request, trace: CallTrace, completion: Completion,
-                 prompt_estimate: int) -> None:
-        """Tokens and cost of an answer; the limiter's and the estimator's corrections."""
+                 prompt_estimate: int, sent: float) -> float:
+        """Tokens and cost of an answer; the limiter's and the estimator's corrections.
+
+        Returns:
+          The answer's cost.
+        """
         if not completion.usage_known:
-            return
+            return 0.0
         trace.prompt_tokens += completion.prompt_tokens
         trace.completion_tokens += completion.completion_tokens
         cost = self.config.price.cost(completion.prompt_tokens, completion.completion_tokens,
                                       completion.cached_tokens)
         trace.cost += cost
-        self.budget.spend(cost)
         if completion.prompt_tokens:
             # The provider charges prompt + max_tokens at admission: correct only the prompt.
-            self.limiter.correct(prompt_estimate - completion.prompt_tokens)
+            self.limiter.correct(prompt_estimate - completion.prompt_tokens, sent_at=sent)
             self._tokens.learn(request.messages, completion.prompt_tokens)
+        return cost
 
     def _note_first(self, err: errors.ProviderError) -> None:
         """Logs the first occurrence of each error class at WARNING (later ones: DEBUG only)."""

@@ -1,0 +1,448 @@
+"""One quota for every worker of every job: a rate limiter and a budget shared through Redis.
+
+With ``--shared_quota redis://HOST:PORT[/DB]`` every worker process of every job that names the
+same quota paces its requests against ONE quota kept in Redis (Memorystore on GCP), instead of
+against a static per-worker share. :class:`SharedRateLimiter` has the interface of
+:class:`transforms.ratelimit.AdaptiveRateLimiter`; :class:`SharedBudget` is the job-wide
+``--max_cost_usd``. Both go on with a local stand-in at the static per-worker share when Redis is
+unreachable (one WARNING, counted in ``fallback_events`` / ``fallback_secs``) and come back to
+the shared quota when it answers again (probed every ``probe_secs``, not on every request).
+
+One atomic Lua script charges a request against requests/s AND tokens/s together with GCRA on
+Redis's clock (:mod:`transforms.quota_lua` states the contract). Keys are
+``ticketflow:quota:{NAME}:...`` (the braces keep a quota's keys in one Redis Cluster slot) and
+expire once idle. :func:`quota_key` names a quota from base URL + model + a fingerprint of the
+API key, never the key.
+
+Why redis-py (``redis.asyncio``) and a short script of our own rather than ``throttled-py``:
+throttled-py's GCRA limits ONE key per call, so requests and tokens would be two calls (a request
+could be charged on one limit and refused by the other); it has no way to credit tokens back after
+the provider reports real usage, no shared pause, and no budget. The script here is ~30 lines;
+redis-py is Redis's own maintained client, which throttled-py itself builds on.
+
+Example::
+
+    client = connect("redis://10.0.0.3:6379/0")
+    local = AdaptiveRateLimiter(rps / workers, tps / workers)
+    limiter = SharedRateLimiter(client, quota_key(base_url, model, api_key), rps, tps, local)
+    waited = await limiter.acquire(prompt_estimate + max_tokens)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import re
+import time
+import uuid
+from typing import Awaitable, Callable, Optional
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from transforms import quota_lua
+from transforms.ratelimit import BURST_SECS, AdaptiveRateLimiter
+
+_LOG = logging.getLogger(__name__)
+PREFIX = "ticketflow"
+# Anything Redis may answer when it is down, restarting, failing over or out of memory.
+REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+# Public and fixed: it makes our fingerprints useless against tables built for other systems.
+_KEY_SALT = b"ticketflow-quota-key-v1"
+_KEY_ROUNDS = 20_000
+_MIN_WAIT = 1e-4
+
+
+def connect(url: str, timeout_secs: float = 0.5) -> aioredis.Redis:
+    """A Redis client that fails fast (short timeouts, no retries: the limiter falls back to its
+    local share instead of waiting). Build it on the event loop that will use it."""
+    return aioredis.Redis.from_url(url, socket_timeout=timeout_secs,
+                                   socket_connect_timeout=timeout_secs,
+                                   retry=Retry(NoBackoff(), 0))
+
+
+def quota_key(base_url: Optional[str], model: str, api_key: Optional[str]) -> str:
+    """The default quota name: provider endpoint + model + a fingerprint of the API key.
+
+    The fingerprint is PBKDF2-HMAC-SHA256 of the key with a fixed salt, cut to 64 bits. It cannot
+    be turned back into a realistic key: a provider key carries well over 128 random bits, so the
+    only way back is trying keys blindly (20,000 hash rounds each), and even then some 2^64 keys
+    of 128 bits share each fingerprint. (Only a short, guessable key could be guessed.)
+
+    Args:
+      base_url: The API's base URL (None: the provider's default endpoint).
+      model: The model name.
+      api_key: The API key, or None.
+
+    Returns:
+      A name safe for a Redis key, e.g. ``api.example.com/v1|gpt-x|3f2a9c0d1e2b4a5f``.
+    """
+    parts = urlsplit(base_url or "")
+    # hostname drops any user:password@ that a URL may carry.
+    endpoint = ((parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+                + parts.path.rstrip("/")) or "default"
+    fingerprint = "nokey"
+    if api_key:
+        digest = hashlib.pbkdf2_hmac("sha256", api_key.encode(), _KEY_SALT, _KEY_ROUNDS)
+        fingerprint = digest[:8].hex()
+    safe = [re.sub(r"[^A-Za-z0-9._/:@-]", "_", part) for part in (endpoint, model)]
+    return "|".join(safe + [fingerprint])
+
+
+class FallbackState:
+    """Whether a component runs on its local stand-in, since when, and how often it went there.
+
+    Args:
+      what: What falls back, for the log line.
+      probe_secs: How long to stay local before trying Redis again.
+      clock: Monotonic clock.
+    """
+
+    def __init__(self, what: str, probe_secs: float, clock: Callable[[], float]):
+        self.what = what
+        self.probe_secs = probe_secs
+        self._clock = clock
+        self.using = False
+        self.events = 0
+        self._secs = 0.0
+        self._since = 0.0
+        self.next_probe = 0.0
+
+    @property
+    def secs(self) -> float:
+        """Seconds spent on the local stand-in so far (the current stretch included)."""
+        return self._secs + (self._clock() - self._since if self.using else 0.0)
+
+    def probe_due(self) -> bool:
+        return self._clock() >= self.next_probe
+
+    def enter(self, exc: BaseException) -> None:
+        """Redis failed: go local (one WARNING per outage, not per request), probe later."""
+        now = self._clock()
+        self.next_probe = now + self.probe_secs
+        if not self.using:
+            self.using = True
+            self.events += 1
+            self._since = now
+            _LOG.warning("shared quota: Redis unreachable (%s: %s); %s goes on with its local "
+                         "per-worker share and retries Redis every %.0f s", type(exc).__name__,
+                         str(exc)[:200], self.what, self.probe_secs)
+
+    def failed_probe(self) -> None:
+        self.next_probe = self._clock() + self.probe_secs
+
+    def leave(self) -> None:
+        if self.using:
+            self.using = False
+            self._secs += self._clock() - self._since
+            _LOG.info("shared quota: Redis answers again; %s is back on the shared quota "
+                      "after %.1f s", self.what, self._clock() - self._since)
+
+
+class SharedRateLimiter:
+    """Requests/s and tokens/s limits shared by every worker through Redis (GCRA).
+
+    Same interface as :class:`AdaptiveRateLimiter`. ``correct``, ``on_rate_limited`` and
+    ``observe_headers`` update the local state at once and send the shared part to Redis in a
+    task on the running loop (:meth:`flush` awaits those; :meth:`acorrect` is ``correct``
+    awaited).
+
+    Args:
+      client: A ``redis.asyncio`` client (see :func:`connect`), or None to run locally only.
+      name: The quota's name (:func:`quota_key`, or ``--quota_key``).
+      requests_per_sec: The WHOLE quota's request rate (0: unlimited).
+      tokens_per_sec: The WHOLE quota's token rate (0: unlimited).
+      fallback: This worker's limiter at its static share; used while Redis is unreachable, for
+        a while after it comes back, and for its 429 backoff factor.
+      tau_secs: GCRA burst tolerance; default one request interval: no burst from idle.
+      slack: How late a waiter may wake and keep its place, as a fraction of its interval
+        (0.5: ~100% of the rate, and at most one request over the limit in any rolling second);
+        0 paces strictly (never over, but wake-up lateness is lost: 87-97% of the rate).
+      probe_secs: While local, how often Redis is tried again.
+      clock: Monotonic clock. sleep: Awaitable sleep.
+    """
+
+    def __init__(self, client: Optional[aioredis.Redis], name: str, requests_per_sec: float,
+                 tokens_per_sec: float, fallback: AdaptiveRateLimiter, *,
+                 tau_secs: Optional[float] = None, slack: float = 0.5, probe_secs: float = 3.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+        self.client = client
+        self.name = name
+        self.fallback = fallback
+        self.request_us = 1e6 / requests_per_sec if requests_per_sec > 0 else 0.0
+        self.token_us = 1e6 / tokens_per_sec if tokens_per_sec > 0 else 0.0
+        if tau_secs is None:
+            tau_secs = 1.0 / requests_per_sec if requests_per_sec > 0 else BURST_SECS
+        self.tau_us = tau_secs * 1e6
+        self.slack = slack
+        # A TAT key outlives its TAT by more than the slack, then expires (an abandoned quota).
+        self._spare_ms = 1000 + math.ceil(slack * max(self.tau_us, self.request_us) / 1000)
+        base = f"{PREFIX}:quota:{{{name}}}"
+        self.keys = {"requests": f"{base}:rpm", "tokens": f"{base}:tpm", "pause": f"{base}:pause"}
+        self._clock = clock
+        self._sleep = sleep
+        self._fb = FallbackState(f"rate limiter of quota {name!r}", probe_secs, clock)
+        # After Redis comes back, the other workers may still be local for up to a probe
+        # interval: pay the local share too until they must all be back, so the sum of
+        # shared + local sends never passes the limit.
+        self._grace_secs = 2 * probe_secs
+        self._grace_until = 0.0
+        self._lock: Optional[asyncio.Lock] = None
+        self._tasks: set = set()
+        self.shared_admissions = self.local_admissions = 0
+        self.last_admitted_at = 0.0  # Redis's clock (epoch secs) at the latest shared admission
+        if client is None:
+            self._fb.using, self._fb.next_probe = True, math.inf
+        else:
+            self._acquire_script = client.register_script(quota_lua.ACQUIRE)
+            self._correct_script = client.register_script(quota_lua.CORRECT)
+            self._pause_script = client.register_script(quota_lua.PAUSE)
+
+    # Metrics the flow layer turns into counters / gauges.
+    using_fallback = property(lambda self: self._fb.using)
+    fallback_events = property(lambda self: self._fb.events)
+    fallback_secs = property(lambda self: self._fb.secs)
+
+    async def try_acquire(self, tokens: float) -> float:
+        """One attempt: takes a slot now, or returns the seconds to wait before trying again."""
+        local = self.fallback
+        now = self._clock()
+        if now < local.paused_until:
+            return local.paused_until - now
+        if self._fb.using and not (self._fb.probe_due() and await self._probe()):
+            return self._local(tokens)
+        grace = now < self._grace_until
+        if grace:
+            wait = max(local.requests.wait_for(1.0, now), local.tokens.wait_for(tokens, now))
+            if wait > 0:
+                return wait
+        # A 429 cut this worker's rate (factor < 1): its requests weigh more on the shared TATs.
+        scale = 1.0 / max(local.factor, 1e-3)
+        try:
+            admitted, wait_us, now_us = await self._acquire_script(
+                keys=[self.keys["requests"], self.keys["tokens"], self.keys["pause"]],
+                args=[self.request_us * scale, self.token_us * scale, max(0.0, tokens),
+                      self.tau_us, self._spare_ms, self.slack])
+        except REDIS_ERRORS as exc:
+            self._fb.enter(exc)
+            return self._local(tokens)
+        if not admitted:
+            return max(wait_us / 1e6, _MIN_WAIT)
+        if grace:
+            local.requests.take(1.0)
+            local.tokens.take(tokens)
+        self.shared_admissions += 1
+        self.last_admitted_at = now_us / 1e6
+        return 0.0
+
+    async def acquire(self, tokens: float) -> float:
+        """Waits until one request costing ``tokens`` may be sent (FIFO within this process).
+
+        Returns:
+          Seconds spent waiting (throttled).
+        """
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        start = self._clock()
+        async with self._lock:
+            while True:
+                wait = await self.try_acquire(tokens)
+                if wait <= 0:
+                    break
+                await self._sleep(wait)
+        return self._clock() - start
+
+    def correct(self, delta_tokens: float, sent_at: Optional[float] = None) -> None:
+        """Credits (positive) or charges (negative) tokens after the provider reported usage."""
+        if self._fb.using or self._clock() < self._grace_until:
+            self.fallback.correct(delta_tokens, sent_at=sent_at)
+        if not self._fb.using and delta_tokens and self.token_us > 0:
+            self._spawn(self._correct_shared(delta_tokens))
+
+    async def acorrect(self, delta_tokens: float) -> None:
+        """:meth:`correct`, awaited."""
+        self.correct(delta_tokens)
+        await self.flush()
+
+    def on_rate_limited(self, retry_after: Optional[float],
+                        sent_at: Optional[float] = None) -> None:
+        """A 429: this worker's rate is cut, and EVERY worker pauses for ``retry_after``."""
+        self.fallback.on_rate_limited(retry_after, sent_at=sent_at)
+        if retry_after:
+            self._spawn(self._pause_shared(retry_after))
+
+    def on_success(self, sent_at: Optional[float] = None) -> None:
+        """A success: this worker's rate grows back towards the limit."""
+        self.fallback.on_success(sent_at=sent_at)
+
+    def observe_headers(self, headers) -> None:
+        """A budget announced used up pauses every worker until its reset."""
+        before = self.fallback.paused_until
+        self.fallback.observe_headers(headers)
+        if self.fallback.paused_until > before:
+            self._spawn(self._pause_shared(self.fallback.paused_until - self._clock()))
+
+    async def flush(self) -> None:
+        """Waits for the updates sent to Redis in the background."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks))
+
+    def _local(self, tokens: float) -> float:
+        wait = self.fallback.reserve(tokens)
+        self.local_admissions += wait <= 0
+        return wait
+
+    async def _probe(self) -> bool:
+        try:
+            await self.client.ping()
+        except REDIS_ERRORS:
+            self._fb.failed_probe()
+            return False
+        self._fb.leave()
+        self._grace_until = self._clock() + self._grace_secs
+        return True
+
+    async def _correct_shared(self, delta_tokens: float) -> None:
+        try:
+            await self._correct_script(keys=[self.keys["tokens"]],
+                                       args=[delta_tokens * self.token_us, self._spare_ms])
+        except REDIS_ERRORS as exc:
+            self._fb.enter(exc)
+
+    async def _pause_shared(self, secs: float) -> None:
+        if self.client is None or self._fb.using or secs <= 0:
+            return
+        try:
+            await self._pause_script(keys=[self.keys["pause"]], args=[math.ceil(secs * 1000)])
+        except REDIS_ERRORS as exc:
+            self._fb.enter(exc)
+
+    def _spawn(self, coro) -> None:
+        try:
+            task = asyncio.get_running_loop().create_task(coro)
+        except RuntimeError:  # no loop (a synchronous caller): the local state was updated
+            coro.close()
+            return
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _micros(usd: float) -> int:
+    """Micro-dollars, rounded up: the ledger never under-counts a spend."""
+    return max(0, math.ceil(round(usd * 1e6, 3)))
+
+
+class SharedBudget:
+    """The job-wide ``--max_cost_usd`` in Redis: reserve an upper bound, settle the real cost.
+
+    Reservations are per worker and leased: a worker that dies stops holding budget after
+    ``lease_secs``. If Redis restarts empty, every worker adds its whole spend back to the new
+    ledger on its next call, so the spend is not forgotten. While Redis is unreachable the worker
+    spends at most ``local_share_usd / budget_usd`` of what was left when it last saw the ledger.
+
+    Args:
+      client: A ``redis.asyncio`` client, or None to run locally only.
+      name: The budget's name (the job's run id, or the quota's name for a shared budget).
+      budget_usd: The whole budget.
+      local_share_usd: This worker's static share, the fallback when Redis is unreachable.
+      lease_secs: Longer than any request may take. ttl_secs: Idle ledgers expire after this.
+    """
+
+    def __init__(self, client: Optional[aioredis.Redis], name: str, budget_usd: float,
+                 local_share_usd: float, *, lease_secs: float = 900.0,
+                 ttl_secs: float = 7 * 86400.0, probe_secs: float = 3.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.client = client
+        self.name = name
+        self.budget_usd = budget_usd
+        self._fraction = min(1.0, local_share_usd / budget_usd) if budget_usd > 0 else 0.0
+        base = f"{PREFIX}:budget:{{{name}}}"
+        self.keys = [f"{base}:spent", f"{base}:reserved", f"{base}:leases", f"{base}:gen"]
+        self._worker = uuid.uuid4().hex
+        self._lease_us = int(lease_secs * 1e6)
+        self._ttl_ms = int(ttl_secs * 1000)
+        self._fb = FallbackState(f"budget {name!r}", probe_secs, clock)
+        self._gen = ""
+        # Micro-dollars: this worker's whole spend; what the ledger has not heard of yet; its
+        # shared reservations to release; held in Redis; held locally; spent since going local.
+        self._total = self._unsynced = self._release = 0
+        self._shared_held = self._local_held = self._local_spent = 0
+        self.seen_spent_usd = self.seen_reserved_usd = 0.0  # the ledger, as last seen
+        self._lock: Optional[asyncio.Lock] = None
+        if client is None:
+            self._fb.using, self._fb.next_probe = True, math.inf
+        else:
+            self._script = client.register_script(quota_lua.BUDGET)
+
+    using_fallback = property(lambda self: self._fb.using)
+    fallback_events = property(lambda self: self._fb.events)
+    fallback_secs = property(lambda self: self._fb.secs)
+    spent_usd = property(lambda self: self._total / 1e6)
+
+    async def reserve(self, upper_bound_usd: float) -> bool:
+        """Reserves the most a request may cost; False when the budget would be passed."""
+        cost = _micros(upper_bound_usd)
+        if not self._fb.using or self._fb.probe_due():
+            if await self._call(reserve=cost):
+                self._shared_held += cost
+                return True
+            if not self._fb.using:
+                return False
+        allowance = self._fraction * max(
+            0.0, self.budget_usd * 1e6 - (self.seen_spent_usd + self.seen_reserved_usd) * 1e6)
+        if self._local_spent + self._local_held + cost > allowance:
+            return False
+        self._local_held += cost
+        return True
+
+    async def settle(self, reserved_usd: float, actual_usd: float) -> None:
+        """Releases a reservation and records what the request really cost."""
+        held, actual = _micros(reserved_usd), _micros(actual_usd)
+        if self._shared_held >= held:
+            self._shared_held -= held
+            self._release += held
+        else:
+            self._local_held = max(0, self._local_held - held)
+        self._total += actual
+        self._unsynced += actual
+        if self._fb.using:
+            self._local_spent += actual
+        else:
+            await self._call(reserve=0)
+
+    async def _call(self, reserve: int) -> bool:
+        """Runs the budget script; on a Redis failure goes local. Returns whether admitted."""
+        if self.client is None:
+            return False
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        # One call at a time per worker: each hands the ledger what it has not heard yet, once.
+        async with self._lock:
+            if self._fb.using and not self._fb.probe_due():
+                return False
+            unsynced, release = self._unsynced, self._release
+            self._unsynced = self._release = 0
+            try:
+                ok, gen, spent, reserved = await self._script(keys=self.keys, args=[
+                    self._worker, self._gen, self._total, unsynced, reserve, release,
+                    _micros(self.budget_usd), self._lease_us, self._ttl_ms, uuid.uuid4().hex])
+            except REDIS_ERRORS as exc:
+                self._unsynced += unsynced
+                self._release += release
+                if self._fb.using:
+                    self._fb.failed_probe()
+                else:
+                    self._fb.enter(exc)
+                return False
+        self._gen = gen.decode() if isinstance(gen, bytes) else str(gen)
+        self.seen_spent_usd, self.seen_reserved_usd = int(spent) / 1e6, int(reserved) / 1e6
+        if self._fb.using:
+            self._fb.leave()
+            self._local_spent = 0
+        return bool(ok)
