@@ -192,3 +192,40 @@ def test_read_done_ids_reads_jsonl_and_parquet_results(tmp_path):
         assert_that(ids, equal_to(["a1", "7", "p1", "p2"]))
     with TestPipeline(runner="FnApiRunner") as p:
         assert_that(p | ReadDoneIds(str(tmp_path / "empty")), equal_to([]), label="none")
+
+
+def test_pack_batch_requests_writes_one_line_per_distinct_request(tmp_path):
+    from transforms.llm.batch import custom_id
+    from transforms.llm.batch_io import PackBatchRequests
+
+    config = LlmConfig(base_url="http://fake-3/v1", public_api_key="k")
+    # A template without the id makes tickets 1 and 2 (same body) one request.
+    same = dataclasses.replace(config, prompt_template="{% block user %}{{ body }}{% endblock %}")
+    tickets = [_ticket(1, "same body"), _ticket(2, "same body"), _ticket(3, "other")]
+    with TestPipeline(runner="FnApiRunner") as p:
+        _ = p | beam.Create(tickets) | PackBatchRequests(same, str(tmp_path / "req"))
+    lines = [json.loads(line) for path in sorted(tmp_path.glob("req-*.jsonl"))
+             for line in path.read_text().splitlines()]
+    assert len(lines) == 2 and {line["url"] for line in lines} == {"/v1/chat/completions"}
+    assert {line["custom_id"] for line in lines} == {custom_id(line["body"]) for line in lines}
+    assert sorted(line["body"]["messages"][-1]["content"] for line in lines) == [
+        "other", "same body"]
+
+
+def test_attach_batch_outcomes_hands_each_ticket_its_outcome(tmp_path):
+    from transforms.llm.answer import TicketAnswerer
+    from transforms.llm.batch import custom_id
+    from transforms.llm.batch_io import AttachBatchOutcomes
+
+    config = LlmConfig(base_url="http://fake-4/v1", public_api_key="k")
+    answerer = TicketAnswerer(config, flow=None)
+    answered, online = _ticket(1), _ticket(2)
+    cid = custom_id(answerer.request(answered).params)
+    (tmp_path / "outcomes-0.jsonl").write_text(json.dumps(
+        {"custom_id": cid, "round": 1, "status": 200, "completion": {"content": "hi"}}) + "\n")
+    with TestPipeline(runner="FnApiRunner") as p:
+        out = (p | beam.Create([answered, online])
+               | AttachBatchOutcomes(config, str(tmp_path / "outcomes-*")))
+        assert_that(out | beam.Map(lambda t: (t.id, t.batch_outcome is not None and
+                                              json.loads(t.batch_outcome)["custom_id"] == cid)),
+                    equal_to([("t1", True), ("t2", False)]))
