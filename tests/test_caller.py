@@ -208,3 +208,33 @@ def test_other_statuses_and_odd_bodies_through_a_real_server():
     assert (cached.prompt_tokens, cached.completion_tokens, cached.cached_tokens) == (7, 3, 5)
     assert (cached.model, cached.finish_reason, cached.request_id) == ("m-1", "stop", "req-ok")
     assert json.loads(json.dumps(dict(headers)))["x-request-id"] == "req-ok"
+
+
+# -- the JSON of the hot path: orjson, with the standard library for what orjson refuses -------
+
+def test_body_encoding_and_answer_parsing_agree_with_the_standard_library():
+    from tools.ticketgen.generator import generate
+
+    from transforms.llm.caller import encode_body, parse_completion
+    from transforms.records import Ticket
+
+    odd = {"id": "ü\ud800", "n": 2 ** 70, "x": float("nan"), "nested": {"1": [1.5e-7, None]}}
+    for record in [*generate(200, seed=9), odd]:
+        params = {**BODY, "messages": [{"role": "user", "content": json.dumps(record)}]}
+        assert json.loads(encode_body(params)) == params
+        ticket = Ticket(id="T", subject="", body="b", fields=record)
+        assert json.dumps(ticket.fields) == json.dumps(json.loads(ticket.fields_json))
+    assert json.loads(encode_body({1: "non-string key"})) == {"1": "non-string key"}
+    big = parse_completion(json.dumps({**_ANSWER, "usage": {"prompt_tokens": 2 ** 70}}).encode())
+    assert big.prompt_tokens == 2 ** 70  # orjson refuses it; json reads it, as before
+    with pytest.raises(json.JSONDecodeError) as caught:
+        parse_completion(b'{"id": "cut')
+    assert str(caught.value) == str(_decode_error(b'{"id": "cut'))  # the message of before
+
+
+def _decode_error(content: bytes) -> Exception:
+    try:
+        json.loads(content)
+    except json.JSONDecodeError as exc:
+        return exc
+    raise AssertionError("valid JSON")

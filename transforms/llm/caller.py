@@ -30,6 +30,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Protocol, Tuple
 import aiohttp
 import httpx2
 import openai
+import orjson
 
 from transforms import errors
 from transforms.llm.config import LlmConfig
@@ -164,8 +165,14 @@ class OpenAICaller:
 
 
 def encode_body(params: Mapping[str, Any]) -> bytes:
-    """The request body: compact JSON, UTF-8."""
-    return json.dumps(params, ensure_ascii=False, separators=(",", ":")).encode()
+    """The request body: compact JSON, UTF-8, by ``orjson``; what it refuses (a non-string key,
+    an int over 64 bits, a lone surrogate) is encoded as the SDK's ``create`` did, by ``json``
+    (which raises a ``ValueError`` for what it cannot encode either)."""
+    try:
+        return orjson.dumps(params)
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(params, ensure_ascii=False, separators=(",", ":"),
+                          allow_nan=False).encode()
 
 
 def parse_completion(content: bytes, request_id: Optional[str] = None) -> Completion:
@@ -176,7 +183,12 @@ def parse_completion(content: bytes, request_id: Optional[str] = None) -> Comple
         error is a ``ValueError``); ``AttributeError``/``TypeError`` for bodies of another shape.
         :func:`transforms.errors.from_openai` maps all of these to ``MalformedResponse``.
     """
-    body = json.loads(content)
+    try:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        # What orjson refuses, json may read (NaN, huge numbers); if not, its error (the same
+        # message as before orjson) is the dead letter's.
+        body = json.loads(content)
     choices = body.get("choices")
     if not choices or choices[0].get("message") is None:
         raise ValueError("response has no choices")
