@@ -120,7 +120,7 @@ class OpenAICaller:
     The body is encoded once and sent with the client's low-level ``post`` (not
     ``chat.completions.create``, whose per-call walk of the typed parameters costs more than the
     rest of the request), so the SDK still does the key, the base URL, the headers and its typed
-    ``APIStatusError`` per status; the answer is read with ``json`` into a :class:`Completion`,
+    ``APIStatusError`` per status; the answer is read with ``orjson`` into a :class:`Completion`,
     without building the SDK's pydantic model.
 
     Args:
