@@ -22,7 +22,8 @@ setuptools.setup(
     package_data={"transforms": ["pricing.json"]},
     install_requires=[
         f"apache-beam[gcp]=={BEAM_VERSION}",
-        "openai>=2.0",
+        # The aiohttp transport (DefaultAioHttpClient) and httpx2 responses of the caller.
+        "openai[aiohttp]>=3.57,<4",
         "tenacity>=8.2",
         "pyarrow>=14",
         "google-cloud-storage>=2.10",
@@ -31,6 +32,7 @@ setuptools.setup(
         "tqdm>=4.66",
         "jsonschema>=4.20",
         "redis>=5.0.1",
+        "orjson>=3.9",
     ],
     extras_require={
         "test": [

@@ -358,3 +358,4 @@ def test_answerer_stacks_repair_and_store_when_configured(tmp_path):
     assert len(inner.requests) == 1
     assert inner.requests[0].params["response_format"]["type"] == "json_schema"
     assert inner.requests[0].schema_tokens > 0
+

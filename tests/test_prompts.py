@@ -8,8 +8,8 @@ import pytest
 
 from tests.conftest import EXAMPLES, write_jsonl
 from transforms.llm import DEFAULT_SYSTEM_PROMPT
-from transforms.prompts import (PromptRenderer, TemplateLoadError, TemplateRenderError,
-                                compile_template)
+from transforms.prompts import (DEFAULT_TEMPLATE, PromptRenderer, TemplateLoadError,
+                                TemplateRenderError, compile_template)
 from transforms.records import Ticket
 
 TRIAGE_TEMPLATE = EXAMPLES / "triage_template.j2"
@@ -41,6 +41,34 @@ def test_default_template_renders_the_built_in_prompt(system_prompt):
         head = f"Ticket ID: {ticket.id}\n" + (f"Subject: {ticket.subject}\n" if ticket.subject
                                                else "")
         assert user == head + "\n" + ticket.body, ticket.id
+
+
+_ODD_TICKETS = [
+    Ticket(id="T-1", subject="", body="no subject", fields={}),
+    Ticket(id=" spaced id ", subject="  padded subject  ", body="  body with spaces  \n\n",
+           fields={}),
+    Ticket(id="7", subject="Re: {{ not a variable }} {% raw %}", body="{{ body }} {% if x %}",
+           fields={}),
+    Ticket(id="ü-9", subject="Ünïcödé 🎫", body="línea uno\r\n\tlínea dos\u2028fin ",
+           fields={}),
+    Ticket(id="8", subject=None, body="subject is None", fields={}),
+    Ticket(id="9", subject="\n", body="\n\nbody after blank lines", fields={}),
+]
+
+
+@pytest.mark.parametrize("system_prompt", [DEFAULT_SYSTEM_PROMPT, "", "   ", "  Be brief.\n"])
+def test_built_in_prompt_is_exactly_what_the_default_template_renders(system_prompt):
+    from tools.ticketgen.generator import generate
+
+    fast = PromptRenderer(None, system_prompt)
+    jinja = PromptRenderer(DEFAULT_TEMPLATE, system_prompt)  # a source: the Jinja2 path
+    generated = [_ticket(record) for record in generate(300, seed=5)]
+    for ticket in _ODD_TICKETS + _examples() + generated:
+        assert fast.render(ticket) == jinja.render(ticket), ticket.id
+    # Each call returns fresh messages: a layer that edits one cannot change the next ticket's.
+    first = fast.render(_ODD_TICKETS[0])
+    first[0]["content"] = "edited"
+    assert fast.render(_ODD_TICKETS[0]) == jinja.render(_ODD_TICKETS[0])
 
 
 def test_triage_template_renders_any_field():

@@ -17,6 +17,8 @@ import datetime
 import json
 from typing import Any, Dict, Mapping, Optional
 
+import orjson
+
 # How much of an unparseable input line a dead letter keeps.
 MAX_RAW_CHARS = 2000
 
@@ -72,7 +74,10 @@ class Ticket:
 
     @property
     def fields(self) -> Dict[str, Any]:
-        return json.loads(self.fields_json)
+        try:
+            return orjson.loads(self.fields_json)  # ~2x faster: it is read once per answer
+        except orjson.JSONDecodeError:
+            return json.loads(self.fields_json)  # NaN, ints over 64 bits: json.dumps wrote them
 
     def __setattr__(self, name, value):
         raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")

@@ -4,9 +4,10 @@
 template that cannot be rendered is a dead letter ``template_error``, no request sent), builds
 the request, asks its layers (store → repair → batch outcome → flow control → caller, store and
 repair present only when configured; the batch outcome layer answers a ticket that carries its
-``--api batch`` outcome and passes every other request down) and turns what comes back into a :class:`~transforms.records.Result` or a
-:class:`~transforms.records.DeadLetter`. It never raises for a bad ticket: an unexpected error is
-a dead letter ``internal_error`` (replayable) whose message says what it was.
+``--api batch`` outcome and passes every other request down) and turns what comes back into a
+:class:`~transforms.records.Result` or a :class:`~transforms.records.DeadLetter`. It never
+raises for a bad ticket: an unexpected error is a dead letter ``internal_error`` (replayable)
+whose message says what it was.
 
 Example::
 

@@ -3,7 +3,9 @@
 The DoFn submits each ticket of each batch to the process's engine and emits whatever has
 finished; it blocks only while its own window of ``max_concurrency`` tickets is full, and drains
 the bundle's remaining tickets in ``finish_bundle``. So a slow request holds back nothing but
-itself. Results leave on the main output, dead letters on the ``dead_letter`` tagged output.
+itself. Tickets go to the engine's loop in batches (one thread-safe call for as many as the
+window has room for) and come back, as each finishes, on one queue the DoFn reads in its own
+thread. Results leave on the main output, dead letters on the ``dead_letter`` tagged output.
 
 Example::
 
@@ -13,7 +15,7 @@ Example::
 
 from __future__ import annotations
 
-import concurrent.futures
+import queue
 from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 import apache_beam as beam
@@ -57,29 +59,35 @@ class _CallModelFn(beam.DoFn):
         self._answerer = self._engine.answerer(config)
         self._metrics = TicketflowMetrics()
         self._window = max(1, config.max_concurrency)
-        self._pending: List[Tuple[concurrent.futures.Future, Any, Any]] = []
+        self._barrier = config.dispatch == DISPATCH_BARRIER
+        self._results: queue.SimpleQueue = queue.SimpleQueue()
+        self._in_flight = 0
 
     def start_bundle(self):
-        self._pending = []
+        if self._in_flight:
+            # A failed bundle left tickets in flight: their records must not leak into this one.
+            self._results = queue.SimpleQueue()
+            self._in_flight = 0
 
     def process(self, element, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
         _, tickets = element
+        tag = (timestamp, (window,))  # what each record is emitted with
+        batch: List[Tuple[Any, Tuple]] = []
         for ticket in tickets:
             if self._stop.stopping():
                 # Stopping: what is still arriving flows through at once, so the ledger balances.
-                done: concurrent.futures.Future = concurrent.futures.Future()
-                done.set_result(self._answerer.interrupted(ticket))
-                self._pending.append((done, window, timestamp))
+                yield self._output(self._answerer.interrupted(ticket), tag)
                 continue
-            while len(self._pending) >= self._window:
-                yield from self._drain(block=True)
-            self._pending.append((self._engine.submit(self._answerer.handle(ticket)), window,
-                                  timestamp))
-        barrier = self._config.dispatch == DISPATCH_BARRIER
-        yield from self._drain(block=barrier, everything=barrier)
+            if self._in_flight + len(batch) >= self._window:
+                self._send(batch)
+                batch = []
+                yield from self._collect(block=True)
+            batch.append((ticket, tag))
+        self._send(batch)
+        yield from self._collect(block=self._barrier, everything=self._barrier)
 
     def finish_bundle(self):
-        yield from self._drain(block=True, everything=True)
+        yield from self._collect(block=True, everything=True)
         self._metrics.record_process(**self._engine.process_stats())
 
     def teardown(self):
@@ -87,33 +95,45 @@ class _CallModelFn(beam.DoFn):
         self._engine = None
         self._answerer = None
 
-    def _drain(self, block: bool, everything: bool = False) -> Iterable:
-        if not self._pending:
-            return
-        if everything:
-            concurrent.futures.wait([f for f, _, _ in self._pending])
-        elif block:
-            concurrent.futures.wait([f for f, _, _ in self._pending],
-                                    return_when=concurrent.futures.FIRST_COMPLETED)
-        still = []
-        for future, window, timestamp in self._pending:
-            if not future.done():
-                still.append((future, window, timestamp))
-                continue
-            record = future.result()
-            if record.stats.batch_answers:
-                # --api batch: the summary's answered_by_batch and online_cost_usd.
-                self._metrics.inc("answered_by_batch", record.stats.batch_answers)
-                self._metrics.inc("batch_discount_nano_usd",
-                                  int(round(record.stats.batch_discount_usd * 1e9)))
-            if isinstance(record, Result):
-                self._metrics.record_result(record)
-                yield WindowedValue(record, timestamp, (window,))
+    def _send(self, batch: List[Tuple[Any, Tuple]]) -> None:
+        """Starts a batch of tickets on the engine's loop (one thread-safe call for all)."""
+        if batch:
+            self._in_flight += len(batch)
+            self._engine.start_many(self._answerer.handle, batch, self._results)
+
+    def _collect(self, block: bool, everything: bool = False) -> Iterable:
+        """Emits finished records: all there are; with ``block`` at least one (while any is in
+        flight); with ``everything`` until none is in flight."""
+        results = self._results
+        while self._in_flight:
+            if everything or block:
+                record, tag = results.get()
+                block = False
             else:
-                self._metrics.record_dead_letter(record)
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG,
-                                               WindowedValue(record, timestamp, (window,)))
-        self._pending = still
+                try:
+                    record, tag = results.get_nowait()
+                except queue.Empty:
+                    return
+            self._in_flight -= 1
+            yield self._output(record, tag)
+
+    def _output(self, record, tag):
+        """The record as an output (the main one or dead letters), its metrics recorded here, in
+        the DoFn's thread: Beam's metrics belong to the thread of the bundle."""
+        if isinstance(record, BaseException):
+            raise record  # the engine's coroutine failed; handle() itself never raises
+        stats = record.stats
+        if stats.batch_answers:
+            # --api batch: the summary's answered_by_batch and online_cost_usd.
+            self._metrics.inc("answered_by_batch", stats.batch_answers)
+            self._metrics.inc("batch_discount_nano_usd",
+                              int(round(stats.batch_discount_usd * 1e9)))
+        timestamp, windows = tag
+        if isinstance(record, Result):
+            self._metrics.record_result(record)
+            return WindowedValue(record, timestamp, windows)
+        self._metrics.record_dead_letter(record)
+        return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, WindowedValue(record, timestamp, windows))
 
 
 class CallModel(beam.PTransform):

@@ -13,11 +13,20 @@ worker's quota instead of each taking all of it. The engine lives while a DoFn h
 Beam keeps the most recent one alive across DoFn teardown/setup); when it is collected, its
 loop, client and stop subscription are closed.
 
+Handing tickets over: :meth:`Engine.start_many` starts a whole list of tickets with ONE
+thread-safe call to the loop, and each finished record comes back on a thread-safe queue that
+the DoFn reads in its own thread (where Beam's metrics must be recorded). One
+``run_coroutine_threadsafe`` per ticket and a ``concurrent.futures.wait`` over the whole window
+cost more than the rest of our per-ticket work (benchmarks/PROFILE.md).
+
 Example::
 
     engine = Engine(config, api_key, stop)
     answerer = engine.answerer(config)
     future = engine.submit(answerer.handle(ticket))   # a concurrent.futures.Future
+    results = queue.SimpleQueue()
+    engine.start_many(answerer.handle, [(ticket, tag), ...], results)
+    record, tag = results.get()                       # as each finishes
 """
 
 from __future__ import annotations
@@ -25,10 +34,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import queue
 import threading
 import time
 import weakref
-from typing import Callable, Coroutine, Dict
+from typing import Any, Awaitable, Callable, Coroutine, Dict, Sequence, Set, Tuple
 
 from apache_beam.utils.shared import Shared
 
@@ -69,6 +79,8 @@ class Engine:
         self._lock = threading.Lock()
         self._answerers: Dict[str, TicketAnswerer] = {}
         self._fallbacks_reported = 0
+        # Strong references to the tasks of start_many (the loop keeps only weak ones).
+        self._tasks: Set[asyncio.Task] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ticketflow-llm",
                                         daemon=True)
@@ -116,6 +128,27 @@ class Engine:
         """Schedules a coroutine on the engine's loop."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
+    def start_many(self, handle: Callable[[Any], Awaitable[Any]],
+                   items: Sequence[Tuple[Any, Any]], results: queue.SimpleQueue) -> None:
+        """Starts ``handle(item)`` for every ``(item, tag)`` with one call into the loop.
+
+        Each outcome is put on ``results`` as ``(record, tag)`` when it finishes, in the order
+        they finish; a coroutine that raised (or was cancelled) puts ``(exception, tag)``.
+
+        Args:
+          handle: The coroutine function to run per item (``TicketAnswerer.handle``).
+          items: ``(item, tag)`` pairs; the tag comes back with the record, untouched.
+          results: Where outcomes go; read it from any thread.
+        """
+        self._loop.call_soon_threadsafe(self._start_all, handle, items, results.put)
+
+    def _start_all(self, handle, items, put) -> None:
+        create_task, tasks = self._loop.create_task, self._tasks
+        for item, tag in items:
+            task = create_task(_deliver(handle(item), tag, put))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
     def close(self) -> None:
         """Closes the client and stops the loop now (otherwise done when collected)."""
         self._finalizer()
@@ -139,6 +172,13 @@ async def _close(caller: Caller, flow: FlowControl) -> None:
         await flow.aclose()
     finally:
         await caller.close()
+async def _deliver(coro: Awaitable[Any], tag: Any, put: Callable[[Any], None]) -> None:
+    try:
+        record = await coro
+    except BaseException as exc:  # noqa: BLE001 - handed to the reader, who raises it
+        put((exc, tag))
+        return
+    put((record, tag))
 
 
 def _shutdown(loop: asyncio.AbstractEventLoop, thread: threading.Thread, caller: Caller,
