@@ -150,8 +150,16 @@ def test_provider_down_for_a_while_produces_no_dead_letter(tmp_path):
                   "--requests_per_minute", "600",
                   "--initial_backoff_secs", "0.1", "--max_backoff_secs", "0.5",
                   "--request_timeout_secs", "5"], tmp_path / "out")
+    def served() -> int:
+        import json
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as answer:
+            return json.loads(answer.read())["requests"]
+
     try:
-        time.sleep(6)
+        deadline = time.monotonic() + 90
+        while served() < 30 and time.monotonic() < deadline:  # the run is well under way
+            time.sleep(0.2)
         stop_process(sim)  # the provider goes away: refused connections
         time.sleep(8)
         sim = provider()   # and comes back on the same port
