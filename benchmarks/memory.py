@@ -20,7 +20,9 @@ above ``--max_unchunked`` tickets (it holds the whole input in memory, and takes
         --max_unchunked 300000
 
 Each row also has ``first_request_s``: from the process's start to the first chat request the
-simulator saw (in flight or answered; its ``/stats`` polled with the RSS).
+simulator saw (in flight or answered; its ``/stats`` polled with the RSS). With
+``--until_first_request`` each run is killed there: the time to the first request of inputs too
+large to run whole (10M tickets), and the memory until then.
 
 ``--mode budget`` sets ``--max_cost_usd`` to a billionth of a dollar: every ticket flows through
 read, validate, dedupe, batch and the call step, which turns it into a dead letter
@@ -66,8 +68,13 @@ def tree_rss_by_name(pid: int) -> dict[str, int]:
     return dict(out)
 
 
-def measure(cmd: Sequence[str], sim: Simulator, timeout: float, interval: float = 0.2) -> dict:
+def measure(cmd: Sequence[str], sim: Simulator, timeout: float, interval: float = 0.2,
+            until_first_request: bool = False) -> dict:
     """Runs ``cmd``; returns its peaks (tree and per process name), RSS timeline, wall and CPU.
+
+    Args:
+        until_first_request: Kill the run once the simulator saw its first request (the time
+            to it, and the memory until then, of an input too large to run whole).
 
     Raises:
         RuntimeError: when it runs past ``timeout`` (it is killed).
@@ -95,6 +102,9 @@ def measure(cmd: Sequence[str], sim: Simulator, timeout: float, interval: float 
                     if state["first_request"] is None and stats["requests"] + stats.get(
                             "in_flight", 0) > 0:
                         state["first_request"] = now
+                        state["cpu_at_first_request"] = _cpu_secs(process.pid)
+                        if until_first_request:
+                            process.kill()
                     if stats["requests"] > 0:
                         state["at_first_answer"] = (now, round(total / 1024.0))
 
@@ -115,8 +125,21 @@ def measure(cmd: Sequence[str], sim: Simulator, timeout: float, interval: float 
             "peak_rss_mb": round(max(state["peak"], usage.ru_maxrss) / 1024.0),
             "peak_rss_mb_by_process": {k: round(v / 1024.0) for k, v in peaks.most_common()},
             "first_request_s": state["first_request"],
+            # The driver's CPU until then: the same on an idle and on a shared machine.
+            "cpu_s_at_first_request": state.get("cpu_at_first_request"),
             "rss_mb_at_first_answer": state["at_first_answer"],
             "rss_timeline_mb": state["timeline"][::step], "stderr_tail": stderr[-1500:]}
+
+
+def _cpu_secs(pid: int) -> float | None:
+    """User + system CPU seconds of one process so far (Linux /proc), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # After the command's closing parenthesis: state is field 3, utime 14, stime 15.
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
 
 
 def _wait(process: subprocess.Popen, deadline: float):
@@ -167,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(0: one pass); default: the pipeline's default only")
     parser.add_argument("--max_unchunked", type=int, default=None,
                         help="skip one-pass runs (chunks 0) above this many tickets")
+    parser.add_argument("--until_first_request", action="store_true",
+                        help="kill each run at its first request (time and memory until then)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per run")
     parser.add_argument("--workdir", help="keep ticket files here (default: a temporary dir)")
     args = parser.parse_args(argv)
@@ -192,7 +217,8 @@ def _measured_row(args: argparse.Namespace, sim: Simulator, tickets: Path, size:
     """One measured run, as the JSON row printed."""
     sim.reset()
     found = measure(pipeline_cmd(tickets, output, sim.base_url, args.runner,
-                                 args.prism_location, args.mode, chunk), sim, args.timeout)
+                                 args.prism_location, args.mode, chunk), sim, args.timeout,
+                    until_first_request=args.until_first_request)
     summary_path = output / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     row = {"tickets": size, "runner": args.runner, "mode": args.mode,
@@ -200,7 +226,7 @@ def _measured_row(args: argparse.Namespace, sim: Simulator, tickets: Path, size:
            "succeeded": summary.get("succeeded"),
            "dead_lettered": summary.get("dead_lettered"),
            "ledger_balanced": summary.get("ledger_balanced")}
-    if found["exit"] == 0:
+    if found["exit"] == 0 or args.until_first_request:
         row.pop("stderr_tail")
     if output.exists():
         _remove_tree(output)

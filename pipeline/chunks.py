@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import itertools
 import json
 import logging
 import shutil
@@ -57,6 +56,9 @@ _LOG = logging.getLogger("ticketflow")
 #: Records per chunk when ``--local_chunk_tickets`` is not given: ~0.5 GB of peak memory on the
 #: FnApiRunner, and a first request within seconds (docs/runners.md).
 DEFAULT_CHUNK_TICKETS = 50_000
+#: The first chunk is smaller, so that the first request comes after reading and grouping a
+#: few thousand records, not a whole chunk (3.6 s of CPU from the start instead of 6 s).
+FIRST_CHUNK_TICKETS = 5_000
 LOCAL_RUNNERS = ("FnApiRunner",)
 
 
@@ -172,29 +174,32 @@ class _ParquetCutter:
         return piece, found
 
 
-def plan(paths: Sequence[str], input_format: str, chunk_size: int) -> Iterator[Chunk]:
+def plan(paths: Sequence[str], input_format: str, chunk_size: int,
+         first_size: Optional[int] = None) -> Iterator[Chunk]:
     """Chunks of ``chunk_size`` records (the last may hold fewer), found as they are needed.
 
     Args:
       paths: The input files in the duplicate rule's order (:func:`matched_paths`).
       input_format: ``auto``, ``jsonl`` or ``parquet`` (as ``--input_format``).
       chunk_size: Records per chunk (> 0).
+      first_size: Records of the first chunk (default: ``chunk_size``).
     """
-    if chunk_size <= 0:
-        raise ValueError(f"chunk_size must be > 0, not {chunk_size}")
+    if chunk_size <= 0 or (first_size is not None and first_size <= 0):
+        raise ValueError(f"chunk sizes must be > 0, not {chunk_size} and {first_size}")
+    size = first_size or chunk_size
     index, pieces, count = 1, [], 0
     for path in paths:
         cutter = (_ParquetCutter(path) if format_of(path, input_format) == FORMAT_PARQUET
                   else _JsonlCutter(path))
         while True:
-            taken = cutter.take(chunk_size - count)
+            taken = cutter.take(size - count)
             if taken is None:
                 break
             pieces.append(taken[0])
             count += taken[1]
-            if count == chunk_size:
+            if count == size:
                 yield Chunk(index, tuple(pieces), count)
-                index, pieces, count = index + 1, [], 0
+                index, pieces, count, size = index + 1, [], 0, chunk_size
     if count:
         yield Chunk(index, tuple(pieces), count)
 
@@ -205,7 +210,8 @@ def start(chunk_size: int, config: JobConfig, explicit: bool = False
 
     None when ``chunk_size`` is 0, when a file cannot be cut (compressed JSONL), or when the
     input fits in one chunk (one pass is then the same run, without chunk names in its files).
-    Only the first two chunks are scanned here; the rest as they are needed.
+    Otherwise the first chunk holds at most :data:`FIRST_CHUNK_TICKETS` records. Only the first
+    ``chunk_size`` + 1 records are scanned here; the rest as they are needed.
 
     Args:
       explicit: ``--local_chunk_tickets`` was given, so say why it is not applied.
@@ -216,19 +222,21 @@ def start(chunk_size: int, config: JobConfig, explicit: bool = False
         paths = matched_paths(config.input)
         why_not = chunkable(paths, config.input_format)
         if why_not is None:
-            chunks = plan(paths, config.input_format, chunk_size)
-            first, second = next(chunks, None), next(chunks, None)
+            probe = plan(paths, config.input_format, chunk_size)
+            next(probe, None)
+            more = next(probe, None) is not None
     except Exception as exc:  # noqa: BLE001 - one pass then reports the real read error
         why_not = f"cannot scan the input ({type(exc).__name__}: {str(exc)[:200]})"
     if why_not is not None:
         event(_LOG, logging.WARNING, "chunks_off", reason=why_not,
               note="the whole input is held in memory by the local runner")
         return None
-    if second is None:
+    if not more:
         if explicit:
             event(_LOG, logging.INFO, "chunks_off", reason="the input fits in one chunk")
         return None
-    return itertools.chain((first, second), chunks)
+    return plan(paths, config.input_format, chunk_size,
+                first_size=min(chunk_size, FIRST_CHUNK_TICKETS))
 
 
 _DECODER = json.JSONDecoder()

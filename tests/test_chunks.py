@@ -8,6 +8,7 @@ and a stop in the middle of a chunked run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -70,6 +71,19 @@ def test_parquet_chunks_cut_inside_row_groups(tmp_path):
     assert [c.records for c in chunks] == [7, 7, 7, 2]
     assert [c.pieces[0].first_line for c in chunks] == [1, 8, 15, 22]
     assert _read_chunks(chunks) == _records(path)
+
+
+def test_one_pass_when_the_input_fits_else_a_small_first_chunk(tmp_path, monkeypatch):
+    path = write_jsonl(tmp_path / "t.jsonl", [{"id": i} for i in range(30)])
+    config = dataclasses.replace(_config(), input=str(path))
+    assert chunks_lib.start(30, config) is None and chunks_lib.start(0, config) is None
+    monkeypatch.setattr(chunks_lib, "FIRST_CHUNK_TICKETS", 4)
+    chunks = list(chunks_lib.start(10, config))
+    assert [c.records for c in chunks] == [4, 10, 10, 6]
+    assert [c.pieces[0].first_line for c in chunks] == [1, 5, 15, 25]
+    gz = tmp_path / "t.jsonl.gz"
+    gz.write_bytes(b"")
+    assert chunks_lib.start(10, dataclasses.replace(config, input=f"{path},{gz}")) is None
 
 
 def test_compressed_jsonl_is_not_chunked(tmp_path):
