@@ -288,7 +288,6 @@ class KnownIdFiles:
     def __init__(self, workdir: Optional[str] = None):
         self._own = workdir is None
         self._dir = workdir or tempfile.mkdtemp(prefix="ticketflow-ids-")
-        self._earlier = idset.IdHashSet().hashes
         self._version = 0
         self.known = idset.KnownIds()
 
@@ -318,11 +317,13 @@ class KnownIdFiles:
         kept += [str(value) for path in _files(join_path(output, dead_letter_basename) + "-*")
                  for value, stage in _shard_fields(path, ("id", "stage"))
                  if stage != STAGE_PARSE and value is not None]
-        self._earlier = idset.union(self._earlier, idset.hash_ids(kept))
+        # Only the files hold the ids between two chunks (80 MB at 10M ids), not this process.
+        earlier = idset.union(idset.IdHashSet.load(self.known.earlier).hashes,
+                              idset.hash_ids(kept))
         self._version += 1
         # A new file each time: a mapping of the previous one may still be alive.
         path = f"{self._dir}/earlier-{self._version:05d}.npy"
-        idset.save_hashes(path, self._earlier)
+        idset.save_hashes(path, earlier)
         self.known = dataclasses.replace(self.known, earlier=path)
         return len(kept)
 

@@ -280,3 +280,18 @@ def test_stop_mid_chunks_counts_the_unread_and_resume_finishes(run_pipeline, sim
     assert resumed.summary()["already_done"] == summary["succeeded"]
     ids = sorted(r["id"] for r in resumed.results())
     assert ids == sorted(f"T-{i:03d}" for i in range(n))  # each id answered once, in all
+
+
+def test_one_budget_for_all_chunks(run_pipeline, simulator_factory, tmp_path):
+    # The engine (its budget, rate limiter, response store) lives across the chunks of a run:
+    # a budget for the run is not a budget per chunk.
+    sim = simulator_factory()
+    path = write_jsonl(tmp_path / "t.jsonl", [_ticket(i, "words " * 20) for i in range(35)])
+    run = run_pipeline("--input", str(path), "--base_url", sim.base_url, "--max_cost_usd",
+                       "0.0004", "--max_concurrency", "1", "--local_chunk_tickets", str(CHUNK))
+    assert run.returncode == 0, run.stderr
+    summary = run.summary()
+    assert summary["chunks"] == 5 and summary["ledger_balanced"] is True
+    assert 0 < summary["cost_usd"] <= 0.0004
+    assert summary["succeeded"] < CHUNK  # the budget ran out in the first chunk, for good
+    assert summary["dead_letter_reasons"] == {"budget_exhausted": 35 - summary["succeeded"]}
