@@ -8,6 +8,7 @@ pipeline over each in turn, in ONE process (imports, the engine, its rate limite
 kept; ~0.6 s of CPU per extra chunk), with one run id, one ledger, one summary; chunk k writes
 ``results-RUNID-cKKKK-*`` and ``dead_letter-RUNID-cKKKK-*``. See docs/runners.md.
 
+* :func:`chunk_tickets` — where chunks apply; :func:`start` — the run's chunks, or None.
 * :func:`plan` — chunks in (file, line) order, the order of the duplicate-id rule
   (``transforms.validate.record_order``): JSONL files are cut at line ends found by a newline
   scan, Parquet files at row numbers; each piece keeps its file's line numbers. The scan is lazy:
@@ -22,10 +23,12 @@ kept; ~0.6 s of CPU per extra chunk), with one run id, one ledger, one summary; 
 
 Example::
 
-    size, why_not = chunk_tickets(requested, runner, mode, config, dry_run=False)
-    chunks = plan(matched_paths(config.input), config.input_format, size)
+    size, why_not = chunk_tickets(requested, runner, mode, config)
+    chunks = start(size, config)              # None: one pass over the whole input
     with KnownIdFiles() as ids:
-        outcome = run_chunks(chunks, run_one, ids, config.output, stopped=lambda: False)
+        outcome = run_chunks(chunks, run_one, ids, config.output, basenames,
+                             stopped=lambda: stopper.interrupted)
+    outcome.counts, outcome.chunks, outcome.not_read
 """
 
 from __future__ import annotations
