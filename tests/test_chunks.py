@@ -262,7 +262,7 @@ def test_stop_mid_chunks_counts_the_unread_and_resume_finishes(run_pipeline, sim
         line = proc.stderr.readline()
         match = re.search(r" progress done=(\d+)", line)
         if not line or (match and int(match.group(1)) >= 12):
-            break  # in the second chunk: the first is written
+            break  # the live count goes on across chunks: this is the second one
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=90)
     assert proc.returncode == 130, stderr
@@ -273,6 +273,7 @@ def test_stop_mid_chunks_counts_the_unread_and_resume_finishes(run_pipeline, sim
     assert set(summary["dead_letter_reasons"]) <= {"interrupted"}
     assert "not read" in stdout and "--resume" in stdout
     assert "chunks_not_read" in stderr
+    assert (out / "report.html").exists()
 
     resumed = run_pipeline("--input", str(path), "--base_url", sim.base_url, "--resume",
                            "--max_concurrency", "16", "--local_chunk_tickets", "10", output=out)
