@@ -139,20 +139,20 @@ def test_id_hash_set_union_and_membership(tmp_path):
 def test_known_ids_come_from_results_and_llm_dead_letters_only(tmp_path):
     write_jsonl(tmp_path / "results-old-00000-of-00001.jsonl", [{"id": "done1"}, {"id": 7}])
     write_jsonl(tmp_path / "results-run-c0001-00000-of-00001.jsonl",
-                [{"id": "kept1", "response": "r"}])
+                [{"id": "kept1", "response": "r"}, {"id": 'q"é\\', "response": "r"}])
     write_jsonl(tmp_path / "dead_letter-run-c0001-00000-of-00001.jsonl", [
         {"id": "kept2", "stage": "llm", "reason": "interrupted"},
         {"id": "dup", "stage": "parse", "reason": "duplicate_id"},
         {"stage": "llm", "id": "kept3"},  # not our writer's field order: parsed whole
         {"id": None, "stage": "parse", "reason": "invalid_json"}])
     with chunks_lib.KnownIdFiles() as ids:
-        assert ids.read_done(str(tmp_path)) == 3  # every results-* (this run's too)
-        assert ids.add_kept(str(tmp_path), "results-run-c0001", "dead_letter-run-c0001") == 3
+        assert ids.read_done(str(tmp_path)) == 4  # every results-* (this run's too)
+        assert ids.add_kept(str(tmp_path), "results-run-c0001", "dead_letter-run-c0001") == 4
         sets = ids.known.open()
         assert {"done1", "7", "kept1"} == {i for i in ("done1", "7", "kept1", "x")
                                           if i in sets.done}
-        assert {i for i in ("kept1", "kept2", "kept3", "dup", "done1") if i in sets.earlier} == {
-            "kept1", "kept2", "kept3"}
+        assert {i for i in ("kept1", "kept2", "kept3", "dup", "done1", 'q"é\\')
+                if i in sets.earlier} == {"kept1", "kept2", "kept3", 'q"é\\'}
         workdir = Path(ids.known.done).parent
     assert not workdir.exists()
 
