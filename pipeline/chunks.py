@@ -378,7 +378,13 @@ def run_chunks(chunks: Iterator[Chunk], run_one: Callable[[Chunk], dict], ids: K
         first = chunk.pieces[0]
         event(_LOG, logging.INFO, "chunk", chunk=chunk.index, records=chunk.records,
               first=f"{first.path}:{first.first_line}")
-        counts = run_one(dataclasses.replace(chunk, known=ids.known))
+        try:
+            counts = run_one(dataclasses.replace(chunk, known=ids.known))
+        except Exception:
+            event(_LOG, logging.ERROR, "chunk_failed", chunk=chunk.index, chunks_written=ran,
+                  note="the chunks before it are written: run the same command with --resume "
+                  "to continue")
+            raise
         total = merge_counts(total, counts)
         ran += 1
         if not stopped():

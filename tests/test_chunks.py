@@ -169,6 +169,37 @@ def test_merge_counts_sums_counters_and_weighs_means():
     assert merged["latency_ms_count"] == 4
 
 
+def test_run_chunks_hands_on_the_ids_stops_and_fails_loudly(tmp_path, caplog):
+    chunks = [chunks_lib.Chunk(i, (Piece("f.jsonl", 0, 1, i),), 10) for i in (1, 2, 3, 4)]
+    seen, stop = [], []
+
+    def run_one(chunk):
+        seen.append(chunk)
+        write_jsonl(tmp_path / f"results-r-c{chunk.index}-00000-of-00001.jsonl",
+                    [{"id": f"id{chunk.index}"}])
+        stop.extend([True] if chunk.index == 2 else [])
+        return {"succeeded": 10, "latency_ms_mean": 5.0, "latency_ms_max": 9,
+                "latency_ms_count": 10}
+
+    def basenames(index):
+        return f"results-r-c{index}", f"dead_letter-r-c{index}"
+
+    with chunks_lib.KnownIdFiles() as ids:
+        outcome = chunks_lib.run_chunks(iter(chunks), run_one, ids, str(tmp_path), basenames,
+                                        stopped=lambda: bool(stop))
+        assert seen[0].known.earlier is None and "id1" in seen[1].known.open().earlier
+    assert (outcome.chunks, outcome.not_read, outcome.counts["succeeded"]) == (2, 20, 20)
+    assert outcome.counts["latency_ms_count"] == 20 and outcome.counts["latency_ms_mean"] == 5.0
+
+    def failing(chunk):
+        raise RuntimeError("boom")
+
+    with chunks_lib.KnownIdFiles() as ids, pytest.raises(RuntimeError, match="boom"):
+        chunks_lib.run_chunks(iter(chunks), failing, ids, str(tmp_path), basenames,
+                              stopped=lambda: False)
+    assert "chunk_failed" in caplog.text and "--resume" in caplog.text
+
+
 # -- end to end ---------------------------------------------------------------------------------
 
 def _ticket(i, body=None):
