@@ -12,6 +12,18 @@ wall and CPU seconds::
         --prism_location /path/to/prism
     python -m benchmarks.memory --sizes 300000 --mode budget   # no calls: minutes, not hours
 
+Chunked against one pass (``--local_chunk_tickets``, ``pipeline/chunks.py``): ``--chunks``
+lists the settings to run for each size (0: one pass over the whole input); one pass is skipped
+above ``--max_unchunked`` tickets (it holds the whole input in memory, and takes as long)::
+
+    python -m benchmarks.memory --sizes 100000,1000000,2000000 --chunks 0,50000 \
+        --max_unchunked 300000
+
+Each row also has ``first_request_s``: from the process's start to the first chat request the
+simulator saw (in flight or answered; its ``/stats`` polled with the RSS). With
+``--until_first_request`` each run is killed there: the time to the first request of inputs too
+large to run whole (10M tickets), and the memory until then.
+
 ``--mode budget`` sets ``--max_cost_usd`` to a billionth of a dollar: every ticket flows through
 read, validate, dedupe, batch and the call step, which turns it into a dead letter
 ``budget_exhausted`` without a request, and the dead letters are written. The groupings hold the
@@ -56,8 +68,13 @@ def tree_rss_by_name(pid: int) -> dict[str, int]:
     return dict(out)
 
 
-def measure(cmd: Sequence[str], sim: Simulator, timeout: float, interval: float = 0.2) -> dict:
+def measure(cmd: Sequence[str], sim: Simulator, timeout: float, interval: float = 0.2,
+            until_first_request: bool = False) -> dict:
     """Runs ``cmd``; returns its peaks (tree and per process name), RSS timeline, wall and CPU.
+
+    Args:
+        until_first_request: Kill the run once the simulator saw its first request (the time
+            to it, and the memory until then, of an input too large to run whole).
 
     Raises:
         RuntimeError: when it runs past ``timeout`` (it is killed).
@@ -67,7 +84,7 @@ def measure(cmd: Sequence[str], sim: Simulator, timeout: float, interval: float 
         process = subprocess.Popen(list(cmd), cwd=_REPO, env=_env(), stdout=subprocess.DEVNULL,
                                    stderr=err, text=True)
         peaks: collections.Counter[str] = collections.Counter()
-        state = {"peak": 0, "at_first_answer": None, "timeline": []}
+        state = {"peak": 0, "at_first_answer": None, "first_request": None, "timeline": []}
         done = threading.Event()
 
         def poll() -> None:
@@ -79,9 +96,17 @@ def measure(cmd: Sequence[str], sim: Simulator, timeout: float, interval: float 
                     peaks[name] = max(peaks[name], kb)
                 state["timeline"].append((round(time.perf_counter() - started, 1),
                                           round(total / 1024.0)))
-                if state["at_first_answer"] is None and sim.stats()["requests"] > 0:
-                    state["at_first_answer"] = (round(time.perf_counter() - started, 1),
-                                                round(total / 1024.0))
+                if state["at_first_answer"] is None:
+                    stats = sim.stats()
+                    now = round(time.perf_counter() - started, 1)
+                    if state["first_request"] is None and stats["requests"] + stats.get(
+                            "in_flight", 0) > 0:
+                        state["first_request"] = now
+                        state["cpu_at_first_request"] = _cpu_secs(process.pid)
+                        if until_first_request:
+                            process.kill()
+                    if stats["requests"] > 0:
+                        state["at_first_answer"] = (now, round(total / 1024.0))
 
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
@@ -99,8 +124,22 @@ def measure(cmd: Sequence[str], sim: Simulator, timeout: float, interval: float 
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
             "peak_rss_mb": round(max(state["peak"], usage.ru_maxrss) / 1024.0),
             "peak_rss_mb_by_process": {k: round(v / 1024.0) for k, v in peaks.most_common()},
+            "first_request_s": state["first_request"],
+            # The driver's CPU until then: the same on an idle and on a shared machine.
+            "cpu_s_at_first_request": state.get("cpu_at_first_request"),
             "rss_mb_at_first_answer": state["at_first_answer"],
             "rss_timeline_mb": state["timeline"][::step], "stderr_tail": stderr[-1500:]}
+
+
+def _cpu_secs(pid: int) -> float | None:
+    """User + system CPU seconds of one process so far (Linux /proc), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # After the command's closing parenthesis: state is field 3, utime 14, stime 15.
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
 
 
 def _wait(process: subprocess.Popen, deadline: float):
@@ -116,11 +155,18 @@ def _wait(process: subprocess.Popen, deadline: float):
 
 
 def pipeline_cmd(tickets: Path, output: Path, base_url: str, runner: str,
-                 prism_location: str | None, mode: str) -> list[str]:
-    """The ``python -m pipeline`` command line of one measured run."""
+                 prism_location: str | None, mode: str,
+                 chunk_tickets: int | None = None) -> list[str]:
+    """The ``python -m pipeline`` command line of one measured run.
+
+    Args:
+        chunk_tickets: ``--local_chunk_tickets`` (None: the pipeline's default).
+    """
     cmd = [sys.executable, "-m", "pipeline", "--input", str(tickets), "--output", str(output),
            "--overwrite", "--base_url", base_url, "--max_tokens", str(MAX_TOKENS),
            "--log_level", "WARNING", "--quiet", "--runner", runner]
+    if chunk_tickets is not None:
+        cmd += ["--local_chunk_tickets", str(chunk_tickets)]
     if runner == "PrismRunner":
         cmd += ["--environment_type", "LOOPBACK"]
         if prism_location:
@@ -139,6 +185,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prism_location", help="the prism binary (PrismRunner)")
     parser.add_argument("--mode", choices=("full", "budget"), default="full",
                         help="full: every ticket answered; budget: no request sent (see above)")
+    parser.add_argument("--chunks", default=None,
+                        help="comma-separated --local_chunk_tickets settings to run per size "
+                        "(0: one pass); default: the pipeline's default only")
+    parser.add_argument("--max_unchunked", type=int, default=None,
+                        help="skip one-pass runs (chunks 0) above this many tickets")
+    parser.add_argument("--until_first_request", action="store_true",
+                        help="kill each run at its first request (time and memory until then)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per run")
     parser.add_argument("--workdir", help="keep ticket files here (default: a temporary dir)")
     args = parser.parse_args(argv)
@@ -147,24 +200,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         bench = Bench(workdir, log=lambda m: print(m, file=sys.stderr, flush=True))
         with Simulator() as sim:
+            settings = ([None] if args.chunks is None
+                        else [int(c) for c in args.chunks.split(",")])
             for size in (int(s) for s in args.sizes.split(",")):
                 tickets = bench.tickets(size)
-                output = workdir / f"out-{size}"
-                sim.reset()
-                found = measure(pipeline_cmd(tickets, output, sim.base_url, args.runner,
-                                             args.prism_location, args.mode), sim, args.timeout)
-                summary_path = output / "summary.json"
-                summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-                row = {"tickets": size, "runner": args.runner, "mode": args.mode, **found,
-                       "succeeded": summary.get("succeeded"),
-                       "dead_lettered": summary.get("dead_lettered"),
-                       "ledger_balanced": summary.get("ledger_balanced")}
-                if found["exit"] == 0:
-                    row.pop("stderr_tail")
-                print(json.dumps(row), flush=True)
-                if output.exists():
-                    _remove_tree(output)
+                for chunk in settings:
+                    if chunk == 0 and args.max_unchunked and size > args.max_unchunked:
+                        continue
+                    print(json.dumps(_measured_row(args, sim, tickets, size, chunk,
+                                                   workdir / f"out-{size}-{chunk}")), flush=True)
     return 0
+
+
+def _measured_row(args: argparse.Namespace, sim: Simulator, tickets: Path, size: int,
+                  chunk: int | None, output: Path) -> dict:
+    """One measured run, as the JSON row printed."""
+    sim.reset()
+    found = measure(pipeline_cmd(tickets, output, sim.base_url, args.runner,
+                                 args.prism_location, args.mode, chunk), sim, args.timeout,
+                    until_first_request=args.until_first_request)
+    summary_path = output / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    row = {"tickets": size, "runner": args.runner, "mode": args.mode,
+           "local_chunk_tickets": chunk, "chunks": summary.get("chunks"), **found,
+           "succeeded": summary.get("succeeded"),
+           "dead_lettered": summary.get("dead_lettered"),
+           "ledger_balanced": summary.get("ledger_balanced")}
+    if found["exit"] == 0 or args.until_first_request:
+        row.pop("stderr_tail")
+    if output.exists():
+        _remove_tree(output)
+    return row
 
 
 if __name__ == "__main__":

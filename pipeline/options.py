@@ -183,6 +183,13 @@ class TicketflowOptions(PipelineOptions):
         run.add_argument("--simulator_flags", default="",
                          help="Flags for the simulator started by --simulate, as one string, "
                          "e.g. \"--latency_median_ms 200 --p_503 0.02\".")
+        run.add_argument("--local_chunk_tickets", type=int, default=None, metavar="N",
+                         help="On the local in-process runner, run the pipeline over "
+                         "consecutive chunks of N input records, one after the other in one "
+                         "process, so that memory stays flat whatever the input size (default: "
+                         "50000; 0: the whole input in one pass). Not applied on other runners, "
+                         "with multi_processing, --api batch, --sample or --replay "
+                         "(docs/runners.md).")
         run.add_argument("--log_level", default="INFO",
                          choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="Logging level.")
 

@@ -26,6 +26,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
                                                   StandardOptions, TestOptions)
 
 from pipeline import batch_run
+from pipeline import chunks as chunks_lib
 from pipeline import config as config_lib
 from pipeline import estimate as estimate_lib
 from pipeline import flags as flags_lib
@@ -61,16 +62,25 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = watch.EXIT_INTERRUPTED
 
 
-def build(p: beam.Pipeline, config: config_lib.JobConfig) -> Dict[str, beam.PCollection]:
+def build(p: beam.Pipeline, config: config_lib.JobConfig,
+          chunk: Optional[chunks_lib.Chunk] = None) -> Dict[str, beam.PCollection]:
     """Wires the pipeline into ``p``.
+
+    Args:
+      chunk: In a chunked run, the slice of the input to read, the ids of earlier chunks and
+        runs (they replace ``ReadDoneIds``), and the chunk's own shard names.
 
     Returns:
       The ``results`` and ``dead_letters`` PCollections (before writing), for tests.
     """
-    raw = p | "ReadTickets" >> ReadTickets(config.input, config.input_format)
-    done_ids = p | "ReadDoneIds" >> ReadDoneIds(config.output) if config.resume else None
-    checked = raw | "ValidateTickets" >> ValidateTickets(config.fields, done_ids=done_ids,
-                                                         replay=config.replay)
+    index = chunk.index if chunk is not None else None
+    raw = p | "ReadTickets" >> ReadTickets(config.input, config.input_format,
+                                           pieces=chunk.pieces if chunk is not None else None)
+    done_ids = (p | "ReadDoneIds" >> ReadDoneIds(config.output)
+                if config.resume and chunk is None else None)
+    checked = raw | "ValidateTickets" >> ValidateTickets(
+        config.fields, done_ids=done_ids, replay=config.replay,
+        known=chunk.known if chunk is not None else None)
     tickets = checked["tickets"]
     if config.sample:
         tickets = tickets | "SampleTickets" >> SampleTickets(config.sample)
@@ -83,10 +93,10 @@ def build(p: beam.Pipeline, config: config_lib.JobConfig) -> Dict[str, beam.PCol
     dead_letters = ((checked["dead_letter"], called["dead_letter"])
                     | "AllDeadLetters" >> beam.Flatten())
     called["results"] | "WriteResults" >> sinks.WriteResults(
-        config.output, config.output_format, basename=results_basename(config),
+        config.output, config.output_format, basename=results_basename(config, index),
         structured=config.llm.structured)
     dead_letters | "WriteDeadLetters" >> sinks.WriteDeadLetters(
-        config.output, basename=dead_letter_basename(config))
+        config.output, basename=dead_letter_basename(config, index))
     return {"results": called["results"], "dead_letters": dead_letters}
 
 
@@ -156,6 +166,31 @@ def local_runner_options(options: PipelineOptions) -> PipelineOptions:
     return options
 
 
+def _runner_name(options: PipelineOptions) -> str:
+    runner = options.view_as(StandardOptions).runner
+    return runner if isinstance(runner, str) else type(runner).__name__
+
+
+def _run_chunks(options: PipelineOptions, config: config_lib.JobConfig, chunks,
+                stopper: watch.GracefulStop) -> chunks_lib.Outcome:
+    """Runs the same pipeline over each chunk in turn (``pipeline/chunks.py``)."""
+    def run_one(chunk: chunks_lib.Chunk) -> dict:
+        pipeline = beam.Pipeline(options=options)
+        build(pipeline, config, chunk)
+        result = pipeline.run()
+        result.wait_until_finish()
+        return metrics_lib.summarize(result.metrics())
+
+    def basenames(index: int):
+        return results_basename(config, index), dead_letter_basename(config, index)
+
+    with chunks_lib.KnownIdFiles() as ids:
+        if config.resume:
+            ids.read_done(config.output)
+        return chunks_lib.run_chunks(chunks, run_one, ids, config.output, basenames,
+                                     stopped=lambda: stopper.interrupted)
+
+
 def _timeline(config: config_lib.JobConfig, live: bool, started_wall: float):
     """Per-second completions: from the live counters, else from the written files' timestamps."""
     per_second = progress.STATS.snapshot()["per_second"] if live else {}
@@ -193,10 +228,16 @@ def run(argv: Optional[List[str]] = None) -> int:
     ours = options.view_as(TicketflowOptions)
     logs.configure(ours.log_level or "INFO", ours.log_format or "text",
                    write=watch.write_log_line)
+    chunking_requested = ours.local_chunk_tickets
     try:
         config = config_lib.from_options(options)
         if config.estimate:
             return _estimate(config)
+        chunk_size, no_chunks = chunks_lib.chunk_tickets(
+            chunking_requested, _runner_name(options),
+            options.view_as(DirectOptions).direct_running_mode, config, dry_run)
+        if no_chunks and chunking_requested:
+            event(_LOG, logging.INFO, "chunks_off", reason=no_chunks)
         stale_outputs = []
         if not dry_run:
             preflight_lib.check_input(config)
@@ -227,8 +268,7 @@ def run(argv: Optional[List[str]] = None) -> int:
         if stale_outputs:
             FileSystems.delete(stale_outputs)
 
-        runner = options.view_as(StandardOptions).runner
-        runner = runner if isinstance(runner, str) else type(runner).__name__
+        runner = _runner_name(options)
         live = watch.live_counts_possible(
             runner, options.view_as(DirectOptions).direct_running_mode)
         mode = watch.mode_for(live, config.quiet)
@@ -264,8 +304,11 @@ def run(argv: Optional[List[str]] = None) -> int:
         progress.STATS.reset()
         total = (count_input(config.input, config.input_format)
                  if mode in (watch.MODE_BAR, watch.MODE_LINES) else None)
-        pipeline = beam.Pipeline(options=options)
-        build(pipeline, config)
+        chunks = chunks_lib.start(chunk_size, config, explicit=chunking_requested is not None)
+        pipeline = None
+        if chunks is None:
+            pipeline = beam.Pipeline(options=options)
+            build(pipeline, config)
         reporter = watch.ProgressReporter(
             mode, config.progress_interval_secs, total, runner,
             cost=lambda snap: snap.get("cost_nano_usd", 0) / 1e9)
@@ -273,13 +316,19 @@ def run(argv: Optional[List[str]] = None) -> int:
         unlisten = metrics_lib.listen(progress.STATS)
         cpu = projection_lib.CpuMeter()
         unlisten_cpu = metrics_lib.listen(cpu) if config.sample and live else (lambda: None)
+        chunked = None
         try:
             with stopper, reporter:
-                result = pipeline.run()
-                if dry_run:
-                    print("ticketflow: dry run: job built, not submitted")
-                    return EXIT_OK
-                result.wait_until_finish()
+                if chunks is not None:
+                    chunked = _run_chunks(options, config, chunks, stopper)
+                    counts = chunked.counts
+                else:
+                    result = pipeline.run()
+                    if dry_run:
+                        print("ticketflow: dry run: job built, not submitted")
+                        return EXIT_OK
+                    result.wait_until_finish()
+                    counts = metrics_lib.summarize(result.metrics())
         except Exception as exc:  # noqa: BLE001 - one clear line, not a runner traceback
             _LOG.debug("pipeline failed", exc_info=True)
             message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
@@ -289,9 +338,11 @@ def run(argv: Optional[List[str]] = None) -> int:
             unlisten()
             unlisten_cpu()
         wall = time.monotonic() - started
-        counts = metrics_lib.summarize(result.metrics())
         summary = summarize(counts, config, wall,
                             batch=prepared.figures if prepared is not None else None)
+        if chunked is not None:
+            summary["chunks"] = chunked.chunks
+            summary["not_read"] = chunked.not_read
         if config.sample:
             summary["sample"] = config.sample
             summary["projection"] = _projection(config, summary, cpu.per_ticket())

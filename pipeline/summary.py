@@ -3,7 +3,9 @@
 :func:`summarize` reads the counters the workers reported (``transforms.metrics.summarize``) and
 counts what is really on disk, and checks the ledger: ``read == succeeded + dead_lettered +
 already_done + replay_skipped + not_sampled`` and the files hold exactly those numbers. :func:`format_summary`
-is what the driver prints.
+is what the driver prints. A chunked run (``pipeline/chunks.py``) writes its shards as
+``results-RUNID-cKKKK-*``: the run's basename ``results-RUNID`` matches them all; records a
+stopped chunked run did not read are ``not_read`` (outside the ledger: they were never read).
 
 Example::
 
@@ -23,13 +25,23 @@ from transforms import metrics as metrics_lib
 from transforms.sinks import DEAD_LETTER_BASENAME, RESULTS_BASENAME
 
 
-def results_basename(config: config_lib.JobConfig) -> str:
-    """Each run writes its own shards, so a resumed run never overwrites an earlier one."""
-    return f"{RESULTS_BASENAME}-{config.run_id}"
+def _chunk_suffix(chunk: Optional[int]) -> str:
+    return "" if chunk is None else f"-c{chunk:04d}"
 
 
-def dead_letter_basename(config: config_lib.JobConfig) -> str:
-    return f"{DEAD_LETTER_BASENAME}-{config.run_id}"
+def results_basename(config: config_lib.JobConfig, chunk: Optional[int] = None) -> str:
+    """Each run writes its own shards, so a resumed run never overwrites an earlier one.
+
+    Args:
+      chunk: A chunked run's chunk (its own shards); None: the whole run's prefix, which
+        matches every chunk's shards too.
+    """
+    return f"{RESULTS_BASENAME}-{config.run_id}{_chunk_suffix(chunk)}"
+
+
+def dead_letter_basename(config: config_lib.JobConfig, chunk: Optional[int] = None) -> str:
+    """Like :func:`results_basename`, for dead letters."""
+    return f"{DEAD_LETTER_BASENAME}-{config.run_id}{_chunk_suffix(chunk)}"
 
 
 def summarize(counts: dict, config: config_lib.JobConfig, wall_secs: float,
@@ -166,6 +178,10 @@ def format_summary(summary: dict) -> str:
         rows.append(("interrupted", f"stopped by {summary['interrupted']}: "
                      f"{reasons.get('interrupted', 0)} ticket(s) not answered are dead letters "
                      "'interrupted' (replay them)"))
+    if summary.get("not_read"):
+        rows.append(("not read", (f"{summary['not_read']} record(s) of the chunks after the "
+                                  "stop were not read: run the same command with --resume to "
+                                  "answer them and the interrupted ones")))
     projection = summary.get("projection")
     if projection:
         rows.extend(projection_rows(projection))

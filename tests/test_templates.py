@@ -36,6 +36,7 @@ EXCLUDED = {
     "quiet": "live progress is drawn by a local driver only; Dataflow shows its own UI",
     "progress_interval_secs": "live progress is drawn by a local driver only",
     "drain_secs": "graceful stop with drain is for local runs; on Dataflow use drain in its UI",
+    "local_chunk_tickets": "chunks only the local in-process runner; Dataflow's shuffle spills",
 }
 
 # Parameters the template offers before the option exists (proposed in issue 6's report). Their

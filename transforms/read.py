@@ -5,9 +5,14 @@ extra is installed), reads each file and emits one :class:`RawRecord` per non-bl
 or per row (Parquet), with the file and the 1-based line or row number, so that a bad record's
 dead letter can say exactly where it came from. Parsing is validation's job (``transforms.validate``).
 
+A chunked run (``pipeline/chunks.py``) passes ``pieces`` instead: each :class:`Piece` is a byte
+range of a JSONL file (cut at line ends) or a row range of a Parquet file, with the file's line
+or row number where it starts, so records keep their global line numbers.
+
 Example::
 
     raw = p | "ReadTickets" >> ReadTickets("gs://bucket/tickets/*.jsonl")
+    raw = p | "ReadTickets" >> ReadTickets(pattern, pieces=[Piece("a.jsonl", 0, 4096, 1)])
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import base64
 import datetime
 import decimal
 import math
-from typing import Any, Iterator, NamedTuple, Optional, Union
+from typing import Any, Iterator, NamedTuple, Optional, Sequence, Union
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -32,7 +37,6 @@ FORMAT_PARQUET = "parquet"
 FORMATS = (FORMAT_AUTO, FORMAT_JSONL, FORMAT_PARQUET)
 
 
-
 class RawRecord(NamedTuple):
     """One input record before validation.
 
@@ -46,6 +50,21 @@ class RawRecord(NamedTuple):
     line: int
     value: Union[str, dict]
     decode_error: Optional[str] = None
+
+
+class Piece(NamedTuple):
+    """A slice of one input file, read as one element of a chunked run.
+
+    Attributes:
+      path: The file.
+      start: JSONL: the byte offset of a line's start; Parquet: the 0-based first row.
+      end: JSONL: the byte offset after a line's end; Parquet: the row after the last one.
+      first_line: The 1-based line (JSONL) or row (Parquet) number at ``start``.
+    """
+    path: str
+    start: int
+    end: int
+    first_line: int
 
 
 def format_of(path: str, forced: str = FORMAT_AUTO) -> str:
@@ -86,9 +105,21 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
-def iter_jsonl(handle, path: str) -> Iterator[RawRecord]:
-    """RawRecords of a JSONL stream (binary), skipping blank lines."""
-    for number, line in enumerate(handle, start=1):
+def iter_jsonl(handle, path: str, first_line: int = 1,
+               length: Optional[int] = None) -> Iterator[RawRecord]:
+    """RawRecords of a JSONL stream (binary), skipping blank lines.
+
+    Args:
+      first_line: The line number of the stream's current position.
+      length: Read only this many bytes from the current position (a :class:`Piece`, whose
+        end is a line end); None: to the end.
+    """
+    left = length
+    for number, line in enumerate(handle, start=first_line):
+        if left is not None:
+            if left <= 0:
+                return
+            left -= len(line)
         line = line.rstrip(b"\r\n")
         if not line.strip():
             continue
@@ -108,6 +139,45 @@ def iter_parquet(handle, path: str) -> Iterator[RawRecord]:
         for row in batch.to_pylist():
             number += 1
             yield RawRecord(path, number, json_safe(row))
+
+
+def iter_parquet_rows(handle, path: str, start: int, end: int) -> Iterator[RawRecord]:
+    """RawRecords of rows ``[start, end)`` (0-based) of a Parquet file; only the row groups
+    that hold them are decoded."""
+    import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+
+    parquet = pq.ParquetFile(handle)
+    groups, first, offset = [], None, 0
+    for group in range(parquet.metadata.num_row_groups):
+        rows = parquet.metadata.row_group(group).num_rows
+        if offset + rows > start and offset < end:
+            groups.append(group)
+            first = offset if first is None else first
+        offset += rows
+    if not groups:
+        return
+    at = first  # the 0-based row number of the batch's first row
+    for batch in parquet.iter_batches(batch_size=4096, row_groups=groups):
+        low, high = max(0, start - at), min(batch.num_rows, end - at)
+        if low < high:
+            for i, row in enumerate(batch.slice(low, high - low).to_pylist()):
+                yield RawRecord(path, at + low + i + 1, json_safe(row))
+        at += batch.num_rows
+        if at >= end:
+            return
+
+
+def iter_piece(piece: Piece, input_format: str = FORMAT_AUTO) -> Iterator[RawRecord]:
+    """The RawRecords of one :class:`Piece` (an uncompressed file, local or gs://)."""
+    from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
+
+    with FileSystems.open(piece.path,
+                          compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        if format_of(piece.path, input_format) == FORMAT_PARQUET:
+            yield from iter_parquet_rows(handle, piece.path, piece.start, piece.end)
+        else:
+            handle.seek(piece.start)
+            yield from iter_jsonl(handle, piece.path, piece.first_line, piece.end - piece.start)
 
 
 def iter_file(path: str, input_format: str = FORMAT_AUTO) -> Iterator[RawRecord]:
@@ -147,22 +217,36 @@ class _ReadFileFn(beam.DoFn):
             yield record
 
 
+class _ReadPieceFn(_ReadFileFn):
+    """Reads one :class:`Piece` (a chunked run's slice of a file) into RawRecords."""
+
+    def process(self, piece: Piece):  # pylint: disable=arguments-renamed
+        yield from self._counted(iter_piece(piece, self._format))
+
+
 class ReadTickets(beam.PTransform):
     """Matches ``pattern`` and reads every file into :class:`RawRecord` elements.
 
     Args:
       pattern: A path, glob or ``gs://`` pattern (comma-separated for several).
       input_format: ``auto`` (by extension), ``jsonl`` or ``parquet``.
+      pieces: Read only these slices of the matched files (a chunk of a chunked run).
     """
 
-    def __init__(self, pattern: str, input_format: str = FORMAT_AUTO):
+    def __init__(self, pattern: str, input_format: str = FORMAT_AUTO,
+                 pieces: Optional[Sequence[Piece]] = None):
         super().__init__()
         if input_format not in FORMATS:
             raise ValueError(f"input_format must be one of {FORMATS}, not {input_format!r}")
         self._patterns = [p.strip() for p in pattern.split(",") if p.strip()]
         self._format = input_format
+        self._pieces = None if pieces is None else list(pieces)
 
     def expand(self, pbegin):
+        if self._pieces is not None:
+            return (pbegin
+                    | "InputPieces" >> beam.Create(self._pieces)
+                    | "ReadPieces" >> beam.ParDo(_ReadPieceFn(self._format)))
         return (
             pbegin
             | "InputPatterns" >> beam.Create(self._patterns)

@@ -7,6 +7,12 @@ Reason codes (stage ``parse``): ``invalid_encoding``, ``invalid_json``, ``not_an
 ``missing_id``, ``invalid_id``, ``missing_text``, ``invalid_text``, ``empty_text``,
 ``text_too_long``, ``duplicate_id``; with ``--replay``, ``not_a_dead_letter``.
 
+In a chunked run (``pipeline/chunks.py``) the chunks are consecutive slices of the input in
+(file, line) order, so a record is a duplicate iff its id was kept by an earlier chunk or comes
+later in its own chunk: ``known`` (:class:`~transforms.idset.KnownIds`) names the hashes of the
+ids the earlier chunks kept (``duplicate_id``) and of those earlier runs answered (``--resume``,
+``already_done``), checked record by record before the shuffle by id.
+
 With ``replay``, the input is dead-letter files: the ``ticket`` of each dead letter whose reason is
 replayable is validated again; the others are skipped and counted (``replay_skipped``).
 
@@ -24,6 +30,7 @@ from typing import Optional
 
 import apache_beam as beam
 
+from transforms.idset import KnownIds
 from transforms.metrics import TicketflowMetrics
 from transforms.read import RawRecord
 from transforms.records import DEAD_LETTER_TAG, STAGE_PARSE, DeadLetter, Ticket, truncate_raw
@@ -161,15 +168,21 @@ class _ParseFn(beam.DoFn):
     in memory as a Python object, and the next stage's input fills while this one is read, so the
     shuffle by id must carry as little as possible. The records kept after it are parsed again
     (the same check, so they pass).
+
+    With ``known`` (a chunked run), a ticket whose id an earlier run answered is dropped
+    (``already_done``) and one whose id an earlier chunk kept is a ``duplicate_id`` dead letter.
     """
 
-    def __init__(self, mapping: FieldMapping, replay: bool = False, keyed: bool = False):
+    def __init__(self, mapping: FieldMapping, replay: bool = False, keyed: bool = False,
+                 known: Optional[KnownIds] = None):
         self._mapping = mapping
         self._replay = replay
         self._keyed = keyed
+        self._known = known
 
     def setup(self):
         self._metrics = TicketflowMetrics()
+        self._sets = self._known.open() if self._known is not None else None
 
     def process(self, raw: RawRecord):
         try:
@@ -180,6 +193,13 @@ class _ParseFn(beam.DoFn):
                     return
                 raw = unwrapped
             ticket = parse_ticket(raw, self._mapping)
+            if self._sets is not None:
+                if ticket.id in self._sets.done:
+                    self._metrics.inc("already_done")
+                    return
+                if ticket.id in self._sets.earlier:
+                    yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, self._earlier_duplicate(ticket))
+                    return
             if self._keyed:
                 yield ticket.id, (raw.source, raw.line, raw.value)
             else:
@@ -193,6 +213,15 @@ class _ParseFn(beam.DoFn):
                 source=raw.source, line=raw.line)
             self._metrics.record_dead_letter(dead)
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead)
+
+    def _earlier_duplicate(self, ticket: Ticket) -> DeadLetter:
+        self._metrics.inc("duplicates")
+        dead = DeadLetter(
+            id=ticket.id, stage=STAGE_PARSE, reason="duplicate_id", error_class="DuplicateId",
+            message=f"id {ticket.id!r} already seen in an earlier chunk of the input",
+            ticket=ticket.fields, source=ticket.source, line=ticket.line)
+        self._metrics.record_dead_letter(dead)
+        return dead
 
 
 class _KeepFirstFn(beam.DoFn):
@@ -241,19 +270,22 @@ class ValidateTickets(beam.PTransform):
       dedupe: Whether duplicate ids become dead letters (one shuffle by id).
       done_ids: Ids answered by earlier runs, dropped as ``already_done`` (needs dedupe).
       replay: Whether the input is dead-letter files to replay.
+      known: A chunked run's ids of earlier runs and earlier chunks (see module docstring).
     """
 
     def __init__(self, mapping: FieldMapping, dedupe: bool = True, done_ids=None,
-                 replay: bool = False):
+                 replay: bool = False, known: Optional[KnownIds] = None):
         super().__init__()
         self._mapping = mapping
         self._dedupe = dedupe
         self._done_ids = done_ids
         self._replay = replay
+        self._known = known
 
     def expand(self, raw):
         parsed = raw | "ParseTickets" >> beam.ParDo(
-            _ParseFn(self._mapping, self._replay, keyed=self._dedupe)).with_outputs(
+            _ParseFn(self._mapping, self._replay, keyed=self._dedupe,
+                     known=self._known)).with_outputs(
                 DEAD_LETTER_TAG, main="tickets")
         if not self._dedupe:
             return {"tickets": parsed.tickets, DEAD_LETTER_TAG: parsed[DEAD_LETTER_TAG]}
