@@ -79,6 +79,11 @@ DEFAULT = Sizes(rpm=1200, rpm_secs=75, tpm=450_000, util_concurrency=64, concurr
                 overhead_tickets=10_000, scaling=(10_000, 100_000),
                 capacity_secs=10)
 FULL = dataclasses.replace(DEFAULT, scaling=(10_000, 100_000, 1_000_000))
+# The smallest run that still yields every figure: what CI runs (tests/test_benchmarks_smoke.py)
+# to prove the harness works. Its figures mean nothing.
+SMOKE = Sizes(rpm=1200, rpm_secs=4, tpm=450_000, util_concurrency=64, concurrency=32,
+              concurrency_tickets=150, barrier_tickets=64, overhead_tickets=200,
+              scaling=(200, 400), capacity_secs=1)
 
 #: Every key the JSON carries (the smoke test checks them).
 FIGURES = ("utilization", "rate_limited_fraction", "tpm_utilization", "concurrency_efficiency",
@@ -519,12 +524,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="small counts, short runs (~3 min)")
     mode.add_argument("--full", action="store_true", help="also scale to 1M tickets")
+    mode.add_argument("--smoke", action="store_true",
+                      help="tiny counts: proves every scenario runs (~1 min); figures mean nothing")
     parser.add_argument("--json", help="write the figures to this JSON file")
     parser.add_argument("--workdir", help="keep ticket files and outputs here (default: a "
                         "temporary directory, removed afterwards)")
     args = parser.parse_args(argv)
-    sizes = QUICK if args.quick else FULL if args.full else DEFAULT
-    mode_name = "quick" if args.quick else "full" if args.full else "default"
+    mode_name = ("quick" if args.quick else "full" if args.full else "smoke" if args.smoke
+                 else "default")
+    sizes = {"quick": QUICK, "full": FULL, "smoke": SMOKE}.get(mode_name, DEFAULT)
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)

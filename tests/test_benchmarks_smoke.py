@@ -1,4 +1,4 @@
-"""Smoke test of the benchmark suite: ``python -m benchmarks.run --quick`` yields every figure.
+"""Smoke test of the benchmark suite: ``python -m benchmarks.run --smoke`` yields every figure.
 
 Only the presence and type of each figure is asserted, never its value: timings depend on the
 machine, and a test that fails on a busy CI runner teaches nothing.
@@ -23,7 +23,7 @@ FIGURES = ("utilization", "rate_limited_fraction", "tpm_utilization", "concurren
 @pytest.mark.timeout(900)
 def test_quick_benchmark_writes_every_figure(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--json", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--json", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads(out.read_text())
