@@ -1,25 +1,30 @@
 """Quota benchmark of issue 12: one quota for every job, exact pacing, riding out an outage.
 
-    python -m benchmarks.quota --quick                      # ~2 min: small counts, every key
-    python -m benchmarks.quota --json out/quota.json        # ~12 min on a loaded 2-core box
-    python -m benchmarks.quota --baseline_commit 531a3fc    # + the same runs on an older pipeline
+    python -m benchmarks.quota --quick                    # ~2 min (4 on a loaded box), every key
+    python -m benchmarks.quota --json out/quota.json      # ~13 min
+    python -m benchmarks.quota --baseline_commit 531a3fc  # + slices and outage on that commit
 
 Every scenario runs ``python -m pipeline`` children against the simulator (``--burst_secs 1``:
 its per-minute limit R is enforced in one-second slices of R/60; log-normal latency, median
 300 ms, p99 3 s):
 
-1. ``shared_quota_*`` — three jobs at once (``c`` a 2-process FnApiRunner job, started first;
-   ``a`` and ``b`` one process each), every one told the full limit ``--requests_per_minute R``
-   and ``--shared_quota redis://...`` (a real ``redis-server`` on a free 127.0.0.1 port) with one
-   ``--quota_key``. In the span in which all three were answering (from the results'
-   ``finished_at``, one second cut at both ends): the provider's successes/s ÷ (R/60)
-   (``shared_quota_utilization``), each job's share of the answers and the smallest share ÷
-   the largest (``shared_quota_fairness``); all 429s ÷ all requests of the run.
+1. ``shared_quota_*`` — three jobs started together (``c`` a 2-process FnApiRunner job, ``a``
+   and ``b`` one process each), every one told the full limit ``--requests_per_minute R`` and
+   ``--shared_quota redis://...`` (a real ``redis-server`` on a free 127.0.0.1 port) with one
+   ``--quota_key``. Each job reaches the simulator through its own path of a
+   :class:`benchmarks.gate.JobGate`, which counts answers per job. Once every job has had an
+   answer (+ a short warm-up), a window of ``window_secs`` is measured, then the jobs are killed
+   (their inputs outlast the window: no job runs dry in it, and no tail is waited for). In the
+   window: the provider's successes/s ÷ (R/60) (``shared_quota_utilization``), each job's
+   share of the answers and the smallest share ÷ the largest (``shared_quota_fairness``); all
+   429s ÷ all requests from the start to the window's end.
 2. ``static_share_*`` — the same three jobs without Redis, each told the full limit (what two
    jobs on one API key do without a shared quota); ``static_split_*`` — each told R/3.
 3. ``slice_*`` — one job, RPM then TPM: :func:`benchmarks.pacing.scenario_slices`.
 4. ``outage_*`` — one job, the provider killed mid-run and restarted on the same port:
    :func:`benchmarks.outage.scenario_outage`.
+5. ``shared_single_*`` (only with ``--only shared_single``) — scenario 1 with three 1-process
+   jobs: a control that tells the multi-process job's effect on the shares apart.
 
 With ``--baseline_commit REV`` the pipeline of REV (``git archive``) also runs scenarios 3 (RPM
 and TPM) and 4, against the same simulator: ``baseline_*`` figures, side by side. The load
@@ -119,8 +124,8 @@ def _wait_for_answers(jobs: dict[str, Job], gate: JobGate, timeout: float = 300)
         time.sleep(0.2)
 
 
-def run_jobs(bench: Bench, sizes: Sizes, tag: str,
-             flags_of: Callable[[str], Sequence[str]]) -> dict[str, Any]:
+def run_jobs(bench: Bench, sizes: Sizes, tag: str, flags_of: Callable[[str], Sequence[str]],
+             multi: bool = True) -> dict[str, Any]:
     """Runs jobs c, a and b at once against one sliced simulator; measures a window of them.
 
     The jobs start together, each through its own path of a :class:`JobGate` (so answers are
@@ -133,12 +138,13 @@ def run_jobs(bench: Bench, sizes: Sizes, tag: str,
       sizes: The mode's sizes.
       tag: Names the scenario (outputs, log lines, figure prefix).
       flags_of: The limit flags of job ``name`` (``--requests_per_minute``, ``--shared_quota``).
+      multi: Whether job c runs 2 processes; when False all three run one (a control).
 
     Raises:
       RuntimeError: when a job fails before the window.
     """
     rpm = sizes.rpm
-    bench.log(f"  {tag}: jobs c (2 processes), a, b; provider {rpm}/min in one-second slices; "
+    bench.log(f"  {tag}: jobs c ({2 if multi else 1} process(es)), a, b; provider {rpm}/min in one-second slices; "
               f"{sizes.window_secs:g} s window")
     jobs: dict[str, Job] = {}
     with Simulator("--rpm", str(rpm), "--burst_secs", "1", *_latency_flags()) as sim, \
@@ -149,7 +155,7 @@ def run_jobs(bench: Bench, sizes: Sizes, tag: str,
                          "--base_url", gate.base_url(name),
                          "--max_concurrency", str(sizes.concurrency), *flags_of(name)]
                 jobs[name] = Job.start(f"{tag}-{name}", [*flags, *MULTI_PROCESS]
-                                       if name == "c" else flags, bench.workdir)
+                                       if name == "c" and multi else flags, bench.workdir)
             _wait_for_answers(jobs, gate)
             skew = (max(gate.first_answer(n) for n in jobs)
                     - min(gate.first_answer(n) for n in jobs))
@@ -191,17 +197,27 @@ def run_jobs(bench: Bench, sizes: Sizes, tag: str,
             "jain_index": fair["jain"]}}
 
 
-def scenario_shared(bench: Bench, sizes: Sizes, src: Path | None) -> dict[str, Any]:
-    """Scenario 1: three jobs, one quota in a real Redis, each told the full limit."""
-    del src  # the shared quota does not exist before issue 12
+def _shared(bench: Bench, sizes: Sizes, tag: str, multi: bool) -> dict[str, Any]:
     redis = _redis(bench.workdir / "redis")
     key = f"bench-{uuid.uuid4().hex[:8]}"
     try:
-        return run_jobs(bench, sizes, "shared_quota", lambda name: (
+        return run_jobs(bench, sizes, tag, lambda name: (
             "--requests_per_minute", str(sizes.rpm), "--shared_quota", redis.url,
-            "--quota_key", key))
+            "--quota_key", key), multi=multi)
     finally:
         redis.stop()
+
+
+def scenario_shared(bench: Bench, sizes: Sizes, src: Path | None) -> dict[str, Any]:
+    """Scenario 1: three jobs, one quota in a real Redis, each told the full limit."""
+    del src  # the shared quota does not exist before issue 12
+    return _shared(bench, sizes, "shared_quota", multi=True)
+
+
+def scenario_shared_single(bench: Bench, sizes: Sizes, src: Path | None) -> dict[str, Any]:
+    """A control of scenario 1 (only with ``--only shared_single``): three 1-process jobs."""
+    del src
+    return _shared(bench, sizes, "shared_single", multi=False)
 
 
 def scenario_static(bench: Bench, sizes: Sizes, src: Path | None) -> dict[str, Any]:
@@ -270,11 +286,16 @@ def scenario_outages(bench: Bench, sizes: Sizes, src: Path | None) -> dict[str, 
 
 
 SCENARIOS = {"shared": scenario_shared, "static": scenario_static, "slices": scenario_slices,
-             "outage": scenario_outages}
+             "outage": scenario_outages, "shared_single": scenario_shared_single}
+#: What runs without --only.
+DEFAULT_SCENARIOS = ("shared", "static", "slices", "outage")
 
 _ROWS = (("shared_quota_utilization", "{:.3f}", ">= 0.95"),
          ("shared_quota_rate_limited_fraction", "{:.4f}", "<= 0.005"),
          ("shared_quota_fairness", "{:.2f}", ">= 0.8 (min share / max share)"),
+         ("shared_single_utilization", "{:.3f}", "(control: three 1-process jobs)"),
+         ("shared_single_rate_limited_fraction", "{:.4f}", ""),
+         ("shared_single_fairness", "{:.2f}", ""),
          ("static_share_utilization", "{:.3f}", "(baseline: each job told R)"),
          ("static_share_rate_limited_fraction", "{:.4f}", ""),
          ("static_share_fairness", "{:.2f}", ""),
@@ -301,7 +322,7 @@ def format_table(figures: dict[str, Any]) -> str:
     """The figures and their targets as a plain-text table (baseline rows only when measured)."""
     rows = [(key, "—" if figures.get(key) is None else fmt.format(figures[key]), target)
             for key, fmt, target in _ROWS
-            if not key.startswith("baseline_") or key in figures]
+            if key in FIGURES or key in figures]
     loads = figures.get("load_average") or []
     if loads:
         rows.append(("load_average (1 min)", " / ".join(f"{x:.1f}" for x in loads),
@@ -338,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.baseline_commit:
             src = source_tree(args.baseline_commit, Path(tmp) / "baseline")
             figures["baseline_commit"] = args.baseline_commit
-        for name in args.only or list(SCENARIOS):
+        for name in args.only or DEFAULT_SCENARIOS:
             figures["load_average"].append(round(os.getloadavg()[0], 2))
             log(f"{name} (load average {figures['load_average'][-1]:.1f})")
             found = SCENARIOS[name](bench, sizes, src)
