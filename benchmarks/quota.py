@@ -144,8 +144,8 @@ def run_jobs(bench: Bench, sizes: Sizes, tag: str, flags_of: Callable[[str], Seq
       RuntimeError: when a job fails before the window.
     """
     rpm = sizes.rpm
-    bench.log(f"  {tag}: jobs c ({2 if multi else 1} process(es)), a, b; provider {rpm}/min in one-second slices; "
-              f"{sizes.window_secs:g} s window")
+    bench.log(f"  {tag}: jobs c ({2 if multi else 1} process(es)), a, b; provider {rpm}/min "
+              f"in one-second slices; {sizes.window_secs:g} s window")
     jobs: dict[str, Job] = {}
     with Simulator("--rpm", str(rpm), "--burst_secs", "1", *_latency_flags()) as sim, \
             JobGate(sim.base_url) as gate:
