@@ -36,3 +36,23 @@ def test_quick_benchmark_writes_every_figure(tmp_path):
     # The table printed for people names every figure too.
     for key in FIGURES:
         assert key in proc.stdout
+
+
+@pytest.mark.timeout(900)
+def test_quick_quota_benchmark_writes_every_figure(tmp_path):
+    """``python -m benchmarks.quota --quick`` (~1.5 min idle, ~4 min on a loaded 2-core box)."""
+    from benchmarks.quota import FIGURES as QUOTA_FIGURES
+
+    out = tmp_path / "quota.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.quota", "--quick", "--json",
+                           str(out)], cwd=REPO, capture_output=True, text=True, timeout=900,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    for key in QUOTA_FIGURES:
+        assert isinstance(figures.get(key), (int, float)), f"{key} missing or not a number"
+        assert key in proc.stdout, f"{key} not in the printed table"
+    # The shares of the three jobs are reported, whatever they are.
+    shares = figures["details"]["details_shared_quota"]["job_shares"]
+    assert set(shares) == {"c", "a", "b"}
+    assert figures["load_average"], "no load average recorded"
