@@ -10,7 +10,8 @@ import time
 import pytest
 
 from tests.redis_server import RedisServer, free_port
-from transforms.quota import SharedBudget, SharedRateLimiter, connect, quota_key
+from transforms.quota import SharedRateLimiter, connect, quota_key
+from transforms.quota_budget import SharedBudget
 from transforms.quota_lua import gcra_step
 from transforms.ratelimit import AdaptiveRateLimiter
 

@@ -3,8 +3,8 @@
 With ``--shared_quota redis://HOST:PORT[/DB]`` every worker process of every job that names the
 same quota paces its requests against ONE quota kept in Redis (Memorystore on GCP), instead of
 against a static per-worker share. :class:`SharedRateLimiter` has the interface of
-:class:`transforms.ratelimit.AdaptiveRateLimiter`; :class:`SharedBudget` is the job-wide
-``--max_cost_usd``. Both go on with a local stand-in at the static per-worker share when Redis is
+:class:`transforms.ratelimit.AdaptiveRateLimiter`;
+:class:`~transforms.quota_budget.SharedBudget` is the job-wide ``--max_cost_usd``. Both go on with a local stand-in at the static per-worker share when Redis is
 unreachable (one WARNING, counted in ``fallback_events`` / ``fallback_secs``) and come back to
 the shared quota when it answers again (probed every ``probe_secs``, not on every request).
 
@@ -36,8 +36,7 @@ import logging
 import math
 import re
 import time
-import uuid
-from typing import Awaitable, Callable, Optional
+from typing import Awaitable, Callable, Optional, Tuple
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
@@ -56,6 +55,8 @@ REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 _KEY_SALT = b"ticketflow-quota-key-v1"
 _KEY_ROUNDS = 20_000
 _MIN_WAIT = 1e-4
+# How far ahead a worker may reserve its place in the shared quota (one place at a time).
+RESERVE_HORIZON_SECS = 30.0
 
 
 def connect(url: str, timeout_secs: float = 0.5) -> aioredis.Redis:
@@ -196,7 +197,7 @@ class SharedRateLimiter:
         self._lock: Optional[asyncio.Lock] = None
         self._tasks: set = set()
         self.shared_admissions = self.local_admissions = 0
-        self.last_admitted_at = 0.0  # Redis's clock (epoch secs) at the latest shared admission
+        self.last_admitted_at = 0.0  # Redis's clock (epoch secs): when the latest may go
         if client is None:
             self._fb.using, self._fb.next_probe = True, math.inf
         else:
@@ -211,35 +212,45 @@ class SharedRateLimiter:
 
     async def try_acquire(self, tokens: float) -> float:
         """One attempt: takes a slot now, or returns the seconds to wait before trying again."""
+        admitted, wait = await self._step(tokens, horizon_us=0)
+        return 0.0 if admitted else wait
+
+    async def _step(self, tokens: float, horizon_us: float) -> Tuple[bool, float]:
+        """One attempt: ``(True, delay)``: a slot is ours, to use after ``delay`` seconds;
+        ``(False, wait)``: nothing taken, try again after ``wait``."""
         local = self.fallback
         now = self._clock()
         if now < local.paused_until:
-            return local.paused_until - now
+            return False, local.paused_until - now
         if self._fb.using and not (self._fb.probe_due() and await self._probe()):
-            return self._local(tokens)
+            return self._local_step(tokens)
         grace = now < self._grace_until
         if grace:
             wait = max(local.requests.wait_for(1.0, now), local.tokens.wait_for(tokens, now))
             if wait > 0:
-                return wait
+                return False, wait
         # A 429 cut this worker's rate (factor < 1): its requests weigh more on the shared TATs.
         scale = 1.0 / max(local.factor, 1e-3)
         try:
             admitted, wait_us, now_us = await self._acquire_script(
                 keys=[self.keys["requests"], self.keys["tokens"], self.keys["pause"]],
                 args=[self.request_us * scale, self.token_us * scale, max(0.0, tokens),
-                      self.tau_us, self._spare_ms, self.slack])
+                      self.tau_us, self._spare_ms, self.slack, horizon_us])
         except REDIS_ERRORS as exc:
             self._fb.enter(exc)
-            return self._local(tokens)
+            return self._local_step(tokens)
         if not admitted:
-            return max(wait_us / 1e6, _MIN_WAIT)
+            return False, max(wait_us / 1e6, _MIN_WAIT)
         if grace:
             local.requests.take(1.0)
             local.tokens.take(tokens)
         self.shared_admissions += 1
-        self.last_admitted_at = now_us / 1e6
-        return 0.0
+        self.last_admitted_at = (now_us + wait_us) / 1e6  # when it may go, on Redis's clock
+        return True, wait_us / 1e6
+
+    def _local_step(self, tokens: float) -> Tuple[bool, float]:
+        wait = self._local(tokens)
+        return wait <= 0, max(wait, 0.0)
 
     async def acquire(self, tokens: float) -> float:
         """Waits until one request costing ``tokens`` may be sent (FIFO within this process).
@@ -252,10 +263,15 @@ class SharedRateLimiter:
         start = self._clock()
         async with self._lock:
             while True:
-                wait = await self.try_acquire(tokens)
-                if wait <= 0:
+                # A place in the shared queue is reserved in Redis (first come, first served
+                # among every worker), then waited for: no herd of workers polling Redis.
+                # One reservation per process at a time (its lock), so a pause after a 429
+                # holds back at most one reserved request of each process.
+                admitted, wait = await self._step(tokens, horizon_us=RESERVE_HORIZON_SECS * 1e6)
+                if wait > 0:
+                    await self._sleep(wait)
+                if admitted:
                     break
-                await self._sleep(wait)
         return self._clock() - start
 
     def correct(self, delta_tokens: float, sent_at: Optional[float] = None) -> None:
@@ -331,118 +347,3 @@ class SharedRateLimiter:
             return
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def _micros(usd: float) -> int:
-    """Micro-dollars, rounded up: the ledger never under-counts a spend."""
-    return max(0, math.ceil(round(usd * 1e6, 3)))
-
-
-class SharedBudget:
-    """The job-wide ``--max_cost_usd`` in Redis: reserve an upper bound, settle the real cost.
-
-    Reservations are per worker and leased: a worker that dies stops holding budget after
-    ``lease_secs``. If Redis restarts empty, every worker adds its whole spend back to the new
-    ledger on its next call, so the spend is not forgotten. While Redis is unreachable the worker
-    spends at most ``local_share_usd / budget_usd`` of what was left when it last saw the ledger.
-
-    Args:
-      client: A ``redis.asyncio`` client, or None to run locally only.
-      name: The budget's name (the job's run id, or the quota's name for a shared budget).
-      budget_usd: The whole budget.
-      local_share_usd: This worker's static share, the fallback when Redis is unreachable.
-      lease_secs: Longer than any request may take. ttl_secs: Idle ledgers expire after this.
-    """
-
-    def __init__(self, client: Optional[aioredis.Redis], name: str, budget_usd: float,
-                 local_share_usd: float, *, lease_secs: float = 900.0,
-                 ttl_secs: float = 7 * 86400.0, probe_secs: float = 3.0,
-                 clock: Callable[[], float] = time.monotonic):
-        self.client = client
-        self.name = name
-        self.budget_usd = budget_usd
-        self._fraction = min(1.0, local_share_usd / budget_usd) if budget_usd > 0 else 0.0
-        base = f"{PREFIX}:budget:{{{name}}}"
-        self.keys = [f"{base}:spent", f"{base}:reserved", f"{base}:leases", f"{base}:gen"]
-        self._worker = uuid.uuid4().hex
-        self._lease_us = int(lease_secs * 1e6)
-        self._ttl_ms = int(ttl_secs * 1000)
-        self._fb = FallbackState(f"budget {name!r}", probe_secs, clock)
-        self._gen = ""
-        # Micro-dollars: this worker's whole spend; what the ledger has not heard of yet; its
-        # shared reservations to release; held in Redis; held locally; spent since going local.
-        self._total = self._unsynced = self._release = 0
-        self._shared_held = self._local_held = self._local_spent = 0
-        self.seen_spent_usd = self.seen_reserved_usd = 0.0  # the ledger, as last seen
-        self._lock: Optional[asyncio.Lock] = None
-        if client is None:
-            self._fb.using, self._fb.next_probe = True, math.inf
-        else:
-            self._script = client.register_script(quota_lua.BUDGET)
-
-    using_fallback = property(lambda self: self._fb.using)
-    fallback_events = property(lambda self: self._fb.events)
-    fallback_secs = property(lambda self: self._fb.secs)
-    spent_usd = property(lambda self: self._total / 1e6)
-
-    async def reserve(self, upper_bound_usd: float) -> bool:
-        """Reserves the most a request may cost; False when the budget would be passed."""
-        cost = _micros(upper_bound_usd)
-        if not self._fb.using or self._fb.probe_due():
-            if await self._call(reserve=cost):
-                self._shared_held += cost
-                return True
-            if not self._fb.using:
-                return False
-        allowance = self._fraction * max(
-            0.0, self.budget_usd * 1e6 - (self.seen_spent_usd + self.seen_reserved_usd) * 1e6)
-        if self._local_spent + self._local_held + cost > allowance:
-            return False
-        self._local_held += cost
-        return True
-
-    async def settle(self, reserved_usd: float, actual_usd: float) -> None:
-        """Releases a reservation and records what the request really cost."""
-        held, actual = _micros(reserved_usd), _micros(actual_usd)
-        if self._shared_held >= held:
-            self._shared_held -= held
-            self._release += held
-        else:
-            self._local_held = max(0, self._local_held - held)
-        self._total += actual
-        self._unsynced += actual
-        if self._fb.using:
-            self._local_spent += actual
-        else:
-            await self._call(reserve=0)
-
-    async def _call(self, reserve: int) -> bool:
-        """Runs the budget script; on a Redis failure goes local. Returns whether admitted."""
-        if self.client is None:
-            return False
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        # One call at a time per worker: each hands the ledger what it has not heard yet, once.
-        async with self._lock:
-            if self._fb.using and not self._fb.probe_due():
-                return False
-            unsynced, release = self._unsynced, self._release
-            self._unsynced = self._release = 0
-            try:
-                ok, gen, spent, reserved = await self._script(keys=self.keys, args=[
-                    self._worker, self._gen, self._total, unsynced, reserve, release,
-                    _micros(self.budget_usd), self._lease_us, self._ttl_ms, uuid.uuid4().hex])
-            except REDIS_ERRORS as exc:
-                self._unsynced += unsynced
-                self._release += release
-                if self._fb.using:
-                    self._fb.failed_probe()
-                else:
-                    self._fb.enter(exc)
-                return False
-        self._gen = gen.decode() if isinstance(gen, bytes) else str(gen)
-        self.seen_spent_usd, self.seen_reserved_usd = int(spent) / 1e6, int(reserved) / 1e6
-        if self._fb.using:
-            self._fb.leave()
-            self._local_spent = 0
-        return bool(ok)

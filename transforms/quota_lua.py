@@ -34,8 +34,11 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 ACQUIRE = _PREAMBLE + """
 -- KEYS: [1] requests TAT, [2] tokens TAT, [3] pause flag.
 -- ARGV: [1] us per request (0: unlimited), [2] us per token (0: unlimited), [3] tokens,
---       [4] tau us, [5] ms a TAT key outlives its TAT, [6] slack (a fraction of max(tau, inc)).
+--       [4] tau us, [5] ms a TAT key outlives its TAT, [6] slack (a fraction of max(tau, inc)),
+--       [7] reservation horizon us (0: none).
 -- Returns {1, 0, now} when BOTH limits were charged, or {0, wait_us, now}, charging neither.
+-- With a horizon, a request that would wait at most that long is charged at once and told when
+-- to go: {1, wait_us, now} (its place is reserved, first come, first served).
 local pause = redis.call('PTTL', KEYS[3])
 if pause > 0 then return {0, pause * 1000, now} end
 local tau = tonumber(ARGV[4])
@@ -53,14 +56,16 @@ for i = 1, 2 do
   end
 end
 -- Less than a microsecond is float rounding (TATs are ~1.8e15 us), not a reason to refuse.
-if wait >= 1 then return {0, math.ceil(wait), now} end
+if wait < 1 then wait = 0 end
+local horizon = tonumber(ARGV[7] or '0')
+if wait > 0 and (horizon <= 0 or wait > horizon) then return {0, math.ceil(wait), now} end
 for i = 1, 2 do
   if new[i] then
     redis.call('SET', KEYS[i], string.format('%.0f', new[i]),
                'PX', math.ceil((new[i] - now) / 1000) + tonumber(ARGV[5]))
   end
 end
-return {1, 0, now}
+return {1, math.ceil(wait), now}
 """
 
 CORRECT = _PREAMBLE + """

@@ -6,7 +6,7 @@ limits and budget), in an :class:`~transforms.ratelimit.AdaptiveRateLimiter` and
 
 :func:`shared_limits` — with ``--shared_quota``: ONE quota for every worker of every job that
 names it (:class:`~transforms.quota.SharedRateLimiter`, GCRA in Redis) and one budget for the job
-(:class:`~transforms.quota.SharedBudget`); each falls back to the static share while Redis is
+(:class:`~transforms.quota_budget.SharedBudget`); each falls back to the static share while Redis is
 unreachable and returns when it is back.
 
 Both return :class:`Limits`; the flow-control layer builds them on the engine's loop.
@@ -84,7 +84,7 @@ def shared_limits(config: LlmConfig, quota_name: str,
                   clock: Callable[[], float] = time.monotonic,
                   sleep: Optional[Sleep] = None) -> Limits:
     """The shared quota and budget in ``config.shared_quota``'s Redis (build on the loop)."""
-    from transforms import quota  # pylint: disable=import-outside-toplevel
+    from transforms import quota, quota_budget  # pylint: disable=import-outside-toplevel
 
     local = local_limits(config, clock, sleep)
     client = quota.connect(config.shared_quota)
@@ -94,7 +94,7 @@ def shared_limits(config: LlmConfig, quota_name: str,
         **({"sleep": sleep} if sleep else {}))
     budget = local.budget
     if config.job_budget_usd is not None:
-        budget = quota.SharedBudget(client, f"{quota_name}|{config.budget_key}",
+        budget = quota_budget.SharedBudget(client, f"{quota_name}|{config.budget_key}",
                                     config.job_budget_usd, config.worker_budget_usd or 0.0,
                                     clock=clock)
     return Limits(limiter, budget, shared=True, client=client)
