@@ -217,6 +217,18 @@ def test_admission_log_counts_what_was_admitted_while_we_offered_more():
     assert log.admitted(1.0) is None  # one second of sending is too little to tell
 
 
+def test_admission_log_keeps_only_its_window_however_long_the_run():
+    # A run without a single 429 never asks for the estimate: the logs must not grow with it
+    # (they did: ~250 bytes per request, 2.5 GB over 10M tickets).
+    log = AdmissionLog(seconds=10, min_active_secs=2)
+    for i in range(100_000):
+        now = i * 0.05
+        log.idle(now - 0.01, now)
+        log.grant(now, 100)
+    assert len(log._grants) <= 201 and len(log._idle) <= 201  # pylint: disable=protected-access
+    assert log.grants(100_000 * 0.05) <= 201
+
+
 def drive(limiter, clock, provider, costs, told_rps_429s=False, bare=False, pass_sent_at=False,
           concurrency=64, jitter=0.003, seed=1):
     """Tickets through the limiter to ``provider`` (the simulator's limiter) on a fake clock.

@@ -149,24 +149,32 @@ class AdmissionLog:
         if self._first is None:
             self._first = now
         self._grants.append((now, tokens))
+        self._forget(now)
 
     def refuse(self, now: float) -> None:
         self._refusals.append(now)
+        self._forget(now)
 
     def pause(self, start: float, end: float) -> None:
         _add_interval(self._pauses, start, end)
 
     def idle(self, start: float, end: float) -> None:
         _add_interval(self._idle, start, end)
+        self._forget(end)
 
     def grants(self, now: float) -> int:
         """How many requests we sent within the window."""
+        self._forget(now)
+        return len(self._grants)
+
+    def _forget(self, now: float) -> None:
+        """Drops what left the window: the logs stay as long as the window, however long the run
+        (pruned on every write, not only when read, as most runs never see a 429)."""
         horizon = now - self.seconds
         for log, at in ((self._grants, 0), (self._refusals, None), (self._pauses, 1),
                         (self._idle, 1)):
             while log and (log[0] if at is None else log[0][at]) <= horizon:
                 log.popleft()
-        return len(self._grants)
 
     def admitted(self, now: float) -> Optional[tuple]:
         """(requests/s, tokens/s) admitted while sending, or None while too little is known."""
