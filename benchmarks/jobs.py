@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.run import MAX_TOKENS, _env
+from benchmarks.run import MAX_TOKENS, _env, terminate
 
 _REPO = Path(__file__).resolve().parent.parent
 
@@ -211,12 +211,7 @@ class Provider:
             self.lifetimes.append(self.stats())
         except OSError:
             pass
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process)
         self.process = None
 
     def __enter__(self) -> Provider:

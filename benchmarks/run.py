@@ -105,6 +105,16 @@ def _env() -> dict[str, str]:
     return env
 
 
+def terminate(process: subprocess.Popen) -> None:
+    """Stops a child: SIGTERM, then SIGKILL if it is still there after 10 s."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class Simulator:
     """``python -m simulator --port 0 FLAGS`` in its own process, for one scenario."""
 
@@ -134,12 +144,7 @@ class Simulator:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process)
 
 
 @dataclasses.dataclass

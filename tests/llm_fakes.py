@@ -12,6 +12,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from transforms import errors
 from transforms.llm.caller import Answer, Completion
+from transforms.llm.config import LlmConfig
+from transforms.retry import RetryPolicy
 
 
 class FakeClock:
@@ -28,6 +30,15 @@ class FakeClock:
         self.sleeps.append(secs)
         self.now += secs
         await asyncio.sleep(0)
+
+
+def llm_config(**overrides) -> LlmConfig:
+    """A config for the layer tests: a fake endpoint, 4 in flight, 3 retries from 1 s, seed 1."""
+    base = dict(base_url="http://fake/v1", public_api_key="k", max_concurrency=4,
+                retry=RetryPolicy(max_retries=3, initial_backoff_secs=1, max_backoff_secs=8),
+                seed=1)
+    base.update(overrides)
+    return LlmConfig(**base)
 
 
 def answer_text(params: Mapping[str, Any]) -> str:

@@ -6,21 +6,13 @@ import pickle
 
 import pytest
 
+from tests import llm_fakes
 from transforms.breaker import (CLOSED, HALF_OPEN, OPEN, BreakerPolicy, CircuitBreaker,
                                 OutageTooLong)
 
 
-class FakeClock:
-    def __init__(self, now=500.0):
-        self.now = now
-        self.slept = []
-
-    def __call__(self):
-        return self.now
-
-    async def sleep(self, secs):
-        self.slept.append(secs)
-        self.now += secs
+def FakeClock():  # pylint: disable=invalid-name
+    return llm_fakes.FakeClock(500.0)
 
 
 def make(clock, **policy):
@@ -187,7 +179,7 @@ def test_wait_gives_up_after_the_maximum_outage():
     assert info.value.outage_secs == pytest.approx(100, abs=0.01)
     assert breaker.outage_secs() == pytest.approx(100, abs=0.01)
     assert pickle.loads(pickle.dumps(info.value)).outage_secs == info.value.outage_secs
-    assert max(clock.slept) <= 30
+    assert max(clock.sleeps) <= 30
 
 
 def test_policy_validation():

@@ -10,18 +10,9 @@ import asyncio
 import queue
 
 from tests.llm_fakes import FakeCaller
-from transforms.llm.config import LlmConfig
+from tests.llm_fakes import llm_config as _config
 from transforms.llm.stop import StopSignal
 from transforms.records import Ticket
-from transforms.retry import RetryPolicy
-
-
-def _config(**overrides):
-    base = dict(base_url="http://fake/v1", public_api_key="k", max_concurrency=4,
-                retry=RetryPolicy(max_retries=3, initial_backoff_secs=1, max_backoff_secs=8),
-                seed=1)
-    base.update(overrides)
-    return LlmConfig(**base)
 
 
 class _TimedCaller(FakeCaller):

@@ -8,11 +8,11 @@ import json
 import pytest
 
 from tests.llm_fakes import FakeCaller, FakeClock, FakeLayer, answer_text
+from tests.llm_fakes import llm_config as _config
 from transforms import errors
 from transforms.llm.budget import LocalBudget
 from transforms.llm.cache import StoreLayer
 from transforms.llm.caller import Request
-from transforms.llm.config import LlmConfig
 from transforms.llm.flow import CallTrace, FlowControl
 from transforms.llm.repair import RepairLayer
 from transforms.llm.answer import TicketAnswerer
@@ -30,14 +30,6 @@ MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content
 def _request(text="hello", **params):
     return Request({"model": "m", "messages": [{"role": "user", "content": text}],
                     "max_tokens": 50, **params})
-
-
-def _config(**overrides):
-    base = dict(base_url="http://fake/v1", public_api_key="k", max_concurrency=4,
-                retry=RetryPolicy(max_retries=3, initial_backoff_secs=1, max_backoff_secs=8),
-                seed=1)
-    base.update(overrides)
-    return LlmConfig(**base)
 
 
 def _flow(caller, clock=None, stop=None, **config):
