@@ -33,7 +33,7 @@ import dataclasses
 import math
 import re
 import time
-from typing import Awaitable, Callable, Optional
+from typing import Awaitable, Callable, List, Optional, Sequence, Tuple
 
 from transforms.ratewindows import AdmissionLog, SliceWindow, TokenBucket
 
@@ -86,6 +86,8 @@ class LimitPolicy:
     slow_probe: float = 0.0005
     bare_pause_secs: float = 0.5
     max_pause_secs: float = 60.0
+    max_overtakes: int = 2
+    overtake_lookahead: int = 64
 
 
 class AdaptiveRateLimiter:
@@ -125,8 +127,10 @@ class AdaptiveRateLimiter:
         self._streak = 0  # 429s without retry-after since the last success: the pause doubles
         self._recent_short: collections.deque = collections.deque()
         self.slice_edges = self.limit_signals = self.stale_429s = 0
-        self._lock: Optional[asyncio.Lock] = None
+        self._queue: List[Tuple[float, asyncio.Future]] = []  # waiters, in arrival order
+        self._pacer: Optional[asyncio.Future] = None
         self._waiting = 0
+        self._overtaken = 0  # times the first waiter was passed over
         self._idle_since: Optional[float] = None
         self._apply(now)
 
@@ -146,47 +150,113 @@ class AdaptiveRateLimiter:
           0.0 when the request and its tokens were taken, else a positive wait.
         """
         now = self._clock()
+        wait = self._wait(tokens, now)
+        if wait <= 0:
+            self._take(tokens, now)
+        return wait
+
+    def reserve_next(self, costs: Sequence[float]) -> Tuple[Optional[int], float]:
+        """Takes a slot for the first of the waiting ``costs`` (in arrival order), or for a later one.
+
+        When the first does not fit the one-second window yet, the largest later one (among
+        ``policy.overtake_lookahead``) that fits now goes first, so the window is not left part
+        empty while the first waits for an expiry; the first is passed over at most
+        ``policy.max_overtakes`` times, so it is never starved.
+
+        Returns:
+          (index of the waiter that was given its slot, 0.0), or (None, seconds to wait).
+        """
+        now = self._clock()
+        wait = self._wait(costs[0], now)
+        best = 0 if wait <= 0 else None
+        if self._overtaken < self.policy.max_overtakes and now >= self.paused_until:
+            # The largest that fits leaves the least room unused. (One no smaller than the first
+            # cannot fit before the first does; a smaller one may, and the wait is the soonest.)
+            for index in range(1, min(len(costs), self.policy.overtake_lookahead)):
+                cost = costs[index]
+                if cost >= costs[0] if best is None else cost <= costs[best]:
+                    continue
+                ready = self._wait(cost, now)
+                if ready <= 0:
+                    best = index
+                elif best is None:
+                    wait = min(wait, ready)
+        if best is None:
+            return None, wait
+        self._take(costs[best], now)
+        self._overtaken = 0 if best == 0 else self._overtaken + 1
+        return best, 0.0
+
+    def _wait(self, tokens: float, now: float) -> float:
         if now < self.paused_until:
             return self.paused_until - now
+        return max(self.requests.wait_for(1.0, now), self.tokens.wait_for(tokens, now),
+                   self.request_slice.wait_for(1.0, now), self.token_slice.wait_for(tokens, now))
+
+    def _take(self, tokens: float, now: float) -> None:
         if self._base_tps > 0 and tokens > 0:
             self._learn_cost(tokens, now)
-        wait = max(self.requests.wait_for(1.0, now), self.tokens.wait_for(tokens, now),
-                   self.request_slice.wait_for(1.0, now), self.token_slice.wait_for(tokens, now))
-        if wait > 0:
-            return wait
         self.requests.take(1.0)
         self.tokens.take(tokens)
         self.request_slice.add(now, 1.0)
         self.token_slice.add(now, tokens)
         self._admissions.grant(now, tokens)
-        return 0.0
 
     async def acquire(self, tokens: float) -> float:
         """Waits until one request costing ``tokens`` may be sent.
 
-        Waiters are served first come, first served, so a large request is not starved.
+        Waiters queue in arrival order; one pacing task hands out the slots
+        (:meth:`reserve_next`: a later, larger request that fits may go first, a bounded number
+        of times).
 
         Returns:
           Seconds spent waiting (throttled).
         """
-        if self._lock is None:
-            self._lock = asyncio.Lock()
         start = self._clock()
         if self._waiting == 0 and self._idle_since is not None:
             self._admissions.idle(self._idle_since, start)  # nobody asked: not the limit
         self._waiting += 1
         try:
-            async with self._lock:
-                while True:
-                    wait = self.reserve(tokens)
-                    if wait <= 0:
-                        break
-                    await self._sleep(wait)
+            if self._queue or self.reserve(tokens) > 0:
+                waiter = (tokens, asyncio.get_running_loop().create_future())
+                self._queue.append(waiter)
+                if self._pacer is None or self._pacer.done():
+                    self._pacer = asyncio.ensure_future(self._pace())
+                try:
+                    await waiter[1]
+                finally:
+                    if not waiter[1].done() or waiter[1].cancelled():  # leave the queue
+                        waiter[1].cancel()
+                        if waiter in self._queue:
+                            self._queue.remove(waiter)
         finally:
             self._waiting -= 1
             if self._waiting == 0:
                 self._idle_since = self._clock()
         return self._clock() - start
+
+    async def _pace(self) -> None:
+        """Gives the queued waiters their slots, sleeping while none fits; ends when none waits."""
+        queue, lookahead = self._queue, self.policy.overtake_lookahead
+        try:
+            while queue:
+                if any(future.done() for _, future in queue[:lookahead]):  # cancelled
+                    queue[:] = [waiter for waiter in queue if not waiter[1].done()]
+                    continue
+                index, wait = self.reserve_next([cost for cost, _ in queue[:lookahead]])
+                if index is None:
+                    await self._sleep(wait)
+                    continue
+                _, future = queue.pop(index)
+                future.set_result(None)
+        except BaseException as error:  # nobody may wait forever on a pacer that is gone
+            for _, future in queue:
+                if not future.done():
+                    future.set_exception(error if isinstance(error, Exception)
+                                         else RuntimeError("the rate limiter stopped"))
+            queue.clear()
+            if not isinstance(error, Exception):
+                raise
 
     def correct(self, delta_tokens: float, sent_at: Optional[float] = None) -> None:
         """Adjusts the token budget by the difference between estimated and reported usage.
