@@ -5,7 +5,9 @@ requests- and tokens-per-minute. A request waits until both can pay for it: a to
 requests (at most one of burst), and a :class:`SliceWindow` keeps what we sent in any rolling
 second (plus a margin for arrival jitter) within a second's share, because providers enforce
 per-minute limits over one-second slices too: pacing at the rate lets a 21st request into a
-20-per-second slice.
+20-per-second slice. Waiters queue in arrival order, but when a second's room is too small for
+the first, a later request that fits goes first (at most twice past the same first): served
+strictly in order, a second of ~390-token requests was left ~160 tokens short on average.
 
 It learns from the provider. A few 429s with a short ``retry-after`` at the configured rate are
 slice edges: pause briefly, widen the margin, keep the rate. More of them, a long
@@ -67,6 +69,9 @@ class LimitPolicy:
         and above it.
       bare_pause_secs: The pause after a 429 without ``retry-after``; doubles until a success.
       max_pause_secs: Cap on any pause (a longer ``retry-after`` is cut to it).
+      max_overtakes: How often the first waiter may be passed over by a later, larger request
+        that fits the window (or a smaller one that fits while the first does not yet).
+      overtake_lookahead: How many waiters are looked at for that.
     """
     slice_secs: float = 1.0
     slice_margin_secs: float = 0.015
