@@ -1,10 +1,10 @@
 """Pacing benchmark: how close to a provider's per-second slices the client limiter runs.
 
     python -m benchmarks.pacing --quick                    # ~2 min: small counts
-    python -m benchmarks.pacing --json out/pacing.json     # ~8 min: 3,000 tickets per limit
+    python -m benchmarks.pacing --json out/pacing.json     # ~14 min: 3,000 tickets per limit
 
-Three scenarios, each with its own simulator (``python -m simulator --port 0 --burst_secs 1``,
-log-normal latency median 300 ms, p99 3 s) and ``python -m pipeline`` as a child process,
+Four scenarios, each with its own simulator (``python -m simulator --port 0 --burst_secs 1``,
+the whole minute only in scenario 4; log-normal latency median 300 ms, p99 3 s) and ``python -m pipeline`` as a child process,
 measured the way :func:`benchmarks.run.scenario_utilization` measures (its helpers are reused):
 
 1. ``slice_utilization`` / ``slice_rate_limited_fraction`` — simulator ``--rpm R --burst_secs 1``
@@ -18,6 +18,11 @@ measured the way :func:`benchmarks.run.scenario_utilization` measures (its helpe
    every ``x-ratelimit-*`` header from every answer, as a gateway's own limit does. Default
    retries (``--max_retries 6``, backoff 0.5 s to 30 s). ``too_high_utilization`` is the
    steady-state successes/s ÷ (R/60).
+
+4. ``minute_utilization`` / ``minute_slice60_utilization`` — a provider that enforces only the
+   whole minute (the simulator's default ``--burst_secs 60``, ``--rpm R``): the pipeline with
+   the default ``--rate_slice_secs 1`` and with ``--rate_slice_secs 60``, side by side; 429s
+   ÷ requests of each (``minute_*rate_limited_fraction``).
 
 The gateway (:class:`BareGateway`) runs in this process: the simulator has no flag for 429s
 without headers, and one would have to be documented in README.md as well.
@@ -59,13 +64,14 @@ class Sizes:
     real_rpm: int           # the gateway's limit in the too-high scenario
     told_factor: float      # the pipeline is told real_rpm * told_factor
     too_high_tickets: int
+    minute_tickets: int
     concurrency: int = 64
 
 
 QUICK = Sizes(rpm=1200, rpm_tickets=500, tpm=450_000, tpm_tickets=500, real_rpm=1200,
-              told_factor=5.0, too_high_tickets=500)
+              told_factor=5.0, too_high_tickets=500, minute_tickets=500)
 DEFAULT = Sizes(rpm=1200, rpm_tickets=3000, tpm=450_000, tpm_tickets=3000, real_rpm=1200,
-                told_factor=5.0, too_high_tickets=1500)
+                told_factor=5.0, too_high_tickets=1500, minute_tickets=3000)
 
 
 class BareGateway:
@@ -203,7 +209,28 @@ def scenario_too_high(bench: Bench, sizes: Sizes) -> dict[str, Any]:
                                          dead_letter_reasons=summary["dead_letter_reasons"])}
 
 
-SCENARIOS = {"slices": scenario_slices, "too_high": scenario_too_high}
+def scenario_minute(bench: Bench, sizes: Sizes) -> dict[str, Any]:
+    """Scenario 4: a provider that enforces only the whole minute, slice 1 s and 60 s."""
+    out: dict[str, Any] = {}
+    for slice_secs, key in (("1", "minute"), ("60", "minute_slice60")):
+        bench.log(f"  whole minute only, RPM {sizes.rpm}, --rate_slice_secs {slice_secs}: "
+                  f"{sizes.minute_tickets} tickets")
+        with Simulator("--rpm", str(sizes.rpm), *_latency_flags()) as sim:
+            summary = _pipeline(bench, sizes.minute_tickets, sim.base_url,
+                                "--requests_per_minute", str(sizes.rpm), "--max_concurrency",
+                                str(sizes.concurrency), "--rate_slice_secs", slice_secs)
+            stats = sim.stats()
+        steady = steady_state(stats["per_second"])
+        out[f"{key}_utilization"] = steady["ok_per_sec"] / (sizes.rpm / 60.0)
+        out[f"{key}_rate_limited_fraction"] = stats["rate_limited"] / max(1, stats["requests"])
+        out[f"details_{key}"] = _details(steady, stats, summary, rpm=sizes.rpm,
+                                         rate_slice_secs=float(slice_secs),
+                                         dead_letters=summary["dead_lettered"])
+    return out
+
+
+SCENARIOS = {"slices": scenario_slices, "too_high": scenario_too_high,
+             "minute": scenario_minute}
 
 
 def format_table(figures: dict[str, Any]) -> str:
@@ -216,11 +243,16 @@ def format_table(figures: dict[str, Any]) -> str:
             ("too_high_rate_limited_fraction", "too_high_rate_limited_fraction", "{:.4f}",
              "<= 0.10"),
             ("too_high_dead_letters", "too_high_dead_letters", "{}", "0"),
-            ("too_high_utilization", "too_high_utilization", "{:.3f}", "")]
+            ("too_high_utilization", "too_high_utilization", "{:.3f}", ""),
+            ("minute_utilization (slice 1 s)", "minute_utilization", "{:.3f}", ""),
+            ("minute_slice60_utilization", "minute_slice60_utilization", "{:.3f}", ""),
+            ("minute_rate_limited_fraction", "minute_rate_limited_fraction", "{:.4f}", ""),
+            ("minute_slice60_rate_limited_fraction", "minute_slice60_rate_limited_fraction",
+             "{:.4f}", "")]
     lines = []
     for label, key, fmt, target in rows:
         value = figures.get(key)
-        lines.append(f"{label:<34}{'—' if value is None else fmt.format(value):>10}  {target}")
+        lines.append(f"{label:<38}{'—' if value is None else fmt.format(value):>10}  {target}")
     return "\n".join(lines)
 
 

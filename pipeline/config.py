@@ -211,6 +211,10 @@ def from_options(options: PipelineOptions) -> JobConfig:
                  "initial_backoff_secs", "max_backoff_secs", "max_retry_after_secs",
                  "max_buffering_secs", "drain_secs"):
         _positive(name, getattr(o, name), allow_zero=True)
+    if not 0 < o.rate_slice_secs <= 60:
+        raise ConfigError(f"--rate_slice_secs must be in (0, 60] (the shortest window, in "
+                          f"seconds, the provider enforces its limits over), got "
+                          f"{o.rate_slice_secs:g}.")
     if o.worker_share is not None and not 0 < o.worker_share <= 1:
         raise ConfigError(f"--worker_share must be in (0, 1], got {o.worker_share}.")
     if o.temperature is not None and not 0 <= o.temperature <= 2:
@@ -280,6 +284,7 @@ def from_options(options: PipelineOptions) -> JobConfig:
         max_ticket_secs=o.max_ticket_secs,
         worker_requests_per_sec=o.requests_per_minute * share / 60.0,
         worker_tokens_per_sec=o.tokens_per_minute * share / 60.0,
+        rate_slice_secs=o.rate_slice_secs,
         retry=RetryPolicy(max_retries=o.max_retries, initial_backoff_secs=o.initial_backoff_secs,
                           max_backoff_secs=o.max_backoff_secs,
                           max_retry_after_secs=o.max_retry_after_secs),

@@ -98,6 +98,13 @@ class TicketflowOptions(PipelineOptions):
         limits.add_argument("--worker_share", type=float, default=None,
                             help="Fraction of the job's limits each worker process takes "
                             "(default: 1 / the number of worker processes the runner may run).")
+        limits.add_argument("--rate_slice_secs", type=float, default=1.0,
+                            help="The shortest window over which the provider enforces the "
+                            "limits above (OpenAI: 1, a per-minute limit as per-second "
+                            "slices): the limiter never sends more than that window's share "
+                            "within it. 60 for a provider that enforces only the whole minute "
+                            "(0.99 of the limit instead of 0.96-0.97); too long for one that "
+                            "enforces slices means 429s. (A --shared_quota paces by its own rule.)")
         limits.add_argument("--max_retries", type=int, default=6,
                             help="Retries per ticket after the first attempt.")
         limits.add_argument("--initial_backoff_secs", type=float, default=0.5,

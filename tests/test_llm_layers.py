@@ -14,6 +14,7 @@ from transforms.llm.budget import LocalBudget
 from transforms.llm.cache import StoreLayer
 from transforms.llm.caller import Request
 from transforms.llm.flow import CallTrace, FlowControl
+from transforms.llm.limits import local_limits
 from transforms.llm.repair import RepairLayer
 from transforms.llm.answer import TicketAnswerer
 from transforms.llm.stop import StopSignal
@@ -209,6 +210,13 @@ def test_flow_keeps_at_most_max_concurrency_in_flight():
         return await asyncio.gather(*tasks)
 
     assert len(asyncio.run(go())) == 10 and in_flight[1] == 3
+
+
+def test_the_limiter_enforces_the_configured_slice():
+    assert local_limits(_config()).limiter.policy.slice_secs == 1.0
+    limiter = local_limits(_config(rate_slice_secs=60.0, worker_requests_per_sec=20.0)).limiter
+    assert limiter.policy.slice_secs == 60.0
+    assert limiter.request_slice.budget == pytest.approx(20.0 * 60)
 
 
 def test_budget_reservations_never_pass_the_limit():

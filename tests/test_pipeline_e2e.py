@@ -233,6 +233,7 @@ def test_earlier_output_is_not_overwritten_silently(run_pipeline, tmp_path):
 @pytest.mark.parametrize("flags,needle", [
     (("--batch_size", "0"), "--batch_size"),
     (("--tokens_per_minute", "100", "--max_tokens", "256"), "--tokens_per_minute"),
+    (("--requests_per_minute", "60", "--rate_slice_secs", "90"), "--rate_slice_secs"),
     (("--system_prompt", "@/nonexistent/prompt.txt"), "--system_prompt"),
     (("--simulator_flags", "--no_such_flag"), "--simulator_flags"),
 ])

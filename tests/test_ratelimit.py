@@ -331,6 +331,21 @@ def test_one_second_slices_get_their_tokens():
     assert utilization[LimitPolicy().max_overtakes] >= max(0.96, utilization[0] + 0.005)
 
 
+def test_a_provider_that_enforces_the_whole_minute_gets_it_with_a_minute_slice():
+    utilization = {}
+    for slice_secs in (1.0, 60.0):
+        clock = FakeClock(0.0)
+        limiter = AdaptiveRateLimiter(20, 0, clock=clock, sleep=clock.sleep,
+                                      policy=LimitPolicy(slice_secs=slice_secs))
+        provider = RateLimiter(rpm=1200, clock=clock)  # the whole minute only
+        rate, refused, _ = drive(limiter, clock, provider, [1] * 3000)
+        assert refused == 0
+        utilization[slice_secs] = rate / 20
+    # One-second slices (the default) cost the margin: 20 per 1.015 s. --rate_slice_secs 60.
+    assert 0.97 <= utilization[1.0] < 0.985
+    assert utilization[60.0] >= 0.995
+
+
 @pytest.mark.parametrize("bare,pass_sent_at", [(True, False), (True, True), (False, False)])
 def test_a_limit_five_times_too_high_is_learnt(bare, pass_sent_at):
     clock = FakeClock(0.0)

@@ -43,6 +43,8 @@ class LlmConfig:
     Attributes:
       worker_requests_per_sec: This worker process's share of the request rate (0: none).
       worker_tokens_per_sec: This worker process's share of the token rate (0: none).
+      rate_slice_secs: The shortest window the provider enforces its limits over (1: per-second
+        slices of a per-minute limit; 60: the whole minute only).
       worker_budget_usd: This worker process's share of ``--max_cost_usd`` (None: no budget).
       shared_quota: ``--shared_quota``, the Redis URL of a quota shared by every worker; then
         ``job_*`` are the whole quota and budget, and ``worker_*`` the fallback share.
@@ -64,6 +66,7 @@ class LlmConfig:
     max_ticket_secs: float = 600.0
     worker_requests_per_sec: float = 0.0
     worker_tokens_per_sec: float = 0.0
+    rate_slice_secs: float = 1.0
     retry: RetryPolicy = RetryPolicy()
     dispatch: str = DISPATCH_CONTINUOUS
     seed: Optional[int] = None
@@ -92,7 +95,8 @@ class LlmConfig:
         """
         flow = (self.base_url, self.model, self.api_key_env, self.api_key_secret,
                 self.public_api_key is not None, self.request_timeout_secs, self.max_concurrency,
-                self.worker_requests_per_sec, self.worker_tokens_per_sec, self.retry,
+                self.worker_requests_per_sec, self.worker_tokens_per_sec,
+                self.rate_slice_secs, self.retry,
                 self.seed, self.price, self.worker_budget_usd, self.max_ticket_secs,
                 self.shared_quota, self.quota_key, self.job_requests_per_sec,
                 self.job_tokens_per_sec, self.job_budget_usd, self.budget_key,

@@ -25,7 +25,7 @@ from typing import Any, Awaitable, Callable, Optional
 
 from transforms.llm.budget import LocalBudget
 from transforms.llm.config import LlmConfig
-from transforms.ratelimit import AdaptiveRateLimiter
+from transforms.ratelimit import AdaptiveRateLimiter, LimitPolicy
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -76,7 +76,9 @@ def local_limits(config: LlmConfig, clock: Callable[[], float] = time.monotonic,
                  sleep: Optional[Sleep] = None) -> Limits:
     """This worker's static share of the job's limits and budget."""
     limiter = AdaptiveRateLimiter(config.worker_requests_per_sec, config.worker_tokens_per_sec,
-                                  clock=clock, **({"sleep": sleep} if sleep else {}))
+                                  clock=clock,
+                                  policy=LimitPolicy(slice_secs=config.rate_slice_secs),
+                                  **({"sleep": sleep} if sleep else {}))
     return Limits(limiter, LocalBudget(config.worker_budget_usd))
 
 
