@@ -146,15 +146,40 @@ def test_factor_has_a_floor():
     assert limiter.factor == pytest.approx(0.2)
 
 
-def test_remaining_zero_header_pauses_until_reset():
+def test_remaining_zero_header_pauses_until_one_requests_share_is_back():
     clock = FakeClock()
     limiter = AdaptiveRateLimiter(0, 0, clock=clock, sleep=clock.sleep)
+    # No limit announced: the whole reset.
     limiter.observe_headers({"x-ratelimit-remaining-requests": "0",
                              "x-ratelimit-reset-requests": "1.5s"})
     assert limiter.reserve(1) == pytest.approx(1.5)
     limiter.observe_headers({"x-ratelimit-remaining-tokens": "120",
                              "x-ratelimit-reset-tokens": "9s"})
     assert limiter.paused_until == pytest.approx(clock.now + 1.5)
+    clock.now += 2
+    # 1,200 a minute, all back in 59.9 s: the next one is back in 59.9 / 1,200 s.
+    limiter.observe_headers({"x-ratelimit-limit-requests": "1200",
+                             "x-ratelimit-remaining-requests": "0",
+                             "x-ratelimit-reset-requests": "59.9s"})
+    assert limiter.paused_until == pytest.approx(clock.now + 59.9 / 1200)
+    clock.now += 1
+    limiter = AdaptiveRateLimiter(0, 1000, clock=clock, sleep=clock.sleep)
+    clock.now += 1
+    assert limiter.reserve(400) == 0.0  # the mean request costs 400 tokens
+    limiter.observe_headers({"x-ratelimit-limit-tokens": "60000",
+                             "x-ratelimit-remaining-tokens": "0",
+                             "x-ratelimit-reset-tokens": "30s"})
+    assert limiter.paused_until == pytest.approx(clock.now + 30 * 400 / 60000)
+    # Our own window is full as well (a minute's 1,200 sent): no news, no pause.
+    limiter = AdaptiveRateLimiter(20, 0, clock=clock, sleep=clock.sleep,
+                                  policy=LimitPolicy(slice_secs=60))
+    for _ in range(1200):
+        clock.now += 0.05
+        assert limiter.reserve(0) == 0.0
+    limiter.observe_headers({"x-ratelimit-limit-requests": "1200",
+                             "x-ratelimit-remaining-requests": "0",
+                             "x-ratelimit-reset-requests": "59.95s"})
+    assert limiter.paused_until < clock.now
 
 
 def test_correct_gives_tokens_back():

@@ -15,9 +15,10 @@ slice edges: pause briefly, widen the margin, keep the rate. More of them, a lon
 pause (growing pauses without ``retry-after``) and the rate is set just under what the provider
 admitted lately (:class:`AdmissionLog`), or halved while too little is known; successes probe
 back up, fast to just under the last refusal, slowly above. ``x-ratelimit-remaining-*`` at zero
-pauses until the announced reset. The arithmetic (:mod:`transforms.ratewindows`, and
-:meth:`AdaptiveRateLimiter.reserve`) is synchronous and clock-injected, tested without sleeping;
-:meth:`~AdaptiveRateLimiter.acquire` is the async wrapper.
+pauses until one request's share of the budget is back. The arithmetic
+(:mod:`transforms.ratewindows`, :meth:`~AdaptiveRateLimiter.reserve_next`) is synchronous and
+clock-injected, tested without sleeping; :meth:`~AdaptiveRateLimiter.acquire` is the async
+wrapper.
 
 Example::
 
@@ -199,7 +200,7 @@ class AdaptiveRateLimiter:
                    self.request_slice.wait_for(1.0, now), self.token_slice.wait_for(tokens, now))
 
     def _take(self, tokens: float, now: float) -> None:
-        if self._base_tps > 0 and tokens > 0:
+        if tokens > 0:
             self._learn_cost(tokens, now)
         self.requests.take(1.0)
         self.tokens.take(tokens)
@@ -255,12 +256,12 @@ class AdaptiveRateLimiter:
                 _, future = queue.pop(index)
                 future.set_result(None)
         except BaseException as error:  # nobody may wait forever on a pacer that is gone
+            failure = error if isinstance(error, Exception) else RuntimeError("limiter stopped")
             for _, future in queue:
                 if not future.done():
-                    future.set_exception(error if isinstance(error, Exception)
-                                         else RuntimeError("the rate limiter stopped"))
+                    future.set_exception(failure)
             queue.clear()
-            if not isinstance(error, Exception):
+            if failure is not error:
                 raise
 
     def correct(self, delta_tokens: float, sent_at: Optional[float] = None) -> None:
@@ -344,21 +345,26 @@ class AdaptiveRateLimiter:
             self._apply(now)
 
     def observe_headers(self, headers) -> None:
-        """Pauses until the announced reset when the provider says a budget is used up."""
+        """Pauses when the provider says a budget is used up, until one request's share is back.
+
+        ``x-ratelimit-reset-*`` is when the WHOLE budget is back (OpenAI: "resets to its initial
+        state"): one request's share is back after ``reset x cost / limit``. No pause while our
+        own window is full too: then it says nothing new (and pausing idled a job at the limit).
+        """
         if headers is None:
             return
-        for kind in ("requests", "tokens"):
-            remaining = headers.get(f"x-ratelimit-remaining-{kind}")
-            if remaining is None:
-                continue
-            try:
-                if float(remaining) > 0:
-                    continue
-            except ValueError:
-                continue
+        now = self._clock()
+        for kind, window in (("requests", self.request_slice), ("tokens", self.token_slice)):
+            remaining = _number(headers.get(f"x-ratelimit-remaining-{kind}"))
             reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}", ""))
-            if reset:
-                self.paused_until = max(self.paused_until, self._clock() + reset)
+            cost = 1.0 if kind == "requests" else (self._mean_cost or math.inf)
+            if remaining is None or remaining > 0 or not reset or (
+                    window.budget > 0 and window.wait_for(cost, now) > 0):
+                continue  # room left, or our own window is full too: we wait for it already
+            limit = _number(headers.get(f"x-ratelimit-limit-{kind}"))
+            if limit is not None and limit > 0:
+                reset *= min(1.0, cost / limit)
+            self.paused_until = max(self.paused_until, now + reset)
 
     def _pause(self, now: float, secs: float) -> None:
         if secs > 0:
@@ -411,6 +417,13 @@ class AdaptiveRateLimiter:
                 window.budget = rate * slice_secs
 
 
+def _number(text) -> Optional[float]:
+    try:
+        return float(text)
+    except (TypeError, ValueError):  # absent or not a number: as if not sent
+        return None
+
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 
 
@@ -423,10 +436,9 @@ def parse_duration(text: str) -> Optional[float]:
     text = (text or "").strip()
     if not text:
         return None
-    try:
-        return float(text)
-    except ValueError:
-        pass
+    seconds = _number(text)
+    if seconds is not None:
+        return seconds
     total = 0.0
     pos = 0
     for match in _DURATION_PART.finditer(text):
