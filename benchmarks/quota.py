@@ -233,7 +233,7 @@ def scenario_static(bench: Bench, sizes: Sizes, src: Path | None) -> dict[str, A
 def _slice_sizes(sizes: Sizes) -> pacing.Sizes:
     return pacing.Sizes(rpm=sizes.rpm, rpm_tickets=sizes.slice_tickets, tpm=sizes.tpm,
                         tpm_tickets=sizes.slice_tickets, real_rpm=sizes.rpm, told_factor=5.0,
-                        too_high_tickets=0, concurrency=sizes.concurrency)
+                        too_high_tickets=0, minute_tickets=0, concurrency=sizes.concurrency)
 
 
 def _baseline_slice(bench: Bench, sizes: Sizes, src: Path, limit: str) -> dict[str, Any]:
