@@ -164,9 +164,9 @@ class AdaptiveRateLimiter:
     def reserve_next(self, costs: Sequence[float]) -> Tuple[Optional[int], float]:
         """Takes a slot for the first of the waiting ``costs`` (in arrival order), or for a later one.
 
-        When the first does not fit the one-second window yet, the largest later one (among
-        ``policy.overtake_lookahead``) that fits now goes first, so the window is not left part
-        empty while the first waits for an expiry; the first is passed over at most
+        The largest of the first ``policy.overtake_lookahead`` that fits now goes first (a later
+        one only if larger than the first, or if the first does not fit yet), so the window is
+        not left part empty for want of a request that fits; the first is passed over at most
         ``policy.max_overtakes`` times, so it is never starved.
 
         Returns:
