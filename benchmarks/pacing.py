@@ -4,8 +4,9 @@
     python -m benchmarks.pacing --json out/pacing.json     # ~14 min: 3,000 tickets per limit
 
 Four scenarios, each with its own simulator (``python -m simulator --port 0 --burst_secs 1``,
-the whole minute only in scenario 4; log-normal latency median 300 ms, p99 3 s) and ``python -m pipeline`` as a child process,
-measured the way :func:`benchmarks.run.scenario_utilization` measures (its helpers are reused):
+the whole minute only in scenario 4; log-normal latency median 300 ms, p99 3 s) and
+``python -m pipeline`` as a child process, measured the way
+:func:`benchmarks.run.scenario_utilization` measures (its helpers are reused):
 
 1. ``slice_utilization`` / ``slice_rate_limited_fraction`` — simulator ``--rpm R --burst_secs 1``
    (so any rolling second admits R/60 requests), pipeline ``--requests_per_minute R``.
@@ -157,27 +158,32 @@ def _details(steady: dict, stats: dict, summary: dict, **extra: Any) -> dict:
             "rate_limited_by_second": [b["rate_limited"] for b in stats["per_second"]]}
 
 
+def _measured(bench: Bench, simulator_flags: Sequence[str], tickets: int,
+              *flags: str) -> tuple[dict, dict, dict]:
+    """One pipeline run against its own simulator: (summary, simulator stats, steady state)."""
+    with Simulator(*simulator_flags, *_latency_flags()) as sim:
+        summary = _pipeline(bench, tickets, sim.base_url, *flags)
+        stats = sim.stats()
+    return summary, stats, steady_state(stats["per_second"])
+
+
 def scenario_slices(bench: Bench, sizes: Sizes) -> dict[str, Any]:
     """Scenarios 1 and 2: exact pacing against one-second slices, RPM then TPM."""
     out: dict[str, Any] = {}
     rps = sizes.rpm / 60.0
     bench.log(f"  one-second slices, RPM {sizes.rpm}: {sizes.rpm_tickets} tickets")
-    with Simulator("--rpm", str(sizes.rpm), "--burst_secs", "1", *_latency_flags()) as sim:
-        summary = _pipeline(bench, sizes.rpm_tickets, sim.base_url, "--requests_per_minute",
-                            str(sizes.rpm), "--max_concurrency", str(sizes.concurrency))
-        stats = sim.stats()
-    steady = steady_state(stats["per_second"])
+    summary, stats, steady = _measured(
+        bench, ("--rpm", str(sizes.rpm), "--burst_secs", "1"), sizes.rpm_tickets,
+        "--requests_per_minute", str(sizes.rpm), "--max_concurrency", str(sizes.concurrency))
     out["slice_utilization"] = steady["ok_per_sec"] / rps
     out["slice_rate_limited_fraction"] = stats["rate_limited"] / max(1, stats["requests"])
     out["details_slice_rpm"] = _details(steady, stats, summary, rpm=sizes.rpm,
                                         dead_letters=summary["dead_lettered"])
 
     bench.log(f"  one-second slices, TPM {sizes.tpm}: {sizes.tpm_tickets} tickets")
-    with Simulator("--tpm", str(sizes.tpm), "--burst_secs", "1", *_latency_flags()) as sim:
-        summary = _pipeline(bench, sizes.tpm_tickets, sim.base_url, "--tokens_per_minute",
-                            str(sizes.tpm), "--max_concurrency", str(sizes.concurrency))
-        stats = sim.stats()
-    steady = steady_state(stats["per_second"])
+    summary, stats, steady = _measured(
+        bench, ("--tpm", str(sizes.tpm), "--burst_secs", "1"), sizes.tpm_tickets,
+        "--tokens_per_minute", str(sizes.tpm), "--max_concurrency", str(sizes.concurrency))
     # The simulator charges prompt tokens + max_tokens at admission, as benchmarks.run counts.
     cost = stats["prompt_tokens"] / max(1, stats["successful_completions"]) + MAX_TOKENS
     out["slice_tpm_utilization"] = steady["ok_per_sec"] * cost / (sizes.tpm / 60.0)
@@ -215,12 +221,10 @@ def scenario_minute(bench: Bench, sizes: Sizes) -> dict[str, Any]:
     for slice_secs, key in (("1", "minute"), ("60", "minute_slice60")):
         bench.log(f"  whole minute only, RPM {sizes.rpm}, --rate_slice_secs {slice_secs}: "
                   f"{sizes.minute_tickets} tickets")
-        with Simulator("--rpm", str(sizes.rpm), *_latency_flags()) as sim:
-            summary = _pipeline(bench, sizes.minute_tickets, sim.base_url,
-                                "--requests_per_minute", str(sizes.rpm), "--max_concurrency",
-                                str(sizes.concurrency), "--rate_slice_secs", slice_secs)
-            stats = sim.stats()
-        steady = steady_state(stats["per_second"])
+        summary, stats, steady = _measured(
+            bench, ("--rpm", str(sizes.rpm)), sizes.minute_tickets, "--requests_per_minute",
+            str(sizes.rpm), "--max_concurrency", str(sizes.concurrency), "--rate_slice_secs",
+            slice_secs)
         out[f"{key}_utilization"] = steady["ok_per_sec"] / (sizes.rpm / 60.0)
         out[f"{key}_rate_limited_fraction"] = stats["rate_limited"] / max(1, stats["requests"])
         out[f"details_{key}"] = _details(steady, stats, summary, rpm=sizes.rpm,

@@ -155,14 +155,10 @@ class AdaptiveRateLimiter:
         Returns:
           0.0 when the request and its tokens were taken, else a positive wait.
         """
-        now = self._clock()
-        wait = self._wait(tokens, now)
-        if wait <= 0:
-            self._take(tokens, now)
-        return wait
+        return self.reserve_next([tokens])[1]
 
     def reserve_next(self, costs: Sequence[float]) -> Tuple[Optional[int], float]:
-        """Takes a slot for the first of the waiting ``costs`` (in arrival order), or for a later one.
+        """Takes a slot for the first of the waiting ``costs`` (arrival order), or a later one.
 
         The largest of the first ``policy.overtake_lookahead`` that fits now goes first (a later
         one only if larger than the first, or if the first does not fit yet), so the window is
@@ -358,8 +354,8 @@ class AdaptiveRateLimiter:
             remaining = _number(headers.get(f"x-ratelimit-remaining-{kind}"))
             reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}", ""))
             cost = 1.0 if kind == "requests" else (self._mean_cost or math.inf)
-            if remaining is None or remaining > 0 or not reset or (
-                    window.budget > 0 and window.wait_for(cost, now) > 0):
+            if (remaining is None or remaining > 0 or not reset
+                    or window.wait_for(cost, now) > 0):
                 continue  # room left, or our own window is full too: we wait for it already
             limit = _number(headers.get(f"x-ratelimit-limit-{kind}"))
             if limit is not None and limit > 0:
