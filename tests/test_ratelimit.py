@@ -448,6 +448,15 @@ def test_a_later_request_that_fits_goes_first_a_bounded_number_of_times():
     assert limiter.reserve_next([800, 600]) == (0, 0.0)
 
 
+def test_without_a_token_limit_waiters_are_served_in_order_whatever_their_cost():
+    clock = FakeClock(0.0)
+    limiter = AdaptiveRateLimiter(20, 0, clock=clock, sleep=clock.sleep)
+    clock.now = 1.0
+    # A larger one would "fill the room" if costs counted; with only a request limit they do
+    # not, and a retrying ticket of the largest cost must not be preferred over and over.
+    assert limiter.reserve_next([300, 900, 500]) == (0, 0.0)
+
+
 def test_acquire_serves_in_order_and_a_cancelled_waiter_leaves_the_queue():
     clock = FakeClock(0.0)
     limiter = AdaptiveRateLimiter(10, 0, clock=clock, sleep=clock.sleep)

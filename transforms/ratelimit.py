@@ -171,7 +171,8 @@ class AdaptiveRateLimiter:
         now = self._clock()
         wait = self._wait(costs[0], now)
         best = 0 if wait <= 0 else None
-        if self._overtaken < self.policy.max_overtakes and now >= self.paused_until:
+        if (self._overtaken < self.policy.max_overtakes and now >= self.paused_until
+                and self.token_slice.budget > 0):  # without a token limit, costs do not matter
             # The largest that fits leaves the least room unused. (One no smaller than the first
             # cannot fit before the first does; a smaller one may, and the wait is the soonest.)
             for index in range(1, min(len(costs), self.policy.overtake_lookahead)):
