@@ -60,8 +60,9 @@ FRAME_RULES = (
      (r"run_coroutine_threadsafe|_chain_future|_copy_future_state|"
       r"_set_concurrent_future_state|call_soon_threadsafe|_write_to_self|_read_from_self")),
     ("DoFn <-> loop handoff", r"^concurrent/futures/", None),
-    ("DoFn <-> loop handoff", r"^transforms/llm\.py$", r"^_CallModelFn\.|LlmEngine\.submit"),
-    ("rate limiter", r"^transforms/ratelimit\.py$", None),
+    ("DoFn <-> loop handoff", r"^transforms/llm/(dofn|engine)\.py$",
+     r"^_CallModelFn\.|LlmEngine\.submit"),
+    ("rate limiter", r"^transforms/limits/", None),
     ("metrics + live progress",
      (r"^(transforms/(metrics|progress)\.py|apache_beam/metrics/|"
       r"apache_beam/io/components/adaptive_throttler)"), None),
@@ -76,7 +77,7 @@ FRAME_RULES = (
       r"urllib/parse|email/)(/|\.py)"), None),
     ("asyncio event loop", r"^(asyncio/|selectors\.py)", None),
     ("engine: prompts, retry, records of a call",
-     (r"^(transforms/(llm|prompts|retry|errors|pricing|store|structured)\.py|jinja2/|"
+     (r"^(transforms/(llm/.*|prompts|retry|errors|pricing|store|structured)\.py|jinja2/|"
       r"markupsafe/|tenacity/|<template>)"), None),
     ("read (ours + Beam file IO)",
      (r"^(transforms/read\.py|apache_beam/io/(fileio|filesystems?|localfilesystem|"

@@ -20,7 +20,7 @@ from pipeline.options import TicketflowOptions
 from transforms import errors, prompts, secrets, structured
 from transforms.batch import BatchConfig
 from transforms.llm.config import DEFAULT_SYSTEM_PROMPT, LlmConfig
-from transforms.llm.batch import MAX_LINES as BATCH_MAX_LINES
+from transforms.llm.providers.openai import MAX_LINES as BATCH_MAX_LINES
 from transforms.pricing import Price, PricingError, load_pricing
 from transforms.retry import RetryPolicy
 from transforms.sinks import RESULT_SCHEMA

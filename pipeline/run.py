@@ -4,7 +4,7 @@
 the dead-letter branch beside it); ``run(argv)`` parses flags, checks what can be checked before
 any work (flags, input, output, endpoint and key: ``pipeline/preflight.py``), runs while showing
 its progress and handling SIGINT/SIGTERM (``pipeline/watch.py``), then writes
-``PREFIX/summary.json`` and ``PREFIX/report.html`` (``pipeline/report.py``) and prints the summary.
+``PREFIX/summary.json`` and ``PREFIX/report.html`` (``pipeline/report/``) and prints the summary.
 
 Exit codes: 0 the ledger balances; 1 the pipeline failed or the ledger does not balance;
 2 a flag or the environment is wrong (one line on stderr says how to fix it); 130 stopped by
@@ -25,7 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
                                                   StandardOptions, TestOptions)
 
-from pipeline import batch_run
+from pipeline.batch import run as batch_run
 from pipeline import chunks as chunks_lib
 from pipeline import config as config_lib
 from pipeline import estimate as estimate_lib
@@ -33,7 +33,7 @@ from pipeline import flags as flags_lib
 from pipeline import logs
 from pipeline import preflight as preflight_lib
 from pipeline import progress
-from pipeline import report as report_lib
+from pipeline.report import page as report_lib
 from pipeline import watch
 from pipeline.options import TicketflowOptions
 from pipeline import projection as projection_lib

@@ -49,7 +49,7 @@ def summarize(counts: dict, config: config_lib.JobConfig, wall_secs: float,
     """The run's summary from its metrics (``metrics_lib.summarize``) and the files it wrote.
 
     Args:
-      batch: With ``--api batch``, the batch job's figures (``pipeline.batch_run``); the
+      batch: With ``--api batch``, the batch job's figures (``pipeline.batch.run``); the
         summary's ``batch`` block adds ``answered_by_batch`` and ``answered_online``.
     """
     percentiles = metrics_lib.latency_percentiles(counts, (0.5, 0.9, 0.99),

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 from transforms import errors
 from transforms.llm.caller import Answer, Completion
 from transforms.llm.config import LlmConfig
+from transforms.llm.providers.openai import limit_headers
 from transforms.retry import RetryPolicy
 
 
@@ -74,6 +75,9 @@ class FakeCaller:
                                 completion_tokens=self._completion_tokens,
                                 request_id=f"req-{len(self.calls)}")
         return completion, {"x-request-id": completion.request_id}
+
+    def limits(self, headers):
+        return limit_headers(headers)
 
     async def close(self) -> None:
         self.closed = True

@@ -13,12 +13,13 @@ import json
 import openai
 import pytest
 
-from pipeline.batch_driver import BatchDriver, DriverSettings
-from pipeline.batch_files import PartWriter, iter_lines
-from pipeline.batch_journal import Journal
+from pipeline.batch.driver import BatchDriver, DriverSettings
+from pipeline.batch.files import PartWriter, iter_lines
+from pipeline.batch.journal import Journal
 from simulator import SimulatorConfig, start
-from transforms.llm.batch import MAX_BYTES, line_tokens, request_line
-from transforms.llm.batch_client import BatchClient
+from transforms.llm.batch import line_tokens, request_line
+from transforms.llm.providers.openai import MAX_BYTES
+from transforms.llm.providers.openai_batch import BatchClient
 from transforms.pricing import Price
 from transforms.retry import RetryPolicy
 

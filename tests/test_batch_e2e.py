@@ -191,7 +191,7 @@ def test_both_phases_translate_to_dataflow_jobs_offline():
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline import batch_run
+    from pipeline.batch import run as batch_run
     from pipeline import config as config_lib
     from pipeline import run as run_lib
     from tests.test_templates import DRY_RUN_ARGV

@@ -8,14 +8,15 @@ import json
 
 import pytest
 
-from pipeline import batch_policy as policy
-from pipeline.batch_files import PartWriter, iter_lines
-from pipeline.batch_journal import Journal, fold
+from pipeline.batch import policy
+from pipeline.batch.files import PartWriter, iter_lines
+from pipeline.batch.journal import Journal, fold
 from pipeline.estimate import EstimateInputs, estimate
 from simulator.batch_input import line_tokens as simulator_line_tokens
 from tests.llm_fakes import FakeLayer
 from transforms import errors
-from transforms.llm import batch
+from transforms.llm import batch, providers
+from transforms.llm.providers import openai as wire
 from transforms.llm.answer import TicketAnswerer
 from transforms.llm.batch_io import _attach
 from transforms.llm.config import LlmConfig
@@ -54,7 +55,7 @@ def _line(cid, status=200, content="hello", code=None, **extra):
 
 def _outcome_for(answerer, ticket, line, round_no=1):
     cid = batch.custom_id(answerer.request(ticket).params)
-    record = batch.outcome_record(batch.classify_line(_line(cid, **line)), round_no, HALF, FULL)
+    record = batch.outcome_record(wire.classify_line(_line(cid, **line)), round_no, HALF, FULL)
     return json.dumps(record)
 
 
@@ -66,7 +67,7 @@ def test_request_line_is_stable_and_counts_tokens_as_the_provider():
                            {"role": "user", "content": "Ticket ID: T-1\nhelp me please"}]}
     line = json.loads(batch.request_line(params))
     assert line["custom_id"] == batch.custom_id(dict(params)) and len(line["custom_id"]) <= 64
-    assert (line["method"], line["url"], line["body"]) == ("POST", batch.ENDPOINT, params)
+    assert (line["method"], line["url"], line["body"]) == ("POST", wire.BATCH_ENDPOINT, params)
     assert batch.custom_id({**params, "max_tokens": 101}) != line["custom_id"]
     assert batch.line_tokens(params) == simulator_line_tokens(params, 256)
 
@@ -74,20 +75,20 @@ def test_request_line_is_stable_and_counts_tokens_as_the_provider():
 # ---- outcome lines ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("line, kind, cls", [
-    (_line("a"), batch.OK, None),
-    (_line("a", 400, code="content_filter"), batch.PERMANENT, errors.ContentFiltered),
-    (_line("a", 400, code="context_length_exceeded"), batch.PERMANENT,
+    (_line("a"), providers.OK, None),
+    (_line("a", 400, code="content_filter"), providers.PERMANENT, errors.ContentFiltered),
+    (_line("a", 400, code="context_length_exceeded"), providers.PERMANENT,
      errors.ContextLengthExceeded),
-    (_line("a", 500), batch.RETRYABLE, errors.ServerError),
-    (_line("a", 429), batch.RETRYABLE, errors.RateLimited),
-    (_line("a", 409), batch.RETRYABLE, errors.Conflict),
-    (_line("a", None, code="batch_expired"), batch.RETRYABLE, batch.BatchNotRun),
-    (_line("a", None, code="batch_cancelled"), batch.RETRYABLE, batch.BatchNotRun),
+    (_line("a", 500), providers.RETRYABLE, errors.ServerError),
+    (_line("a", 429), providers.RETRYABLE, errors.RateLimited),
+    (_line("a", 409), providers.RETRYABLE, errors.Conflict),
+    (_line("a", None, code="batch_expired"), providers.RETRYABLE, batch.BatchNotRun),
+    (_line("a", None, code="batch_cancelled"), providers.RETRYABLE, batch.BatchNotRun),
     ({"custom_id": "a", "response": {"status_code": 200, "body": {"choices": []}}},
-     batch.RETRYABLE, errors.MalformedResponse),
+     providers.RETRYABLE, errors.MalformedResponse),
 ])
 def test_lines_are_classified_like_online_errors(line, kind, cls):
-    outcome = batch.classify_line(line)
+    outcome = wire.classify_line(line)
     assert outcome.kind == kind
     record = batch.outcome_record(outcome, 1, HALF, FULL)
     if cls is None:
@@ -96,7 +97,7 @@ def test_lines_are_classified_like_online_errors(line, kind, cls):
     else:
         assert type(batch.error_of(record)) is cls
     with pytest.raises(ValueError):
-        batch.classify_line({"response": None})
+        wire.classify_line({"response": None})
 
 
 # ---- the prefetched layer, in the answerer's stack --------------------------------------------
@@ -173,11 +174,11 @@ def test_waves_limits_and_fates():
     message = "Enqueued token limit reached. Limit: 2,000,000 enqueued tokens, already ..."
     assert policy.learn_limit(message, 10, 10) == 2_000_000
     assert policy.learn_limit("queue full", 3000, 1000) == 3999
-    assert policy.line_fate(batch.OK, 1, 3, late=True) == policy.FINAL
-    assert policy.line_fate(batch.PERMANENT, 1, 3, late=False) == policy.FINAL
-    assert policy.line_fate(batch.RETRYABLE, 1, 3, late=False) == policy.RETRY
-    assert policy.line_fate(batch.RETRYABLE, 3, 3, late=False) == policy.FINAL
-    assert policy.line_fate(batch.RETRYABLE, 1, 3, late=True) == policy.LEFTOVER
+    assert policy.line_fate(providers.OK, 1, 3, late=True) == policy.FINAL
+    assert policy.line_fate(providers.PERMANENT, 1, 3, late=False) == policy.FINAL
+    assert policy.line_fate(providers.RETRYABLE, 1, 3, late=False) == policy.RETRY
+    assert policy.line_fate(providers.RETRYABLE, 3, 3, late=False) == policy.FINAL
+    assert policy.line_fate(providers.RETRYABLE, 1, 3, late=True) == policy.LEFTOVER
     assert not policy.past_deadline(100.0, 0, 10**9)
     assert policy.past_deadline(100.0, 50, 150.0) and not policy.past_deadline(100.0, 50, 149.9)
 

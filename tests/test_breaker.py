@@ -7,7 +7,7 @@ import pickle
 import pytest
 
 from tests import llm_fakes
-from transforms.breaker import (CLOSED, HALF_OPEN, OPEN, BreakerPolicy, CircuitBreaker,
+from transforms.limits.breaker import (CLOSED, HALF_OPEN, OPEN, BreakerPolicy, CircuitBreaker,
                                 OutageTooLong)
 
 

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from simulator import start
 from transforms import errors
-from transforms.llm.caller import OpenAICaller
+from transforms.llm.providers.openai import OpenAICaller
 from transforms.llm.config import LlmConfig
 
 KEY = "sk-test-caller-0123456789"
@@ -215,7 +215,7 @@ def test_other_statuses_and_odd_bodies_through_a_real_server():
 def test_body_encoding_and_answer_parsing_agree_with_the_standard_library():
     from tools.ticketgen.generator import generate
 
-    from transforms.llm.caller import encode_body, parse_completion
+    from transforms.llm.providers.openai import encode_body, parse_completion
     from transforms.records import Ticket
 
     odd = {"id": "ü\ud800", "n": 2 ** 70, "x": float("nan"), "nested": {"1": [1.5e-7, None]}}

@@ -10,7 +10,7 @@ import pytest
 from tests.llm_fakes import FakeCaller, FakeClock, FakeLayer, answer_text
 from tests.llm_fakes import llm_config as _config
 from transforms import errors
-from transforms.llm.budget import LocalBudget
+from transforms.limits.budget import LocalBudget
 from transforms.llm.cache import StoreLayer
 from transforms.llm.caller import Request
 from transforms.llm.flow import CallTrace, FlowControl

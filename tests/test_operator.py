@@ -406,7 +406,7 @@ def test_progress_stats_per_second_and_reasons():
 
 
 def test_report_render_is_self_contained_with_empty_data():
-    from pipeline import report
+    from pipeline.report import page as report
 
     page = report.render({"output": "gs://bucket/out", "ledger_balanced": True}, [], [])
     assert "no completions were timed" in page and "no successful request" in page

@@ -93,7 +93,7 @@ def test_profile_report_and_flame_graph(tmp_path, capsys):
     collapsed.write_text(
         "process 1:\"python\";thread (1): MainThread;main (a.py:1);dumps (json/__init__.py:231) 3\n"
         "process 1:\"python\";thread (1): MainThread;main (a.py:1);"
-        "acquire (transforms/ratelimit.py:150) 1\n")
+        "acquire (transforms/limits/limiter.py:150) 1\n")
     stacks = profile.read_collapsed(str(collapsed))
     assert stacks[0] == (("main (a.py:1)", "dumps (json/__init__.py:231)"), 3)
     assert profile.split(stacks) == {"JSON encode/decode": 3, "rate limiter": 1}

@@ -10,10 +10,11 @@ import time
 import pytest
 
 from tests.redis_server import RedisServer, free_port
-from transforms.quota import SharedRateLimiter, connect, quota_key
-from transforms.quota_budget import SharedBudget
-from transforms.quota_lua import gcra_step
-from transforms.ratelimit import AdaptiveRateLimiter
+from transforms.limits.quota import SharedRateLimiter, connect, quota_key
+from transforms.limits.shared_budget import SharedBudget
+from transforms.limits.quota_scripts import gcra_step
+from transforms.limits.limiter import AdaptiveRateLimiter
+from transforms.llm.providers.openai import limit_headers
 
 
 def max_in_window(times, window=1.0):
@@ -189,8 +190,8 @@ def test_a_429_seen_by_one_worker_pauses_every_worker(redis_url):
         started = time.monotonic()
         await b.acquire(1)
         assert time.monotonic() - started >= 0.8
-        a.observe_headers({"x-ratelimit-remaining-tokens": "0",
-                           "x-ratelimit-reset-tokens": "1.5s"})
+        a.observe_limits(limit_headers({"x-ratelimit-remaining-tokens": "0",
+                                         "x-ratelimit-reset-tokens": "1.5s"}))
         await a.flush()
         assert 1.3 < await b.try_acquire(1) <= 1.5
         for lim in (a, b):
@@ -252,7 +253,7 @@ def test_reservations_of_a_dead_worker_lapse_with_its_lease(redis_url):
 # --- Redis unreachable --------------------------------------------------------------------------
 
 def test_unreachable_at_start_runs_on_the_local_share(caplog):
-    caplog.set_level(logging.WARNING, logger="transforms.quota")
+    caplog.set_level(logging.WARNING, logger="transforms.limits.quota")
     url = f"redis://127.0.0.1:{free_port()}/0"
 
     async def main():
@@ -275,7 +276,7 @@ def test_unreachable_at_start_runs_on_the_local_share(caplog):
 
 def test_redis_killed_mid_run_falls_back_then_returns(tmp_path, caplog):
     """Shared 20/s; the worker's local share 5/s; Redis dies for ~1 s and comes back empty."""
-    caplog.set_level(logging.WARNING, logger="transforms.quota")
+    caplog.set_level(logging.WARNING, logger="transforms.limits.quota")
     server = RedisServer(tmp_path).start()
     times, phases = [], {}
 

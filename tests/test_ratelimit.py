@@ -12,8 +12,9 @@ import random
 import pytest
 
 from simulator.limits import RateLimiter
-from transforms.ratelimit import (AdaptiveRateLimiter, AdmissionLog, LimitPolicy, SliceWindow,
-                                  TokenBucket, parse_duration)
+from transforms.limits.limiter import (AdaptiveRateLimiter, AdmissionLog, LimitPolicy, SliceWindow,
+                                  TokenBucket)
+from transforms.llm.providers.openai import limit_headers, parse_duration
 
 
 class FakeClock:
@@ -150,25 +151,25 @@ def test_remaining_zero_header_pauses_until_one_requests_share_is_back():
     clock = FakeClock()
     limiter = AdaptiveRateLimiter(0, 0, clock=clock, sleep=clock.sleep)
     # No limit announced: the whole reset.
-    limiter.observe_headers({"x-ratelimit-remaining-requests": "0",
-                             "x-ratelimit-reset-requests": "1.5s"})
+    limiter.observe_limits(limit_headers({"x-ratelimit-remaining-requests": "0",
+                                           "x-ratelimit-reset-requests": "1.5s"}))
     assert limiter.reserve(1) == pytest.approx(1.5)
-    limiter.observe_headers({"x-ratelimit-remaining-tokens": "120",
-                             "x-ratelimit-reset-tokens": "9s"})
+    limiter.observe_limits(limit_headers({"x-ratelimit-remaining-tokens": "120",
+                                           "x-ratelimit-reset-tokens": "9s"}))
     assert limiter.paused_until == pytest.approx(clock.now + 1.5)
     clock.now += 2
     # 1,200 a minute, all back in 59.9 s: the next one is back in 59.9 / 1,200 s.
-    limiter.observe_headers({"x-ratelimit-limit-requests": "1200",
-                             "x-ratelimit-remaining-requests": "0",
-                             "x-ratelimit-reset-requests": "59.9s"})
+    limiter.observe_limits(limit_headers({"x-ratelimit-limit-requests": "1200",
+                                           "x-ratelimit-remaining-requests": "0",
+                                           "x-ratelimit-reset-requests": "59.9s"}))
     assert limiter.paused_until == pytest.approx(clock.now + 59.9 / 1200)
     clock.now += 1
     limiter = AdaptiveRateLimiter(0, 1000, clock=clock, sleep=clock.sleep)
     clock.now += 1
     assert limiter.reserve(400) == 0.0  # the mean request costs 400 tokens
-    limiter.observe_headers({"x-ratelimit-limit-tokens": "60000",
-                             "x-ratelimit-remaining-tokens": "0",
-                             "x-ratelimit-reset-tokens": "30s"})
+    limiter.observe_limits(limit_headers({"x-ratelimit-limit-tokens": "60000",
+                                           "x-ratelimit-remaining-tokens": "0",
+                                           "x-ratelimit-reset-tokens": "30s"}))
     assert limiter.paused_until == pytest.approx(clock.now + 30 * 400 / 60000)
     # Our own window is full as well (a minute's 1,200 sent): no news, no pause.
     limiter = AdaptiveRateLimiter(20, 0, clock=clock, sleep=clock.sleep,
@@ -176,9 +177,9 @@ def test_remaining_zero_header_pauses_until_one_requests_share_is_back():
     for _ in range(1200):
         clock.now += 0.05
         assert limiter.reserve(0) == 0.0
-    limiter.observe_headers({"x-ratelimit-limit-requests": "1200",
-                             "x-ratelimit-remaining-requests": "0",
-                             "x-ratelimit-reset-requests": "59.95s"})
+    limiter.observe_limits(limit_headers({"x-ratelimit-limit-requests": "1200",
+                                           "x-ratelimit-remaining-requests": "0",
+                                           "x-ratelimit-reset-requests": "59.95s"}))
     assert limiter.paused_until < clock.now
 
 
@@ -404,6 +405,7 @@ def test_a_gateways_bare_429_reaches_the_limiter_without_retry_after():
     from benchmarks.pacing import BareGateway
     from simulator import start
     from transforms import errors
+    from transforms.llm.providers import openai as wire
 
     with start(rpm=1, burst_secs=1) as sim, BareGateway(sim.base_url) as gateway:
         client = openai.OpenAI(base_url=gateway.base_url, api_key="test", max_retries=0)
@@ -414,7 +416,7 @@ def test_a_gateways_bare_429_reaches_the_limiter_without_retry_after():
         with pytest.raises(openai.RateLimitError) as info:
             client.chat.completions.create(**ask)
         client.close()
-    err = errors.from_openai(info.value)
+    err = wire.from_openai(info.value)
     assert isinstance(err, errors.RateLimited) and err.retry_after is None
     assert not [h for h in info.value.response.headers
                 if h.lower().startswith(("x-ratelimit-", "retry-after"))]

@@ -16,10 +16,11 @@ import subprocess
 
 import pytest
 
-from pipeline import report, report_quota
+from pipeline.report import page as report
+from pipeline.report import quota as report_quota
 from pipeline.outputs import request_timings
 from pipeline.progress import ProgressStats, QuotaSeconds
-from pipeline.report_svg import FRAME, HEIGHT
+from pipeline.report.svg import FRAME, HEIGHT
 from tests.conftest import EXAMPLES, write_jsonl
 from transforms.records import CallStats, DeadLetter, Result
 

@@ -6,6 +6,7 @@ import random
 import pytest
 
 from transforms import errors
+from transforms.llm.providers import openai as wire
 from transforms.retry import RetryPolicy, is_retryable
 
 
@@ -16,7 +17,7 @@ from transforms.retry import RetryPolicy, is_retryable
     (401, "invalid_api_key", False), (403, None, False), (404, None, False), (422, None, False),
 ])
 def test_retry_decision_by_status(status, code, retryable):
-    cls = errors.error_for_status(status, code, "")
+    cls = wire.error_for_status(status, code, "")
     assert is_retryable(cls("x", status=status)) is retryable
 
 
@@ -27,8 +28,8 @@ def test_transport_errors_are_retryable():
 
 
 def test_reasons_are_specific():
-    assert errors.error_for_status(400, "context_length_exceeded", "").reason == "context_length"
-    assert errors.error_for_status(400, "content_filter", "").reason == "content_filter"
+    assert wire.error_for_status(400, "context_length_exceeded", "").reason == "context_length"
+    assert wire.error_for_status(400, "content_filter", "").reason == "content_filter"
 
 
 def test_redact_removes_keys():

@@ -1,8 +1,9 @@
-"""Typed provider errors, split by retryability.
+"""Typed provider errors, split by retryability, whatever the provider.
 
-The openai SDK's exceptions are mapped to these at the client boundary only
-(:func:`from_openai`); everything downstream (retry decision, dead-letter reason, metrics) looks
-at these types. Messages are redacted so that an API key never travels inside an error.
+Each provider module maps its SDK's exceptions and its statuses to these at the client boundary
+only (:func:`transforms.llm.providers.openai.from_openai`); everything downstream (retry
+decision, dead-letter reason, metrics) looks at these types. Messages are redacted so that an
+API key never travels inside an error.
 
 Example::
 
@@ -17,11 +18,8 @@ from __future__ import annotations
 import re
 from typing import Iterable, Optional
 
-import openai
-
 # Anything that looks like an OpenAI-style key, in case a provider echoes one back.
 _KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+[A-Za-z0-9_\-\.]{6,})")
-_MAX_MESSAGE_CHARS = 500
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -167,81 +165,3 @@ class Interrupted(ProviderError):
     """The run is stopping (SIGINT/SIGTERM): the ticket was not sent, or its request was
     cancelled after ``--drain_secs``. Not retried in this run; the dead letter is replayable."""
     reason = "interrupted"
-
-
-def _retry_after(headers) -> Optional[float]:
-    """Reads ``retry-after-ms`` or ``retry-after`` (seconds) from response headers."""
-    if headers is None:
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    secs = headers.get("retry-after")
-    if secs:
-        try:
-            return max(0.0, float(secs))
-        except ValueError:
-            return None  # An HTTP date; rare for LLM providers, so fall back to backoff.
-    return None
-
-
-def error_for_status(status: int, code: Optional[str], message: str) -> type:
-    """Chooses our error class for an HTTP status and the provider's error code."""
-    if status == 429:
-        return RateLimited
-    if status in (408, 409):
-        return Conflict
-    if status >= 500:
-        return ServerError
-    if status in (401, 403):
-        return AuthFailed
-    if status == 404:
-        return NotFound
-    if status == 422:
-        return Unprocessable
-    if status == 400:
-        if code == "context_length_exceeded" or "context length" in message.lower():
-            return ContextLengthExceeded
-        if code == "content_filter" or "content management policy" in message.lower():
-            return ContentFiltered
-        return BadRequest
-    return BadRequest if status < 500 else ServerError
-
-
-def from_openai(exc: BaseException, secrets: Iterable[str] = ()) -> ProviderError:
-    """Maps an openai SDK (or transport) exception to our typed error.
-
-    Args:
-      exc: The exception raised by the SDK call.
-      secrets: Strings to redact from the message.
-
-    Returns:
-      A :class:`ProviderError` subclass instance; unknown exceptions become
-      :class:`MalformedResponse` when they are decoding errors, else :class:`ConnectionFailed`.
-    """
-    secrets = list(secrets)
-    if isinstance(exc, openai.APITimeoutError):
-        return RequestTimeout("request timed out")
-    if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__ or exc.__context__
-        detail = f": {type(cause).__name__}" if cause is not None else ""
-        return ConnectionFailed(redact(f"connection error{detail}", secrets))
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        code = getattr(exc, "code", None)
-        body_message = exc.message if isinstance(exc.message, str) else str(exc)
-        message = redact(body_message, secrets)[:_MAX_MESSAGE_CHARS]
-        cls = error_for_status(status, code, message)
-        return cls(message, status=status, request_id=exc.request_id,
-                   retry_after=_retry_after(exc.response.headers), code=code)
-    if isinstance(exc, openai.APIResponseValidationError):
-        return MalformedResponse(redact(str(exc), secrets)[:_MAX_MESSAGE_CHARS],
-                                 status=getattr(exc, "status_code", None))
-    if isinstance(exc, (ValueError, KeyError, TypeError, AttributeError, IndexError)):
-        # json decode errors and unexpected shapes from a 200 response.
-        return MalformedResponse(
-            redact(f"malformed response: {type(exc).__name__}: {exc}", secrets)[:_MAX_MESSAGE_CHARS])
-    return ConnectionFailed(redact(f"{type(exc).__name__}: {exc}", secrets)[:_MAX_MESSAGE_CHARS])

@@ -1,4 +1,4 @@
-"""The provider's Batch API, the pure parts: request lines, outcome lines, the prefetched layer.
+"""The provider's Batch API, the pure parts: request ids, outcome records, the prefetched layer.
 
 With ``--api batch`` every ticket's chat request is sent through the provider's Batch API (half
 price, a separate quota, answered within 24 h) instead of one HTTP request each. This module holds
@@ -6,11 +6,10 @@ what that needs that does no I/O, so each piece is tested alone:
 
 * :func:`custom_id` and :func:`request_line` — one line of a batch input file per distinct
   request; the id is derived from :func:`transforms.store.request_key`, so identical requests in
-  one run share one line (and one answer), and a request is found again after a crash by its id;
+  one run share one line (and one answer), and a request is found again after a crash by its id
+  (the line's format is the provider's, ``batch_request_line`` in
+  :mod:`transforms.llm.providers.openai`, which classifies its output lines too);
 * :func:`line_tokens` — what a line counts against the provider's enqueued-token limit;
-* :func:`classify_line` — one line of a batch's output or error file as a :class:`LineOutcome`
-  (``ok``, ``permanent`` or ``retryable``), with the same error classes as online
-  (:func:`transforms.errors.error_for_status`);
 * :func:`outcome_record` — the outcome line the driver writes for the collect pipeline (the
   answer's cost at the batch price and what it would have cost online are computed here, once);
 * :class:`BatchOutcomeLayer` — a layer of the LLM stack (under the store and the repair, over
@@ -21,35 +20,28 @@ what that needs that does no I/O, so each piece is tested alone:
 Example::
 
     line = request_line(answerer.request(ticket).params)    # '{"custom_id": "tf-…", …}'
-    outcome = classify_line(json.loads(output_line))
+    outcome = wire.classify_line(json.loads(output_line))
     record = outcome_record(outcome, round_no=1, batch_price=half, online_price=full)
     layer = BatchOutcomeLayer(flow)      # trace.prefetched = the ticket's outcome record
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping
 
 from transforms import errors
 from transforms.llm.caller import Answer, Completion, Request
+from transforms.llm.providers import OK, LineOutcome
+from transforms.llm.providers import openai as wire
 from transforms.pricing import Price
 from transforms.store import request_key
 
-ENDPOINT = "/v1/chat/completions"
-#: OpenAI's limits for one batch input file.
-MAX_LINES = 50_000
-MAX_BYTES = 200_000_000
 #: Length of the request key's hex kept in a custom_id (160 bits: no collision in practice, and
 #: the whole id stays under the 64 characters some providers allow).
 _ID_HEX = 40
 CUSTOM_ID_PREFIX = "tf-"
-
-OK = "ok"
-PERMANENT = "permanent"
-RETRYABLE = "retryable"
 
 #: Error codes of lines a batch never ran (its window expired, or it was cancelled).
 NOT_RUN_CODES = frozenset({"batch_expired", "batch_cancelled"})
@@ -67,8 +59,7 @@ def custom_id(params: Mapping[str, Any]) -> str:
 
 def request_line(params: Mapping[str, Any]) -> str:
     """One line of a batch input file (JSON, no newline) for a chat request."""
-    return json.dumps({"custom_id": custom_id(params), "method": "POST", "url": ENDPOINT,
-                       "body": dict(params)}, ensure_ascii=False, separators=(",", ":"))
+    return wire.batch_request_line(custom_id(params), params)
 
 
 def _content_tokens(content: Any) -> int:
@@ -84,83 +75,6 @@ def line_tokens(body: Mapping[str, Any]) -> int:
     prompt = 3 + sum(_content_tokens(m.get("content")) + 3 for m in messages
                      if isinstance(m, Mapping))
     return prompt + int(body.get("max_completion_tokens") or body.get("max_tokens") or 0)
-
-
-@dataclasses.dataclass(frozen=True)
-class LineOutcome:
-    """One line of a batch's output or error file, classified.
-
-    Attributes:
-      custom_id: The request's id.
-      kind: ``ok``, ``permanent`` (the same request fails again: a dead letter, as online) or
-        ``retryable`` (5xx, 429, 408/409, a malformed answer, a line the batch never ran).
-      status: The line's HTTP status (None for a line never run).
-      code: The provider's error code, when there is one.
-      message: The provider's error message (redacted), when there is one.
-      completion: For ``ok``: content, model, finish_reason and the usage's token counts.
-      request_id: The provider's id of the line's answer.
-    """
-    custom_id: str
-    kind: str
-    status: Optional[int] = None
-    code: Optional[str] = None
-    message: str = ""
-    completion: Optional[Dict[str, Any]] = None
-    request_id: Optional[str] = None
-
-
-def _completion(body: Any) -> Dict[str, Any]:
-    """The parts of a chat completion body we keep.
-
-    Raises:
-      ValueError: the body is not a chat completion with a message.
-    """
-    choice = body["choices"][0]
-    message = choice["message"]
-    if not isinstance(message, Mapping):
-        raise TypeError("no message")
-    usage = body.get("usage") or {}
-    details = usage.get("prompt_tokens_details") or {}
-    return {"content": message.get("content") or "", "model": body.get("model"),
-            "finish_reason": choice.get("finish_reason"),
-            "prompt_tokens": int(usage.get("prompt_tokens") or 0),
-            "completion_tokens": int(usage.get("completion_tokens") or 0),
-            "cached_tokens": int(details.get("cached_tokens") or 0)}
-
-
-def classify_line(record: Mapping[str, Any]) -> LineOutcome:
-    """Classifies one parsed line of a batch's output or error file.
-
-    Raises:
-      ValueError: the line has no string ``custom_id`` (it cannot be mapped to a request).
-    """
-    cid = record.get("custom_id")
-    if not isinstance(cid, str) or not cid:
-        raise ValueError("a batch output line without custom_id")  # noqa: TRY004 - bad data
-    response = record.get("response")
-    if isinstance(response, Mapping) and response.get("status_code") is not None:
-        status = int(response["status_code"])
-        body = response.get("body")
-        request_id = response.get("request_id")
-        if status == 200:
-            try:
-                return LineOutcome(cid, OK, 200, completion=_completion(body),
-                                   request_id=request_id)
-            except (KeyError, IndexError, TypeError, ValueError):
-                return LineOutcome(cid, RETRYABLE, 200, "malformed_response",
-                                   "a 200 line whose body is not a chat completion",
-                                   request_id=request_id)
-        error = (body or {}).get("error") if isinstance(body, Mapping) else None
-        error = error if isinstance(error, Mapping) else {}
-        code, message = error.get("code"), errors.redact(str(error.get("message") or ""))[:500]
-        cls = errors.error_for_status(status, code, message)
-        return LineOutcome(cid, RETRYABLE if cls.retryable else PERMANENT, status, code,
-                           message, request_id=request_id)
-    error = record.get("error") if isinstance(record.get("error"), Mapping) else {}
-    code = error.get("code") or "batch_line_failed"
-    message = errors.redact(str(error.get("message") or "the batch returned no response"))[:500]
-    # A line never run (expired, cancelled) or an error without a response: worth another round.
-    return LineOutcome(cid, RETRYABLE, None, code, message)
 
 
 def outcome_record(outcome: LineOutcome, round_no: int, batch_price: Price,
@@ -197,7 +111,7 @@ def error_of(record: Mapping[str, Any]) -> errors.ProviderError:
     elif status == 200:
         cls = errors.MalformedResponse
     else:
-        cls = errors.error_for_status(int(status), code, message)
+        cls = wire.error_for_status(int(status), code, message)
     exc = cls(f"batch API: {message}", status=status if status != 200 else None,
               request_id=record.get("request_id"), code=code)
     return exc

@@ -29,7 +29,8 @@ from apache_beam.io import fileio
 from apache_beam.io.fileio import EmptyMatchTreatment
 
 from transforms.llm.answer import TicketAnswerer
-from transforms.llm.batch import MAX_BYTES, MAX_LINES, custom_id, request_line
+from transforms.llm.batch import custom_id, request_line
+from transforms.llm.providers.openai import MAX_BYTES, MAX_LINES
 from transforms.llm.config import LlmConfig
 from transforms.prompts import TemplateRenderError
 from transforms.records import Ticket

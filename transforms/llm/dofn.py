@@ -22,7 +22,7 @@ import apache_beam as beam
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import errors
-from transforms.llm.caller import openai_caller
+from transforms.llm.providers.openai import openai_caller
 from transforms.llm.config import DISPATCH_BARRIER, LlmConfig, resolve_api_key
 from transforms.llm.engine import CallerFactory, Engine, shared_handle
 from transforms.llm.stop import StopSignal

@@ -43,7 +43,8 @@ from typing import Any, Awaitable, Callable, Coroutine, Dict, Sequence, Set, Tup
 from apache_beam.utils.shared import Shared
 
 from transforms.llm.answer import TicketAnswerer
-from transforms.llm.caller import Caller, openai_caller
+from transforms.llm.caller import Caller
+from transforms.llm.providers.openai import openai_caller
 from transforms.llm.config import LlmConfig
 from transforms.llm.flow import FlowControl
 from transforms.llm.limits import local_limits, shared_limits
@@ -162,7 +163,7 @@ def _limits_for(config: LlmConfig, api_key: str):
     """The flow's limits: this worker's share, or the shared quota (named without the key)."""
     if not config.shared_quota:
         return local_limits
-    from transforms.quota import quota_key  # pylint: disable=import-outside-toplevel
+    from transforms.limits.quota import quota_key  # pylint: disable=import-outside-toplevel
     name = config.quota_key or quota_key(config.base_url, config.model, api_key)
     return functools.partial(shared_limits, quota_name=name)
 

@@ -28,7 +28,7 @@ from typing import Awaitable, Callable, List, Optional
 
 from transforms import errors
 from transforms import metrics as metrics_lib
-from transforms.breaker import CLOSED, OUTAGE_KINDS, CircuitBreaker, OutageTooLong
+from transforms.limits.breaker import CLOSED, OUTAGE_KINDS, CircuitBreaker, OutageTooLong
 from transforms.llm.caller import Answer, Caller, Completion, Request
 from transforms.llm.config import LlmConfig
 from transforms.llm.limits import Limits, local_limits
@@ -315,7 +315,7 @@ class FlowControl:
             metrics_lib.live_in_flight(-1)
         trace.latency_ms = (self._clock() - sent) * 1000.0
         self.breaker.on_success(sent)
-        self.limiter.observe_headers(headers)
+        self.limiter.observe_limits(self._caller.limits(headers))
         self.limiter.on_success(sent_at=sent)
         spent[0] = self._account(request, trace, completion, prompt_estimate, sent)
         return completion

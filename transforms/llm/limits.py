@@ -1,13 +1,13 @@
 """Where a worker's rate limits and budget live: in this process, or shared through Redis.
 
 :func:`local_limits` — this worker process's static share (``--worker_share`` of the job's
-limits and budget), in an :class:`~transforms.ratelimit.AdaptiveRateLimiter` and a
-:class:`~transforms.llm.budget.LocalBudget`.
+limits and budget), in an :class:`~transforms.limits.limiter.AdaptiveRateLimiter` and a
+:class:`~transforms.limits.budget.LocalBudget`.
 
 :func:`shared_limits` — with ``--shared_quota``: ONE quota for every worker of every job that
-names it (:class:`~transforms.quota.SharedRateLimiter`, GCRA in Redis) and one budget for the job
-(:class:`~transforms.quota_budget.SharedBudget`); each falls back to the static share while Redis is
-unreachable and returns when it is back.
+names it (:class:`~transforms.limits.quota.SharedRateLimiter`, GCRA in Redis) and one budget for
+the job (:class:`~transforms.limits.shared_budget.SharedBudget`); each falls back to the static
+share while Redis is unreachable and returns when it is back.
 
 Both return :class:`Limits`; the flow-control layer builds them on the engine's loop.
 
@@ -23,9 +23,9 @@ import dataclasses
 import time
 from typing import Any, Awaitable, Callable, Optional
 
-from transforms.llm.budget import LocalBudget
+from transforms.limits.budget import LocalBudget
 from transforms.llm.config import LlmConfig
-from transforms.ratelimit import AdaptiveRateLimiter, LimitPolicy
+from transforms.limits.limiter import AdaptiveRateLimiter, LimitPolicy
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -86,7 +86,7 @@ def shared_limits(config: LlmConfig, quota_name: str,
                   clock: Callable[[], float] = time.monotonic,
                   sleep: Optional[Sleep] = None) -> Limits:
     """The shared quota and budget in ``config.shared_quota``'s Redis (build on the loop)."""
-    from transforms import quota, quota_budget  # pylint: disable=import-outside-toplevel
+    from transforms.limits import quota, shared_budget  # pylint: disable=import-outside-toplevel
 
     local = local_limits(config, clock, sleep)
     client = quota.connect(config.shared_quota)
@@ -96,7 +96,7 @@ def shared_limits(config: LlmConfig, quota_name: str,
         **({"sleep": sleep} if sleep else {}))
     budget = local.budget
     if config.job_budget_usd is not None:
-        budget = quota_budget.SharedBudget(client, f"{quota_name}|{config.budget_key}",
+        budget = shared_budget.SharedBudget(client, f"{quota_name}|{config.budget_key}",
                                     config.job_budget_usd, config.worker_budget_usd or 0.0,
                                     clock=clock)
     return Limits(limiter, budget, shared=True, client=client)

@@ -1,4 +1,4 @@
-"""The Lua scripts of the shared quota (:mod:`transforms.quota`) and their pure Python mirror.
+"""The Lua scripts of the shared quota (:mod:`transforms.limits.quota`) and their Python mirror.
 
 Every script reads Redis's own clock (``TIME``), never a worker's, so workers on different
 machines agree on time; each runs atomically (Redis runs one script at a time), and is called by
@@ -14,8 +14,9 @@ requests are strictly paced and any rolling second sees at most ``rate`` of them
 late (timer slack, a busy loop, the round trip), and strict pacing loses that lateness on every
 request (3 to 14% of the rate, measured); ``slack`` 0.5 lets a waiter up to half an interval late
 keep its place, at the cost of at most one extra request in a rolling second (the trade
-:mod:`transforms.ratelimit` makes too). A cost larger than ``tau`` (a big prompt) waits until the
-limit has caught up (``T <= now``), then runs it ahead: debt, as the local token buckets allow.
+:mod:`transforms.limits.limiter` makes too). A cost larger than ``tau`` (a big prompt) waits until
+the limit has caught up (``T <= now``), then runs it ahead: debt, as the local token buckets
+allow.
 :func:`gcra_step` is the same decision in Python, for unit tests with an injected clock.
 """
 

@@ -5,7 +5,7 @@ When most of the recent requests failed the way an outage fails (connection refu
 intervals (1, 2, 4 ... seconds, capped). The breaker CLOSES when a probe gets an answer. Other
 failures (429, 400, invalid output) are answers: the provider is up.
 
-Pure and clock-injected like :mod:`transforms.ratelimit`: :meth:`CircuitBreaker.before_send`
+Pure and clock-injected like :mod:`transforms.limits.limiter`: :meth:`CircuitBreaker.before_send`
 decides, :meth:`CircuitBreaker.wait` is the thin async wrapper with an injected sleep. Waiting
 for the breaker is no attempt of the ticket (the caller keeps its retries), ``wait`` returns the
 seconds waited (to count as throttling), and ``outage_started_at`` / :meth:`outage_secs` let the

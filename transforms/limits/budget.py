@@ -6,8 +6,8 @@ request that would take spent + reserved past the budget is refused, so the spen
 the budget however many requests are in flight.
 
 :class:`LocalBudget` holds this worker's share (the job's budget × ``--worker_share``);
-:class:`transforms.quota_budget.SharedBudget` has the same interface and keeps ONE budget for every
-worker of the job in the shared quota's Redis (``--shared_quota``).
+:class:`transforms.limits.shared_budget.SharedBudget` has the same interface and keeps ONE budget
+for every worker of the job in the shared quota's Redis (``--shared_quota``).
 
 Example::
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from transforms.llm.batch import OK, PERMANENT
+from transforms.llm.providers import OK, PERMANENT
 
 FINAL = "final"
 RETRY = "retry"

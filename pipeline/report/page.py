@@ -1,12 +1,12 @@
 """The run report: ``PREFIX/report.html``, one self-contained file (inline SVG, no scripts).
 
-It shows the summary and these plots, drawn by :mod:`pipeline.report_svg` (no plotting library,
+It shows the summary and these plots, drawn by :mod:`pipeline.report.svg` (no plotting library,
 nothing fetched from the network when it is opened):
 
 * throughput over time — tickets finished per second (answered and dead-lettered);
 * the provider's quota — requests/s and tokens/s with the configured limits drawn as lines,
   429s per second, and the time held back by the rate limiter per second: whether the job ran
-  at the provider's limit (:mod:`pipeline.report_quota`);
+  at the provider's limit (:mod:`pipeline.report.quota`);
 * latency — the histogram of the log-spaced latency buckets, with p50/p90/p99 marked;
 * requests by outcome — answered, retries, rate limited, server errors, timeouts, and dead
   letters by reason;
@@ -27,9 +27,9 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.projection import projection_rows
-from pipeline.report_quota import SOURCE_FILES, SOURCE_LIVE, Quota, quota_data, quota_section
-from pipeline.report_quota import origin as quota_origin
-from pipeline.report_svg import (BAD, OK, WARN, Histogram, Timeline, bars_svg, figure, fmt,
+from pipeline.report.quota import SOURCE_FILES, SOURCE_LIVE, Quota, quota_data, quota_section
+from pipeline.report.quota import origin as quota_origin
+from pipeline.report.svg import (BAD, OK, WARN, Histogram, Timeline, bars_svg, figure, fmt,
                                  latency_svg, throughput_svg)
 
 __all__ = ["Quota", "SOURCE_FILES", "SOURCE_LIVE", "quota_data", "render",

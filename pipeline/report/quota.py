@@ -21,7 +21,7 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from pipeline import progress
 from pipeline.outputs import TicketTiming, request_timings
-from pipeline.report_svg import (BAD, OK, WARN, Line, downsample, figure, fmt, rate_svg,
+from pipeline.report.svg import (BAD, OK, WARN, Line, downsample, figure, fmt, rate_svg,
                                  text_html)
 
 _LOG = logging.getLogger("ticketflow")

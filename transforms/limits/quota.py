@@ -3,13 +3,14 @@
 With ``--shared_quota redis://HOST:PORT[/DB]`` every worker process of every job that names the
 same quota paces its requests against ONE quota kept in Redis (Memorystore on GCP), instead of
 against a static per-worker share. :class:`SharedRateLimiter` has the interface of
-:class:`transforms.ratelimit.AdaptiveRateLimiter`;
-:class:`~transforms.quota_budget.SharedBudget` is the job-wide ``--max_cost_usd``. Both go on with a local stand-in at the static per-worker share when Redis is
-unreachable (one WARNING, counted in ``fallback_events`` / ``fallback_secs``) and come back to
-the shared quota when it answers again (probed every ``probe_secs``, not on every request).
+:class:`transforms.limits.limiter.AdaptiveRateLimiter`;
+:class:`~transforms.limits.shared_budget.SharedBudget` is the job-wide ``--max_cost_usd``. Both go
+on with a local stand-in at the static per-worker share when Redis is unreachable (one WARNING,
+counted in ``fallback_events`` / ``fallback_secs``) and come back to the shared quota when it
+answers again (probed every ``probe_secs``, not on every request).
 
 One atomic Lua script charges a request against requests/s AND tokens/s together with GCRA on
-Redis's clock (:mod:`transforms.quota_lua` states the contract). Keys are
+Redis's clock (:mod:`transforms.limits.quota_scripts` states the contract). Keys are
 ``ticketflow:quota:{NAME}:...`` (the braces keep a quota's keys in one Redis Cluster slot) and
 expire once idle. :func:`quota_key` names a quota from base URL + model + a fingerprint of the
 API key, never the key.
@@ -44,8 +45,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from transforms import quota_lua
-from transforms.ratelimit import BURST_SECS, AdaptiveRateLimiter
+from transforms.limits import quota_scripts
+from transforms.limits.limiter import BURST_SECS, AdaptiveRateLimiter
 
 _LOG = logging.getLogger(__name__)
 PREFIX = "ticketflow"
@@ -149,7 +150,7 @@ class SharedRateLimiter:
     """Requests/s and tokens/s limits shared by every worker through Redis (GCRA).
 
     Same interface as :class:`AdaptiveRateLimiter`. ``correct``, ``on_rate_limited`` and
-    ``observe_headers`` update the local state at once and send the shared part to Redis in a
+    ``observe_limits`` update the local state at once and send the shared part to Redis in a
     task on the running loop (:meth:`flush` awaits those; :meth:`acorrect` is ``correct``
     awaited).
 
@@ -201,9 +202,9 @@ class SharedRateLimiter:
         if client is None:
             self._fb.using, self._fb.next_probe = True, math.inf
         else:
-            self._acquire_script = client.register_script(quota_lua.ACQUIRE)
-            self._correct_script = client.register_script(quota_lua.CORRECT)
-            self._pause_script = client.register_script(quota_lua.PAUSE)
+            self._acquire_script = client.register_script(quota_scripts.ACQUIRE)
+            self._correct_script = client.register_script(quota_scripts.CORRECT)
+            self._pause_script = client.register_script(quota_scripts.PAUSE)
 
     # Metrics the flow layer turns into counters / gauges.
     using_fallback = property(lambda self: self._fb.using)
@@ -297,10 +298,10 @@ class SharedRateLimiter:
         """A success: this worker's rate grows back towards the limit."""
         self.fallback.on_success(sent_at=sent_at)
 
-    def observe_headers(self, headers) -> None:
-        """A budget announced used up pauses every worker until its reset."""
+    def observe_limits(self, announced) -> None:
+        """A budget announced used up pauses every worker until one request's share is back."""
         before = self.fallback.paused_until
-        self.fallback.observe_headers(headers)
+        self.fallback.observe_limits(announced)
         if self.fallback.paused_until > before:
             self._spawn(self._pause_shared(self.fallback.paused_until - self._clock()))
 

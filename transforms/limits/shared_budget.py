@@ -3,7 +3,7 @@
 Every worker of the job reserves a request's most expensive outcome in ONE ledger before sending
 it and settles with the real cost after; the spend never passes the budget however many workers
 send at once. Money is integer micro-dollars (INCRBY): nothing drifts. While Redis is unreachable
-a worker falls back to its static share (:class:`transforms.quota.FallbackState`), and comes
+a worker falls back to its static share (:class:`transforms.limits.quota.FallbackState`), and comes
 back when it answers.
 
 Example::
@@ -23,8 +23,8 @@ from typing import Callable, Optional
 
 import redis.asyncio as aioredis
 
-from transforms import quota_lua
-from transforms.quota import PREFIX, REDIS_ERRORS, FallbackState
+from transforms.limits import quota_scripts
+from transforms.limits.quota import PREFIX, REDIS_ERRORS, FallbackState
 
 
 def _micros(usd: float) -> int:
@@ -72,7 +72,7 @@ class SharedBudget:
         if client is None:
             self._fb.using, self._fb.next_probe = True, math.inf
         else:
-            self._script = client.register_script(quota_lua.BUDGET)
+            self._script = client.register_script(quota_scripts.BUDGET)
 
     using_fallback = property(lambda self: self._fb.using)
     fallback_events = property(lambda self: self._fb.events)

@@ -14,9 +14,10 @@ slice edges: pause briefly, widen the margin, keep the rate. More of them, a lon
 ``retry-after`` or none at all mean a lower limit (a shared quota, a gateway's own limit): all
 pause (growing pauses without ``retry-after``) and the rate is set just under what the provider
 admitted lately (:class:`AdmissionLog`), or halved while too little is known; successes probe
-back up, fast to just under the last refusal, slowly above. ``x-ratelimit-remaining-*`` at zero
-pauses until one request's share of the budget is back. The arithmetic
-(:mod:`transforms.ratewindows`, :meth:`~AdaptiveRateLimiter.reserve_next`) is synchronous and
+back up, fast to just under the last refusal, slowly above. A budget the provider announces used
+up (``x-ratelimit-remaining-*: 0``, read by the provider module into :class:`AnnouncedLimit`)
+pauses until one request's share of it is back. The arithmetic
+(:mod:`transforms.limits.windows`, :meth:`~AdaptiveRateLimiter.reserve_next`) is synchronous and
 clock-injected, tested without sleeping; :meth:`~AdaptiveRateLimiter.acquire` is the async
 wrapper.
 
@@ -34,14 +35,27 @@ import asyncio
 import collections
 import dataclasses
 import math
-import re
 import time
-from typing import Awaitable, Callable, List, Optional, Sequence, Tuple
+from typing import Awaitable, Callable, List, Mapping, Optional, Sequence, Tuple
 
-from transforms.ratewindows import AdmissionLog, SliceWindow, TokenBucket
+from transforms.limits.windows import AdmissionLog, SliceWindow, TokenBucket
 
-__all__ = ["AdaptiveRateLimiter", "AdmissionLog", "LimitPolicy", "SliceWindow", "TokenBucket",
-           "parse_duration"]
+__all__ = ["AdaptiveRateLimiter", "AdmissionLog", "AnnouncedLimit", "LimitPolicy", "SliceWindow",
+           "TokenBucket"]
+
+@dataclasses.dataclass(frozen=True)
+class AnnouncedLimit:
+    """What a provider's answer announced of one of its limits (any field may be unknown).
+
+    Attributes:
+      limit: The whole budget of the limit's window (requests or tokens).
+      remaining: What is left of it.
+      reset_secs: Seconds until the whole budget is back.
+    """
+    limit: Optional[float] = None
+    remaining: Optional[float] = None
+    reset_secs: Optional[float] = None
+
 
 # The bucket holds this many seconds of its rate at most (about one request): spacing, not bursts.
 BURST_SECS = 0.05
@@ -341,26 +355,32 @@ class AdaptiveRateLimiter:
                 self._ceiling = math.inf
             self._apply(now)
 
-    def observe_headers(self, headers) -> None:
+    def observe_limits(self, announced: Mapping[str, AnnouncedLimit]) -> None:
         """Pauses when the provider says a budget is used up, until one request's share is back.
 
-        ``x-ratelimit-reset-*`` is when the WHOLE budget is back (OpenAI: "resets to its initial
+        Args:
+          announced: What the provider's answer said of its ``requests`` and ``tokens`` limits
+            (read from its headers by the provider module, e.g.
+            :func:`transforms.llm.providers.openai.limit_headers`).
+
+        ``reset_secs`` is when the WHOLE budget is back (OpenAI: "resets to its initial
         state"): one request's share is back after ``reset x cost / limit``. No pause while our
         own window is full too: then it says nothing new (and pausing idled a job at the limit).
         """
-        if headers is None:
+        if not announced:
             return
         now = self._clock()
         for kind, window in (("requests", self.request_slice), ("tokens", self.token_slice)):
-            remaining = _number(headers.get(f"x-ratelimit-remaining-{kind}"))
-            reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}", ""))
+            state = announced.get(kind)
+            if state is None:
+                continue
+            remaining, reset = state.remaining, state.reset_secs
             cost = 1.0 if kind == "requests" else (self._mean_cost or math.inf)
             if (remaining is None or remaining > 0 or not reset
                     or window.wait_for(cost, now) > 0):
                 continue  # room left, or our own window is full too: we wait for it already
-            limit = _number(headers.get(f"x-ratelimit-limit-{kind}"))
-            if limit is not None and limit > 0:
-                reset *= min(1.0, cost / limit)
+            if state.limit is not None and state.limit > 0:
+                reset *= min(1.0, cost / state.limit)
             self.paused_until = max(self.paused_until, now + reset)
 
     def _pause(self, now: float, secs: float) -> None:
@@ -412,36 +432,3 @@ class AdaptiveRateLimiter:
                 slice_secs = max(p.slice_secs, p.slice_min_requests * cost / rate)
                 window.seconds = slice_secs + self.margin
                 window.budget = rate * slice_secs
-
-
-def _number(text) -> Optional[float]:
-    try:
-        return float(text)
-    except (TypeError, ValueError):  # absent or not a number: as if not sent
-        return None
-
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-
-
-def parse_duration(text: str) -> Optional[float]:
-    """Parses OpenAI's reset durations (``"1s"``, ``"6m0s"``, ``"120ms"``, ``"1h2m3.5s"``).
-
-    Returns:
-      Seconds, or None when the text is empty or not a duration.
-    """
-    text = (text or "").strip()
-    if not text:
-        return None
-    seconds = _number(text)
-    if seconds is not None:
-        return seconds
-    total = 0.0
-    pos = 0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            return None
-        value, unit = float(match.group(1)), match.group(2)
-        total += value * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[unit]
-        pos = match.end()
-    return total if pos == len(text) and pos > 0 else None

@@ -1,6 +1,6 @@
 """Rate arithmetic for the limiter: a token bucket, a window of what was sent, what was admitted.
 
-Pure functions of the clock times passed in; :mod:`transforms.ratelimit` combines them.
+Pure functions of the clock times passed in; :mod:`transforms.limits.limiter` combines them.
 
 * :class:`TokenBucket` spaces requests: a rate, at most one request of burst.
 * :class:`SliceWindow` mirrors a provider's rolling window: what we sent in the last

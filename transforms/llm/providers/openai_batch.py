@@ -3,7 +3,7 @@
 :class:`BatchClient` is what the driver of ``--api batch`` talks to: upload a request file,
 create a batch (tagged with metadata), retrieve, cancel, find a batch again by LISTING (newest
 first, every page) and download an output or error file. Every SDK error is mapped once to our
-typed errors (:func:`transforms.errors.from_openai`; the key is redacted).
+typed errors (:func:`transforms.llm.providers.openai.from_openai`; the key is redacted).
 
 Retries: the SDK's are off. Calls without side effects (retrieve, list, download, cancel — the
 latter is idempotent) and uploads (a second upload leaves at worst an unused, free file) are
@@ -33,7 +33,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import errors
-from transforms.llm.batch import ENDPOINT
+from transforms.llm.providers import openai as wire
 from transforms.retry import RetryPolicy
 
 #: Statuses after which a batch never changes again.
@@ -112,7 +112,7 @@ class BatchClient:
         try:
             return call()
         except Exception as exc:  # noqa: BLE001 - mapped to our typed errors right here
-            raise errors.from_openai(exc, [self._key]) from None
+            raise wire.from_openai(exc, [self._key]) from None
 
     def _retried(self, call: Callable[[], T]) -> T:
         attempt = 0
@@ -139,8 +139,8 @@ class BatchClient:
     def create(self, file_id: str, metadata: Mapping[str, str]) -> BatchInfo:
         """Creates a batch of the uploaded file (never retried: see the module docstring)."""
         return BatchInfo.of(self._once(lambda: self._client.batches.create(
-            input_file_id=file_id, endpoint=ENDPOINT, completion_window=COMPLETION_WINDOW,
-            metadata=dict(metadata))))
+            input_file_id=file_id, endpoint=wire.BATCH_ENDPOINT,
+            completion_window=COMPLETION_WINDOW, metadata=dict(metadata))))
 
     def retrieve(self, batch_id: str) -> BatchInfo:
         return BatchInfo.of(self._retried(lambda: self._client.batches.retrieve(batch_id)))

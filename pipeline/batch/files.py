@@ -27,10 +27,11 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.batch_journal import Part
-from pipeline.batch_policy import FINAL, RETRY, line_fate
-from transforms.llm.batch import (RETRYABLE, LineOutcome, classify_line, line_tokens,
-                                  outcome_record)
+from pipeline.batch.journal import Part
+from pipeline.batch.policy import FINAL, RETRY, line_fate
+from transforms.llm.batch import line_tokens, outcome_record
+from transforms.llm.providers import RETRYABLE, LineOutcome
+from transforms.llm.providers.openai import classify_line
 from transforms.pricing import Price
 from transforms.sinks import join_path
 
@@ -139,7 +140,7 @@ def collect_part(part: Part, client, round_dir: str, prices: Tuple[Price, Price]
 
     Args:
       part: The part (its batch ended: ``output_file_id`` / ``error_file_id`` / ``status``).
-      client: The :class:`~transforms.llm.batch_client.BatchClient`.
+      client: The :class:`~transforms.llm.providers.openai_batch.BatchClient`.
       round_dir: Where the round's files are.
       prices: (batch price, online price) of the model.
       max_rounds: ``--max_retries`` + 1.

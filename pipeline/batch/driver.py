@@ -2,13 +2,13 @@
 
 :class:`BatchDriver` runs on the driver (no workers) once the pack pipeline has written round 1's
 request files. Each round: every part is uploaded and created in WAVES that fit the enqueued-token
-limit (:mod:`pipeline.batch_policy`), the running batches are polled every ``--batch_poll_secs``
-(one progress line per poll), each finished batch is collected (:func:`pipeline.batch_files.
+limit (:mod:`pipeline.batch.policy`), the running batches are polled every ``--batch_poll_secs``
+(one progress line per poll), each finished batch is collected (:func:`pipeline.batch.files.
 collect_part`), and the lines that failed retryably become the next round's parts — until none
 is left, ``--max_retries`` rounds were made, or ``--batch_deadline_secs`` passed (then running
 batches are cancelled, what they finished is kept, and the rest is answered online).
 
-Every step is written to the journal BEFORE it is done and after (:mod:`pipeline.batch_journal`),
+Every step is written to the journal BEFORE it is done and after (:mod:`pipeline.batch.journal`),
 so a run killed at any moment is resumed without a ticket being submitted twice: a creation in
 doubt is resolved by listing the provider's batches for the part's metadata.
 
@@ -26,11 +26,11 @@ import logging
 import time
 from typing import Callable, Dict, List, Tuple
 
-from pipeline import batch_files
-from pipeline.batch_journal import TOKEN_LIMIT, JobState, Journal, Part, fold
-from pipeline.batch_policy import effective_limit, learn_limit, may_submit, past_deadline
+from pipeline.batch import files as batch_files
+from pipeline.batch.journal import TOKEN_LIMIT, JobState, Journal, Part, fold
+from pipeline.batch.policy import effective_limit, learn_limit, may_submit, past_deadline
 from transforms import errors
-from transforms.llm.batch_client import BatchInfo
+from transforms.llm.providers.openai_batch import BatchInfo
 from transforms.logs import event
 from transforms.pricing import Price
 from transforms.sinks import join_path
@@ -71,7 +71,7 @@ class BatchDriver:
 
     Args:
       settings: The job's batch settings.
-      client: A :class:`~transforms.llm.batch_client.BatchClient` (or a fake in tests).
+      client: A :class:`~transforms.llm.providers.openai_batch.BatchClient` (or a fake in tests).
       journal: The job's journal.
       events: The journal's events so far (the job's "job" and "packed" events included).
       wall: Wall clock (the deadline, progress).

@@ -7,8 +7,8 @@ Three steps, the first two skipped when the journal says they were done (``--res
    ``OUTPUT/batch/JOB/round-1/requests-*.jsonl`` (:class:`~transforms.llm.batch_io.
    PackBatchRequests`);
 2. **drive** — on the driver, no workers: upload, create in waves, wait, collect, resubmit in
-   rounds (:class:`~pipeline.batch_driver.BatchDriver`), everything journaled
-   (:mod:`pipeline.batch_journal`). ``--batch_submit_only`` stops after submitting (exit 0);
+   rounds (:class:`~pipeline.batch.driver.BatchDriver`), everything journaled
+   (:mod:`pipeline.batch.journal`). ``--batch_submit_only`` stops after submitting (exit 0);
    the same command with ``--resume`` later waits and collects;
 3. **collect** — ``pipeline.run.build`` with one more step, :class:`~transforms.llm.batch_io.
    AttachBatchOutcomes`: each ticket gets its request's outcome and ``CallModel`` answers from it
@@ -35,14 +35,14 @@ from typing import Any, Callable, Dict, List, Optional
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import batch_files
+from pipeline.batch import files as batch_files
 from pipeline import config as config_lib
-from pipeline.batch_driver import BatchDriver, BatchJobError, DriverSettings
-from pipeline.batch_journal import Journal, fold
+from pipeline.batch.driver import BatchDriver, BatchJobError, DriverSettings
+from pipeline.batch.journal import Journal, fold
 from pipeline.preflight import UsageError
 from transforms.llm import resolve_api_key
-from transforms.llm.batch import MAX_BYTES
-from transforms.llm.batch_client import BatchClient
+from transforms.llm.providers.openai import MAX_BYTES
+from transforms.llm.providers.openai_batch import BatchClient
 from transforms.llm.batch_io import PackBatchRequests
 from transforms.logs import event
 from transforms.read import ReadTickets

@@ -1,0 +1,15 @@
+"""Everything that decides WHEN a request may go, provider-agnostic.
+
+* :mod:`transforms.limits.limiter` — this worker's limiter: exact pacing against one-second
+  slices, learning a lower limit from 429s;
+* :mod:`transforms.limits.windows` — its arithmetic: token bucket, rolling slice window,
+  admissions;
+* :mod:`transforms.limits.quota` — ``--shared_quota``: one quota in Redis for every worker and
+  job (GCRA, :mod:`transforms.limits.quota_scripts`), falling back to the static share;
+* :mod:`transforms.limits.budget` — ``--max_cost_usd`` of one worker process;
+  :mod:`transforms.limits.shared_budget` — one budget for the job in the shared quota's Redis;
+* :mod:`transforms.limits.breaker` — the circuit breaker that waits out a provider outage.
+
+The LLM call's flow control (:mod:`transforms.llm.flow`) composes them; nothing here knows of
+tickets, prompts or a provider's wire format.
+"""
