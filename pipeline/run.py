@@ -166,6 +166,23 @@ def local_runner_options(options: PipelineOptions) -> PipelineOptions:
     return options
 
 
+def _start_fields(config: config_lib.JobConfig, runner: str) -> dict:
+    """The start line: what runs where, and within which limits (short enough for one line)."""
+    fields = {"input": config.input, "output": config.output, "model": config.llm.model,
+              "runner": runner,
+              "rpm": f"{config.requests_per_minute:g}" if config.requests_per_minute else "none",
+              "tpm": f"{config.tokens_per_minute:g}" if config.tokens_per_minute else "none",
+              "concurrency": config.llm.max_concurrency}
+    if config.max_cost_usd:
+        fields["max_cost_usd"] = f"{config.max_cost_usd:g}"
+    if config.llm.shared_quota:
+        fields["shared_quota"] = "on"
+    if config.worker_processes > 1:
+        fields.update(worker_processes=config.worker_processes,
+                      worker_share=round(config.worker_share, 3))
+    return fields
+
+
 def _runner_name(options: PipelineOptions) -> str:
     runner = options.view_as(StandardOptions).runner
     return runner if isinstance(runner, str) else type(runner).__name__
@@ -258,7 +275,7 @@ def run(argv: Optional[List[str]] = None) -> int:
                 print(f"ticketflow: error: {exc}", file=sys.stderr)
                 return EXIT_USAGE
             config = config_lib.with_base_url(config, sim.base_url)
-            event(_LOG, logging.INFO, "simulator_started", base_url=sim.base_url)
+            event(_LOG, logging.DEBUG, "simulator_started", base_url=sim.base_url)
         if not config.skip_preflight and not dry_run:
             try:
                 preflight_lib.check_endpoint(config.llm)
@@ -272,10 +289,9 @@ def run(argv: Optional[List[str]] = None) -> int:
         live = watch.live_counts_possible(
             runner, options.view_as(DirectOptions).direct_running_mode)
         mode = watch.mode_for(live, config.quiet)
-        event(_LOG, logging.INFO, "start", input=config.input, output=config.output,
-              model=config.llm.model, runner=runner, worker_processes=config.worker_processes,
-              worker_share=round(config.worker_share, 3), progress=mode)
-        event(_LOG, logging.INFO, "config", config=config_lib.redacted(config))
+        event(_LOG, logging.INFO, "start", **_start_fields(config, runner))
+        # The whole resolved configuration: summary.json has it too; not for the first screen.
+        event(_LOG, logging.DEBUG, "config", config=config_lib.redacted(config), progress=mode)
         started = time.monotonic()
         started_wall = time.time()
         prepared = None
@@ -349,6 +365,7 @@ def run(argv: Optional[List[str]] = None) -> int:
         summary["interrupted"] = stopper.signal_name
         if sim is not None:
             summary["simulator"] = {k: v for k, v in sim.stats().items() if k != "per_second"}
+        summary["config"] = config_lib.redacted(config)
         histogram = metrics_lib.latency_histogram(counts)
         summary["report"] = _write_report(config, summary, live, started_wall, histogram)
         blob = json.dumps(summary, indent=2, default=str).encode("utf-8")
@@ -356,7 +373,8 @@ def run(argv: Optional[List[str]] = None) -> int:
             with FileSystems.create(sinks.join_path(config.output, name)) as handle:
                 handle.write(blob)
         print(format_summary(summary))
-        event(_LOG, logging.INFO, "summary", **{
+        # In text logs the printed summary says it all; JSON logs keep the event for machines.
+        event(_LOG, logging.INFO if config.log_format == "json" else logging.DEBUG, "summary", **{
             k: summary[k] for k in ("read", "succeeded", "dead_lettered", "requests", "retries",
                                     "rate_limited", "latency_ms_p50", "latency_ms_p99",
                                     "wall_secs", "tickets_per_sec", "ledger_balanced",

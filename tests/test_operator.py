@@ -73,6 +73,18 @@ def test_progress_bar_on_a_terminal(tmp_path):
     assert "ticketflow summary" in out
     # No plain progress lines when a bar is drawn.
     assert " progress done=" not in out
+    # A quiet first screen: one start line naming input, output, model, runner and limits, then
+    # the bar; no line over 200 characters before the summary; the configuration is not on it.
+    # (The paths shortened to what README's command 1 names: examples/..., out/quickstart.)
+    first_screen = out.split("ticketflow summary")[0].replace(str(REPO) + "/", "").replace(
+        str(tmp_path / "out"), "out/quickstart")
+    lines = [line for line in re.split(r"[\r\n]+", first_screen) if line.strip()]
+    assert max(len(line) for line in lines) <= 200, lines
+    logged = [line for line in lines if " INFO " in line or " DEBUG " in line]
+    assert len(logged) == 1 and " start " in logged[0], logged
+    for field in ("input=", "output=", "model=", "runner=", "rpm=", "tpm=", "concurrency="):
+        assert field in logged[0]
+    assert "config=" not in out
 
 
 def test_plain_progress_lines_without_a_terminal(run_pipeline):
