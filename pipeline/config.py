@@ -42,6 +42,7 @@ class BatchApiConfig:
     """
     api: str = "online"
     deadline_secs: float = 0.0
+    cancel_wait_secs: float = 600.0
     poll_secs: float = 30.0
     submit_only: bool = False
     max_enqueued_tokens: int = 0
@@ -342,6 +343,7 @@ def _batch_api(o: TicketflowOptions, price: Price) -> BatchApiConfig:
     """Checks the Batch API flags (they only matter with --api batch)."""
     _positive("batch_poll_secs", o.batch_poll_secs)
     _positive("batch_deadline_secs", o.batch_deadline_secs, allow_zero=True)
+    _positive("batch_cancel_wait_secs", o.batch_cancel_wait_secs, allow_zero=True)
     _positive("batch_max_enqueued_tokens", o.batch_max_enqueued_tokens, allow_zero=True)
     if not 1 <= o.batch_max_lines <= BATCH_MAX_LINES:
         raise ConfigError(f"--batch_max_lines must be between 1 and {BATCH_MAX_LINES} (the "
@@ -353,6 +355,7 @@ def _batch_api(o: TicketflowOptions, price: Price) -> BatchApiConfig:
                           "when the provider answers it, not request by request): check the "
                           "cost first with --estimate, which prints the batch price too.")
     return BatchApiConfig(api=o.api, deadline_secs=o.batch_deadline_secs or 0.0,
+                          cancel_wait_secs=o.batch_cancel_wait_secs,
                           poll_secs=o.batch_poll_secs, submit_only=o.batch_submit_only,
                           max_enqueued_tokens=o.batch_max_enqueued_tokens or 0,
                           max_lines=o.batch_max_lines, price=price)

@@ -170,6 +170,11 @@ class TicketflowOptions(PipelineOptions):
                            help="With --api batch: seconds after the batch job started after "
                            "which unfinished batches are cancelled (what they answered is kept) "
                            "and the rest is answered online (0: the provider's 24 h window).")
+        batch.add_argument("--batch_cancel_wait_secs", type=float, default=600.0,
+                           help="With --api batch: after --batch_deadline_secs, the longest a "
+                           "cancelled batch may take to end (counted from its cancel; OpenAI "
+                           "documents up to 10 minutes); then its tickets are answered online "
+                           "and the summary says how many may be billed twice (0: no wait).")
         batch.add_argument("--batch_poll_secs", type=float, default=30.0,
                            help="With --api batch: seconds between two polls of the running "
                            "batches (one progress line each).")

@@ -354,6 +354,8 @@ def run(argv: Optional[List[str]] = None) -> int:
             unlisten()
             unlisten_cpu()
         wall = time.monotonic() - started
+        if prepared is not None:
+            prepared = batch_run.look_again(config, prepared)
         summary = summarize(counts, config, wall,
                             batch=prepared.figures if prepared is not None else None)
         if chunked is not None:

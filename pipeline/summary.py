@@ -124,6 +124,19 @@ def _quota(counts: dict, config: config_lib.JobConfig) -> dict:
             "fallback_secs": round((counts.get("quota_fallback_ms_max") or 0) / 1000.0, 3)}
 
 
+def _billed_twice(batch: dict) -> str:
+    """The batches abandoned while cancelling, and what they may have cost twice."""
+    ids = ", ".join(batch.get("abandoned_batch_ids") or [])
+    seen, count = batch.get("abandoned_seen_ended", 0), batch["batches_abandoned"]
+    text = (f"up to {batch['may_be_billed_twice']} ticket(s) may be billed by both the Batch API "
+            f"and online: {count} batch(es) still cancelling after --batch_cancel_wait_secs "
+            f"were answered online ({ids})")
+    if seen:
+        text += (f"; {batch.get('billed_twice', 0)} billed by both, from the final output of "
+                 f"{seen} of them")
+    return text
+
+
 def format_summary(summary: dict) -> str:
     """A short human-readable table."""
     rows = [
@@ -162,6 +175,8 @@ def format_summary(summary: dict) -> str:
         rows.insert(6, ("batch", f"{batch['batches_created']} batches in {batch['rounds']} "
                                  f"round(s), {batch['answered_by_batch']} answered by the "
                                  f"Batch API, {batch['answered_online']} online"))
+        if batch.get("batches_abandoned"):
+            rows.insert(7, ("billed twice", _billed_twice(batch)))
     if summary.get("outage_secs"):
         rows.append(("outage", f"{summary['outage_secs']} s with the provider down (circuit "
                                "breaker open; tickets waited, keeping their retries)"))

@@ -3,10 +3,11 @@
 A batch lives ``--batch_secs`` S: ``validating`` for the first 10% of S, ``in_progress`` until 90%
 (its lines finishing at an even pace, in a seeded shuffled order), ``finalizing``, then
 ``completed`` at S. Or ``failed`` when validation ends; ``expired`` at S with only part of its
-lines done (``--batch_expire_fraction``); ``cancelling`` from a cancel for 10% of S, then
-``cancelled``. Nothing runs in the background: a batch's status is a pure function of the clock,
-and its lines are answered lazily, by whichever request next looks at the batch, through the same
-code as the online endpoint, so that batch and online answers to a request are the same.
+lines done (``--batch_expire_fraction``); ``cancelling`` from a cancel for 10% of S but at most
+10 minutes (OpenAI's documented bound), then ``cancelled``. Nothing runs in the background: a
+batch's status is a pure function of the clock, and its lines are answered lazily, by whichever
+request next looks at the batch, through the same code as the online endpoint, so that batch and
+online answers to a request are the same.
 
     store = BatchStore(config, answer=simulator.answer, stats=stats, clock=clock)
     upload = store.files.upload(jsonl_bytes, "requests.jsonl", "batch")
@@ -46,7 +47,8 @@ ENQUEUED = frozenset({"validating", "in_progress", "finalizing"})
 CANCELLABLE = frozenset({"validating", "in_progress"})
 
 _VALIDATING = 0.1  # share of --batch_secs spent validating
-_FINALIZING = 0.1  # share spent finalizing; also how long cancelling lasts
+_FINALIZING = 0.1  # share spent finalizing; also how long cancelling lasts...
+_CANCEL_MAX_SECS = 600.0  # ...but at most this: OpenAI says a cancel takes up to 10 minutes
 _DAY = 86_400
 # The body of the online endpoint's 500, which a line failed by --batch_p_line_fail carries.
 _LINE_FAILURE = {"error": {"message": "The server had an error while processing your request. "
@@ -226,7 +228,7 @@ class BatchStore:
             model=parsed.model, lines=parsed.lines, errors=errors, tokens=parsed.tokens,
             t0=now, wall0=self._wall_clock(), t_valid=now + _VALIDATING * secs,
             t_fin=now + (1 - _FINALIZING) * secs, t_end=now + secs,
-            cancel_secs=_FINALIZING * secs, order=order, failing=failing,
+            cancel_secs=min(_FINALIZING * secs, _CANCEL_MAX_SECS), order=order, failing=failing,
             keep=math.floor((1 - fraction) * n + 1e-9), expiring=fraction > 0)
         self._batches[batch_id] = batch
         self._stats.batches_created += 1

@@ -67,16 +67,18 @@ def world(tmp_path):
         events = [journal.append("job", job="J1", fingerprint="f"),
                   journal.append("packed", job="J1", round=1, parts=writer.close())]
 
-        def driver(max_rounds=3, deadline=0.0, known_limit=0, submit_only=False):
+        def driver(max_rounds=3, deadline=0.0, known_limit=0, submit_only=False,
+                   cancel_wait=600.0, poll=1.0, sleep=None):
             settings = DriverSettings(
                 work_dir=str(tmp_path / "batch" / "J1"), max_lines=max_lines,
                 max_bytes=MAX_BYTES, max_enqueued_tokens=known_limit, deadline_secs=deadline,
-                poll_secs=1.0, max_rounds=max_rounds, prices=(HALF, FULL),
-                submit_only=submit_only)
+                poll_secs=poll, max_rounds=max_rounds, prices=(HALF, FULL),
+                submit_only=submit_only, cancel_wait_secs=cancel_wait)
             client = BatchClient(sim.base_url, "test", timeout=10,
                                  retry=RetryPolicy(max_retries=2), sleep=lambda s: None)
             return BatchDriver(settings, client, journal, Journal(str(tmp_path)).read(),
-                               wall=clock, sleep=clock.sleep)
+                               wall=clock, sleep=sleep or clock.sleep)
+        driver.clock = clock
         return driver, sim, events
     yield make
     for sim in sims:
@@ -193,3 +195,67 @@ def test_submit_only_returns_then_a_resume_collects(world, tmp_path):
     second = driver()
     assert second.run() is True
     assert sim.stats()["batches_created"] == 3 and _totals(second.state)["ok"] == 12
+
+
+def _journal(tmp_path, name):
+    return [e for e in Journal(str(tmp_path)).read() if e["event"] == name]
+
+
+def test_a_cancel_outlasting_the_wait_is_abandoned_and_its_late_answers_counted(world, tmp_path):
+    # Batches of 1000 s: in progress from 100 s to 900 s; a cancel lasts min(100 s, 600 s).
+    driver, sim, _ = world(20, max_lines=10, batch_secs=1000)
+    clock = driver.clock
+    d = driver(deadline=300.0, cancel_wait=30.0, poll=70.0)
+    assert d.run() is True
+    # The long poll is cut short: cancelled AT the deadline, abandoned AT the end of the wait.
+    assert [e["at"] - 1000.0 for e in _journal(tmp_path, "cancelling")] == [300.0, 300.0]
+    assert [e["at"] - 1000.0 for e in _journal(tmp_path, "cancel_abandoned")] == [330.0, 330.0]
+    assert clock.now - 1000.0 == 330.0  # it did not wait for the cancels (they end at 400 s)
+    assert sim.stats()["batches_cancelled"] == 2
+    assert [p.state for p in d.state.round_parts(1)] == ["abandoned", "abandoned"]
+    assert not _outcomes(tmp_path)  # no outcome: every ticket is answered online
+    figures = d.state.figures()
+    assert figures["batches_abandoned"] == 2 and figures["may_be_billed_twice"] == 20
+    assert figures["answered_online_after_batch"] == 20 and figures["billed_twice"] == 0
+    assert figures["abandoned_batch_ids"] == [p.batch_id for p in d.state.round_parts(1)]
+    d.look_at_abandoned()  # still cancelling: nothing to count yet
+    assert d.state.figures()["abandoned_seen_ended"] == 0
+    clock.sleep(200.0)  # the cancels ended; their output holds what they ran before the cancel
+    d.look_at_abandoned()
+    client = openai.OpenAI(base_url=sim.base_url, api_key="test", max_retries=0)
+    done = sum(client.batches.retrieve(b).request_counts.completed
+               for b in figures["abandoned_batch_ids"])
+    figures = d.state.figures()
+    assert done > 0 and figures["billed_twice"] == done and figures["abandoned_seen_ended"] == 2
+    assert len(_journal(tmp_path, "abandoned_ended")) == 2
+    d.look_at_abandoned()  # journaled: not looked at again
+    assert len(_journal(tmp_path, "abandoned_ended")) == 2
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_a_resumed_run_keeps_the_cancel_time_and_the_abandonment(world, tmp_path):
+    driver, sim, _ = world(10, max_lines=10, batch_secs=1000)
+    clock = driver.clock
+
+    def crash_during_the_wait(secs):
+        clock.sleep(secs)
+        if clock.now >= 1050.0:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        driver(deadline=40.0, cancel_wait=30.0, sleep=crash_during_the_wait).run()
+    assert _journal(tmp_path, "cancelling")[0]["at"] == 1040.0
+    clock.now = 1080.0  # restarted after the wait (cancel at 1040 + 30), the batch cancelling
+    resumed = driver(deadline=40.0, cancel_wait=30.0)
+    assert resumed.run() is True
+    assert clock.now == 1080.0  # abandoned at once: the wait is not counted again from zero
+    assert len(_journal(tmp_path, "cancelling")) == 1 and sim.stats()["batches_cancelled"] == 1
+    assert [e["at"] for e in _journal(tmp_path, "cancel_abandoned")] == [1080.0]
+    clock.now = 1200.0  # the cancel ended meanwhile: a later resume keeps the decision
+    again = driver(deadline=40.0, cancel_wait=30.0)
+    assert again.run() is True
+    assert [p.state for p in again.state.round_parts(1)] == ["abandoned"]
+    assert not _outcomes(tmp_path) and again.state.figures()["may_be_billed_twice"] == 10

@@ -118,6 +118,33 @@ def test_the_deadline_cancels_and_answers_the_rest_online(simulator_factory, run
     assert summary["cost_usd"] < summary["online_cost_usd"]
 
 
+def test_a_cancel_longer_than_the_wait_is_abandoned_and_answered_online(simulator_factory,
+                                                                       run_pipeline, tmp_path):
+    # A cancel lasts min(10% of --batch_secs, 600 s): 600 s here, far longer than the wait.
+    sim = simulator_factory(batch_secs=100_000)
+    path = write_jsonl(tmp_path / "t.jsonl", [_ticket(i) for i in range(5)])
+    run = run_pipeline("--input", str(path), "--base_url", sim.base_url, *FAST,
+                       "--batch_deadline_secs", "2", "--batch_cancel_wait_secs", "1")
+    assert run.returncode == 0, run.stderr
+    journal = [json.loads(open(p, encoding="utf-8").read()) for p in
+               sorted(glob.glob(str(run.output / "batch" / "journal" / "*.json")))]
+    at = {e["event"]: e["at"] for e in journal}
+    # The deadline held: cancelled at 2 s, given up 1 s later (plus a poll), not 600 s later.
+    assert 2 <= at["cancelling"] - at["job"] < 3.5
+    assert 1 <= at["cancel_abandoned"] - at["cancelling"] < 2.5
+    summary = run.summary()
+    assert summary["ledger_balanced"] and summary["succeeded"] == 5
+    batch = summary["batch"]
+    assert batch["answered_online"] == 5 and batch["answered_by_batch"] == 0
+    ids = batch["abandoned_batch_ids"]
+    assert batch["batches_abandoned"] == 1 == len(ids) and batch["may_be_billed_twice"] == 5
+    assert batch["abandoned_seen_ended"] == 0 and batch["billed_twice"] == 0
+    assert sim.stats()["batches_cancelled"] == 1 and sim.stats()["successful_completions"] == 5
+    warnings = [line for line in run.stderr.splitlines() if "batch_may_bill_twice" in line]
+    assert len(warnings) == 1 and "WARNING" in warnings[0] and ids[0] in warnings[0]
+    assert "up to 5 ticket(s) may be billed by both" in run.stdout and ids[0] in run.stdout
+
+
 class _Pipeline:
     """``python -m pipeline`` whose stderr lines are read as they come."""
 

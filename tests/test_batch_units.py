@@ -183,6 +183,61 @@ def test_waves_limits_and_fates():
     assert policy.past_deadline(100.0, 50, 150.0) and not policy.past_deadline(100.0, 50, 149.9)
 
 
+def test_the_cancel_wait_counts_from_the_cancel_and_the_sleep_wakes_when_due():
+    # A batch cancelled at 100 with --batch_cancel_wait_secs 20 is waited for until 120.
+    assert not policy.cancel_wait_over(100.0, 20, 119.9)
+    assert policy.cancel_wait_over(100.0, 20, 120.0) and policy.cancel_wait_over(100.0, 20, 1e9)
+    assert policy.cancel_wait_over(100.0, 0, 100.0)  # 0: no wait beyond the poll after the cancel
+    # The sleep before the next poll: --batch_poll_secs, cut short by what comes first.
+    assert policy.next_poll_in(100.0, 30.0, []) == 30.0
+    assert policy.next_poll_in(100.0, 30.0, [110.0, 125.0]) == 10.0  # the deadline at 110
+    assert policy.next_poll_in(100.0, 30.0, [90.0, 100.0]) == 30.0  # passed: acted on already
+    assert policy.next_poll_in(100.0, 5.0, [120.0]) == 5.0
+
+
+def test_the_cancel_wait_flag_becomes_frozen_config():
+    from pipeline import config as config_lib
+    from pipeline.options import TicketflowOptions
+
+    def batch_api(*flags):
+        return config_lib.from_options(TicketflowOptions(
+            ["--input", "x.jsonl", "--output", "out", "--simulate", "--api", "batch",
+             *flags])).batch_api
+
+    assert batch_api().cancel_wait_secs == 600.0  # OpenAI's documented bound
+    assert batch_api("--batch_cancel_wait_secs", "0").cancel_wait_secs == 0.0
+    assert batch_api("--batch_cancel_wait_secs", "20.5").cancel_wait_secs == 20.5
+    with pytest.raises(config_lib.ConfigError, match="--batch_cancel_wait_secs must be >= 0"):
+        batch_api("--batch_cancel_wait_secs", "-1")
+
+
+def test_journal_keeps_the_first_cancel_time_and_the_abandoned_batches(tmp_path):
+    times = iter([1000.0, 1000.0, 1010.0, 1011.0, 1040.0, 1045.0, 1050.0, 1400.0])
+    journal = Journal(str(tmp_path), wall=lambda: next(times))
+    journal.append("job", job="J1", fingerprint="f")
+    journal.append("packed", job="J1", round=1,
+                   parts=[{"part": "p0", "path": "x0", "lines": 7, "tokens": 500},
+                          {"part": "p1", "path": "x1", "lines": 3, "tokens": 200}])
+    journal.append("created", job="J1", round=1, part="p0", batch_id="b0")
+    journal.append("created", job="J1", round=1, part="p1", batch_id="b1")
+    journal.append("cancelling", job="J1", round=1, part="p0", batch_id="b0")
+    journal.append("cancelling", job="J1", round=1, part="p0", batch_id="b0")  # a resumed run's
+    journal.append("cancel_abandoned", job="J1", round=1, part="p0", batch_id="b0")
+    state = fold(Journal(str(tmp_path)).read())
+    p0, p1 = state.round_parts(1)
+    assert (p0.cancelling_at, p0.state, p0.running) == (1040.0, "abandoned", False)
+    assert state.batches_cancelled == 1 and p1.running
+    figures = state.figures()
+    assert (figures["batches_abandoned"], figures["abandoned_batch_ids"]) == (1, ["b0"])
+    assert figures["may_be_billed_twice"] == 7 == figures["answered_online_after_batch"]
+    assert (figures["abandoned_seen_ended"], figures["billed_twice"]) == (0, 0)
+    journal.append("abandoned_ended", job="J1", round=1, part="p0", batch_id="b0",
+                   status="cancelled", answered=4)
+    figures = fold(Journal(str(tmp_path)).read()).figures()
+    assert (figures["abandoned_seen_ended"], figures["billed_twice"]) == (1, 4)
+    assert state.open  # an abandoned batch does not close the job
+
+
 def test_journal_folds_events_and_skips_a_torn_one(tmp_path):
     journal = Journal(str(tmp_path), wall=lambda: 1000.0)
     journal.append("job", job="J1", fingerprint="f")

@@ -461,3 +461,21 @@ def test_config_flags_and_ranges() -> None:
                 {"batch_secs": -1}, {"batch_max_enqueued_tokens": -1}):
         with pytest.raises(ValueError):
             SimulatorConfig(**bad)
+
+
+def test_a_cancel_lasts_a_tenth_of_batch_secs_but_at_most_ten_minutes(clock: FakeClock) -> None:
+    def answer(request: dict[str, Any], created: int) -> tuple[int, dict[str, Any]]:
+        return 200, {"usage": {"prompt_tokens": 1, "completion_tokens": 2}}
+
+    for secs, lasts in ((100_000.0, 600.0), (100.0, 10.0)):
+        store = BatchStore(SimulatorConfig(batch_secs=secs), answer, Stats(clock), clock)
+        upload = store.files.upload(jsonl(lines_for(3)), "a.jsonl", "batch")
+        batch = store.create({"input_file_id": upload["id"], "endpoint": ENDPOINT,
+                              "completion_window": "24h"})
+        assert store.cancel(batch["id"])["status"] == "cancelling"
+        clock.advance(lasts - 0.5)
+        assert store.retrieve(batch["id"])["status"] == "cancelling"
+        clock.advance(0.5)
+        done = store.retrieve(batch["id"])
+        assert done["status"] == "cancelled"
+        assert done["cancelled_at"] - done["cancelling_at"] == lasts

@@ -6,7 +6,10 @@ limit (:mod:`pipeline.batch.policy`), the running batches are polled every ``--b
 (one progress line per poll), each finished batch is collected (:func:`pipeline.batch.files.
 collect_part`), and the lines that failed retryably become the next round's parts — until none
 is left, ``--max_retries`` rounds were made, or ``--batch_deadline_secs`` passed (then running
-batches are cancelled, what they finished is kept, and the rest is answered online).
+batches are cancelled, what they finished is kept, and the rest is answered online). A cancelled
+batch gets ``--batch_cancel_wait_secs`` from its cancel to end; one still ``cancelling`` then is
+ABANDONED: its tickets are answered online, and :meth:`BatchDriver.look_at_abandoned` later
+counts what it answered anyway (billed twice).
 
 Every step is written to the journal BEFORE it is done and after (:mod:`pipeline.batch.journal`),
 so a run killed at any moment is resumed without a ticket being submitted twice: a creation in
@@ -28,7 +31,8 @@ from typing import Callable, Dict, List, Tuple
 
 from pipeline.batch import files as batch_files
 from pipeline.batch.journal import TOKEN_LIMIT, JobState, Journal, Part, fold
-from pipeline.batch.policy import effective_limit, learn_limit, may_submit, past_deadline
+from pipeline.batch.policy import (cancel_wait_over, effective_limit, learn_limit, may_submit,
+                                   next_poll_in, past_deadline)
 from transforms import errors
 from transforms.llm.providers.openai_batch import BatchInfo
 from transforms.logs import event
@@ -50,6 +54,8 @@ class DriverSettings:
       work_dir: ``OUTPUT/batch/JOB``.
       max_rounds: ``--max_retries`` + 1.
       prices: (batch price, online price) of the model.
+      cancel_wait_secs: ``--batch_cancel_wait_secs``: how long a batch cancelled at the deadline
+        may take to end before its tickets are answered online without it.
     """
     work_dir: str
     max_lines: int
@@ -60,6 +66,11 @@ class DriverSettings:
     max_rounds: int
     prices: Tuple[Price, Price]
     submit_only: bool = False
+    cancel_wait_secs: float = 600.0
+
+
+#: Part states a round is done with (an abandoned part's tickets are answered online).
+_SETTLED = ("collected", "skipped", "abandoned")
 
 
 def round_dir(work_dir: str, round_no: int) -> str:
@@ -136,12 +147,23 @@ class BatchDriver:
                 if self._s.submit_only:
                     return False
             self._poll(round_no)
+            if late:
+                self._abandon(round_no)
             self._collect(round_no, late)
             parts = self.state.round_parts(round_no)
-            if all(p.state in ("collected", "skipped") for p in parts):
+            if all(p.state in _SETTLED for p in parts):
                 return True
             self._progress(round_no, parts)
-            self._sleep(self._s.poll_secs)
+            self._sleep(self._pause(parts))
+
+    def _pause(self, parts: List[Part]) -> float:
+        """Until the next poll: ``--batch_poll_secs``, or less to act on the deadline and on the
+        end of each cancel wait when they come."""
+        due = [p.cancelling_at + self._s.cancel_wait_secs for p in parts
+               if p.running and p.cancelling]
+        if self._s.deadline_secs:
+            due.append(self.state.started_at + self._s.deadline_secs)
+        return next_poll_in(self._wall(), self._s.poll_secs, due)
 
     # ---- submitting in waves ------------------------------------------------------------------
 
@@ -261,6 +283,40 @@ class BatchDriver:
                 self._client.cancel(part.batch_id)
             elif part.state in ("packed", "uploading", "uploaded"):
                 self._log("skipped", round=part.round, part=part.name)
+
+    def _abandon(self, round_no: int) -> None:
+        """Stops waiting for the cancelled batches whose ``--batch_cancel_wait_secs`` is over."""
+        now = self._wall()
+        for part in self.state.round_parts(round_no):
+            if part.running and part.cancelling and cancel_wait_over(
+                    part.cancelling_at, self._s.cancel_wait_secs, now):
+                info = self._seen.get(part.batch_id)
+                event(_LOG, logging.INFO, "batch_cancel_abandoned", part=part.name,
+                      batch_id=part.batch_id, status=info.status if info else None,
+                      waited_secs=round(now - part.cancelling_at, 1), requests=part.lines,
+                      why="--batch_cancel_wait_secs passed: its requests are answered online")
+                self._log("cancel_abandoned", round=part.round, part=part.name,
+                          batch_id=part.batch_id)
+
+    def look_at_abandoned(self) -> None:
+        """Looks once more at the abandoned batches: one that ended since has its output
+        downloaded (``late-output-PART.jsonl``, never read by the collect pipeline) and the lines
+        it answered counted: those were billed by both the Batch API and the online path."""
+        for part in self.state.parts.values():
+            if part.state != "abandoned" or part.late_status:
+                continue
+            info = self._client.retrieve(part.batch_id)
+            if not info.terminal:
+                continue
+            answered = 0
+            if info.output_file_id:
+                local = join_path(round_dir(self._s.work_dir, part.round),
+                                  f"late-output-{part.name}.jsonl")
+                answered = batch_files.answered_lines(self._client, info.output_file_id, local)
+            event(_LOG, logging.INFO, "batch_abandoned_ended", part=part.name,
+                  batch_id=part.batch_id, status=info.status, answered_twice=answered)
+            self._log("abandoned_ended", round=part.round, part=part.name,
+                      batch_id=part.batch_id, status=info.status, answered=answered)
 
     def _collect(self, round_no: int, late: bool) -> None:
         for part in self.state.round_parts(round_no):

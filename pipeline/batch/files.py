@@ -9,7 +9,9 @@ driver holds one part's custom ids at most, never the requests themselves.
 * :func:`collect_part` — a finished batch's output and error files → the outcome lines the
   collect pipeline reads (``outcomes-PART.jsonl``) and the custom ids to send again
   (``retry-PART.txt``); a request no line mentions is a retryable failure: nothing is left
-  unaccounted for.
+  unaccounted for;
+* :func:`answered_lines` — how many lines of an abandoned batch's late output were answered
+  (billed by the Batch API although their tickets were answered online).
 
 Example::
 
@@ -197,3 +199,21 @@ def collect_part(part: Part, client, round_dir: str, prices: Tuple[Price, Price]
                 sort(LineOutcome(cid, RETRYABLE, None, "missing_from_output",
                                  "the batch's files have no line for this request"))
     return dict(counts)
+
+
+def answered_lines(client, file_id: str, local: str) -> int:
+    """Downloads a batch output file to ``local`` and counts its answered (status 200) requests.
+
+    A 200 is billed even when its body is malformed, so it counts too; each request counts once,
+    however many lines mention it; unreadable lines are not counted.
+    """
+    client.download(file_id, local)
+    answered: Set[str] = set()
+    for line in iter_lines(local):
+        try:
+            outcome = classify_line(json.loads(line))
+        except ValueError:
+            continue
+        if outcome.status == 200:
+            answered.add(outcome.custom_id)
+    return len(answered)

@@ -6,7 +6,9 @@ resumed (``--resume``) by reading the journal back (:func:`fold`): a part "uploa
 "uploaded" is uploaded again (an unused upload costs nothing); a part "creating" but not
 "created" is looked for by LISTING the provider's batches for its metadata before anything is
 created again; a batch "created" is polled; one "ended" but not "collected" is collected again
-(its files are still at the provider).
+(its files are still at the provider); one "cancelling" keeps the time of its cancel, so its
+``--batch_cancel_wait_secs`` is not counted again from zero, and one "cancel_abandoned" stays
+abandoned (its tickets are answered online).
 
 Layout: ``OUTPUT/batch/journal/NNNNNN.json``, one JSON object per event, written once and never
 changed, so it works the same on a local disk and on ``gs://`` (Beam FileSystems, no appends).
@@ -85,8 +87,13 @@ class Part:
 
     Attributes:
       state: ``packed``, ``uploading``, ``uploaded``, ``creating``, ``created``, ``ended``,
-        ``collected``, ``skipped`` (never submitted: its tickets are answered online) or
+        ``collected``, ``skipped`` (never submitted: its tickets are answered online),
+        ``abandoned`` (cancelled at the deadline and not ended within ``--batch_cancel_wait_secs``:
+        its tickets are answered online, and what it still answers may be billed twice) or
         ``split`` (replaced by smaller parts).
+      cancelling_at: When the deadline's cancel was asked (the journal's time).
+      late_status: The final status of an abandoned batch, if the driver saw it end later.
+      late_answered: How many lines that final output answered (billed by the Batch API too).
     """
     round: int
     name: str
@@ -103,6 +110,9 @@ class Part:
     error_file_id: Optional[str] = None
     failed_code: Optional[str] = None
     cancelling: bool = False
+    cancelling_at: float = 0.0
+    late_status: Optional[str] = None
+    late_answered: int = 0
     lonely_token_failures: int = 0
     counts: Dict[str, int] = dataclasses.field(default_factory=dict)
 
@@ -150,6 +160,7 @@ class JobState:
     def figures(self) -> Dict[str, Any]:
         """The summary's batch figures."""
         parts = [p for p in self.parts.values() if p.state != "split"]
+        abandoned = sorted((p for p in parts if p.state == "abandoned"), key=lambda p: p.key)
         return {
             "job": self.job,
             "batches_created": self.batches_created,
@@ -160,8 +171,15 @@ class JobState:
             "rounds": max((p.round for p in parts if p.batch_id), default=0),
             "requests_submitted": sum(p.lines for p in parts if p.batch_id),
             "answered_online_after_batch": sum(p.counts.get("leftover", 0) for p in parts)
-            + sum(p.lines for p in parts if p.state == "skipped"),
+            + sum(p.lines for p in parts if p.state in ("skipped", "abandoned")),
             "requests_exhausted": sum(p.counts.get("exhausted", 0) for p in parts),
+            # Batches given up while cancelling: their requests went online, and whatever they
+            # still answer is billed by the Batch API too (docs/batch.md, "The deadline").
+            "batches_abandoned": len(abandoned),
+            "abandoned_batch_ids": [p.batch_id for p in abandoned],
+            "may_be_billed_twice": sum(p.lines for p in abandoned),
+            "abandoned_seen_ended": sum(1 for p in abandoned if p.late_status),
+            "billed_twice": sum(p.late_answered for p in abandoned),
         }
 
 
@@ -242,7 +260,13 @@ def _apply(state: JobState, part: Part, kind: str, e: Dict[str, Any]) -> None:
     elif kind == "cancelling":
         if not part.cancelling:
             state.batches_cancelled += 1
+            part.cancelling_at = float(e.get("at") or 0.0)
         part.cancelling = True
+    elif kind == "cancel_abandoned":
+        part.state = "abandoned"
+    elif kind == "abandoned_ended":
+        part.late_status = e.get("status")
+        part.late_answered = int(e.get("answered") or 0)
     elif kind == "ended":
         _on_ended(state, part, e)
     elif kind == "collected":

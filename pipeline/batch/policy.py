@@ -9,18 +9,24 @@
 * :func:`line_fate` — what becomes of one line of a finished batch: kept (an answer, or an
   error online would not retry), sent again in the next round, or left to the online path;
 * :func:`past_deadline` — ``--batch_deadline_secs``, counted from the job's start (so a resumed
-  or a collect run keeps the first run's deadline).
+  or a collect run keeps the first run's deadline);
+* :func:`cancel_wait_over` — ``--batch_cancel_wait_secs``: how long a batch cancelled at the
+  deadline may take to end, counted from its cancel (the journal's time of it, so a resumed run
+  does not wait again from zero); then its tickets are answered online without it;
+* :func:`next_poll_in` — how long to sleep before the next poll: ``--batch_poll_secs``, cut
+  short so that the deadline and the end of every cancel wait are acted on when they come.
 
 Example::
 
     if may_submit(part.tokens, enqueued, effective_limit(flag, learnt)): create(part)
     fate = line_fate(outcome.kind, round_no=2, max_rounds=7, late=False)   # FINAL | RETRY | ...
+    if cancel_wait_over(part.cancelling_at, wait_secs=600, now=clock()): abandon(part)
 """
 
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Iterable, Optional
 
 from transforms.llm.providers import OK, PERMANENT
 
@@ -83,3 +89,38 @@ def line_fate(kind: str, round_no: int, max_rounds: int, late: bool) -> str:
 def past_deadline(started_at: float, deadline_secs: Optional[float], now: float) -> bool:
     """Whether ``--batch_deadline_secs`` (0 or None: none) has passed since the job started."""
     return bool(deadline_secs) and now >= started_at + deadline_secs
+
+
+def cancel_wait_over(cancelling_at: float, wait_secs: float, now: float) -> bool:
+    """Whether a batch cancelled at ``cancelling_at`` has had its ``--batch_cancel_wait_secs``.
+
+    A cancelled batch ends ``cancelled`` once the provider finalized it (OpenAI: up to 10
+    minutes); until then its answers cannot be downloaded. Past the wait, the driver stops
+    waiting: its tickets are answered online, and what it still answers is reported as possibly
+    billed twice (docs/batch.md, "The deadline").
+
+    Args:
+      cancelling_at: When the cancel was asked (the journal's time of the ``cancelling`` event).
+      wait_secs: ``--batch_cancel_wait_secs`` (0: do not wait beyond the poll after the cancel).
+      now: The current time, on the same clock.
+
+    Returns:
+      True once ``now >= cancelling_at + wait_secs``.
+    """
+    return now >= cancelling_at + max(0.0, wait_secs)
+
+
+def next_poll_in(now: float, poll_secs: float, due: Iterable[float]) -> float:
+    """Seconds to sleep before the next poll.
+
+    Args:
+      now: The current time.
+      poll_secs: ``--batch_poll_secs``.
+      due: Moments something must be done at (the deadline, the end of each cancel wait); those
+        not after ``now`` are ignored (they were acted on already).
+
+    Returns:
+      ``poll_secs``, or less when a due moment comes first.
+    """
+    ahead = [when - now for when in due if when > now]
+    return min([poll_secs] + ahead)

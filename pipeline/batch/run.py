@@ -13,13 +13,16 @@ Three steps, the first two skipped when the journal says they were done (``--res
 3. **collect** — ``pipeline.run.build`` with one more step, :class:`~transforms.llm.batch_io.
    AttachBatchOutcomes`: each ticket gets its request's outcome and ``CallModel`` answers from it
    (or online, for what the batches did not answer), so results, dead letters, reason codes,
-   summary, report and ledger are exactly the online ones. :func:`finish` then closes the job.
+   summary, report and ledger are exactly the online ones. :func:`look_again` then counts what
+   batches abandoned while cancelling answered anyway (billed twice), and :func:`finish` closes
+   the job.
 
 Example (what ``pipeline.run.run`` does)::
 
     prepared = prepare(options, config)      # pack + drive; may raise UsageError, BatchJobError
     if not prepared.submitted_only:
         build(pipeline, prepared.config)      # the online pipeline, plus the outcomes
+        ...; prepared = look_again(prepared.config, prepared)   # the summary's final figures
         ...; finish(prepared.config, prepared)
 """
 
@@ -40,6 +43,7 @@ from pipeline import config as config_lib
 from pipeline.batch.driver import BatchDriver, BatchJobError, DriverSettings
 from pipeline.batch.journal import Journal, fold
 from pipeline.preflight import UsageError
+from transforms import errors
 from transforms.llm import resolve_api_key
 from transforms.llm.providers.openai import MAX_BYTES
 from transforms.llm.providers.openai_batch import BatchClient
@@ -53,8 +57,8 @@ from transforms.validate import ValidateTickets
 
 _LOG = logging.getLogger("ticketflow")
 
-__all__ = ["BatchJobError", "Prepared", "build_pack", "dry_run_pack", "finish", "prepare",
-           "submitted_message", "warn_open_job", "with_outcomes"]
+__all__ = ["BatchJobError", "Prepared", "build_pack", "dry_run_pack", "finish", "look_again",
+           "prepare", "submitted_message", "warn_open_job", "with_outcomes"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +140,8 @@ def _settings(config: config_lib.JobConfig, job: str) -> DriverSettings:
         work_dir=work_dir(config, job), max_lines=b.max_lines, max_bytes=MAX_BYTES,
         max_enqueued_tokens=b.max_enqueued_tokens, deadline_secs=b.deadline_secs,
         poll_secs=b.poll_secs, max_rounds=config.llm.retry.max_retries + 1,
-        prices=(b.price, config.llm.price), submit_only=b.submit_only)
+        prices=(b.price, config.llm.price), submit_only=b.submit_only,
+        cancel_wait_secs=b.cancel_wait_secs)
 
 
 def prepare(options, config: config_lib.JobConfig, *, client: Optional[Any] = None,
@@ -201,7 +206,57 @@ def prepare(options, config: config_lib.JobConfig, *, client: Optional[Any] = No
         state = driver.state
         if not done:
             return Prepared(config, state.figures(), True, job)
+    _warn_abandoned(state.figures())
     return Prepared(with_outcomes(config, job), state.figures(), False, job)
+
+
+def _warn_abandoned(figures: Dict[str, Any]) -> None:
+    if figures["batches_abandoned"]:
+        event(_LOG, logging.WARNING, "batch_may_bill_twice",
+              batch_ids=",".join(figures["abandoned_batch_ids"]),
+              requests=figures["may_be_billed_twice"],
+              note="these batches were still cancelling when --batch_cancel_wait_secs passed: "
+                   "their tickets are answered online, and whatever they still answer is billed "
+                   "by the Batch API too (the summary counts it)")
+
+
+def look_again(config: config_lib.JobConfig, prepared: Prepared, *,
+               client: Optional[Any] = None) -> Prepared:
+    """After the collect pipeline: looks once more at the batches abandoned while cancelling.
+
+    One that ended since has its output downloaded and the lines it answered counted (the
+    summary's ``billed_twice``: those tickets were answered online too). Nothing of it is used
+    as an answer.
+
+    Args:
+      config: The job's configuration.
+      prepared: What :func:`prepare` returned.
+      client: The provider's Batch API (default: a :class:`BatchClient` on ``--base_url``).
+
+    Returns:
+      ``prepared`` with the final figures; unchanged when nothing was abandoned or the provider
+      could not be asked (logged: it changes only what the summary can confirm).
+    """
+    f = prepared.figures
+    if f.get("batches_abandoned", 0) <= f.get("abandoned_seen_ended", 0):
+        return prepared
+    journal = Journal(config.output)
+    events = journal.read()
+    own = client is None
+    if own:  # a report only: it must not hold the summary back for long
+        client = BatchClient(config.llm.base_url, resolve_api_key(config.llm), timeout=60.0,
+                             retry=dataclasses.replace(config.llm.retry, max_retries=1))
+    try:
+        driver = BatchDriver(_settings(config, prepared.job), client, journal, events)
+        driver.look_at_abandoned()
+    except (errors.ProviderError, OSError) as exc:
+        event(_LOG, logging.WARNING, "batch_abandoned_unknown", error=type(exc).__name__,
+              message=str(exc)[:200], note="the summary gives the bound only")
+        return prepared
+    finally:
+        if own:
+            client.close()
+    return dataclasses.replace(prepared, figures=driver.state.figures())
 
 
 def dry_run_pack(options, config: config_lib.JobConfig) -> config_lib.JobConfig:
