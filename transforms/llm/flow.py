@@ -43,6 +43,9 @@ from transforms.records import CallStats
 
 _LOG = logging.getLogger(__name__)
 
+# An admitted attempt that ended before an answer (cancelled): frees its place in the trial.
+_NOT_SENT = errors.Interrupted("not sent")
+
 
 class CallTrace:
     """Per-ticket bookkeeping while its attempts run (the engine's loop thread only).
@@ -260,7 +263,7 @@ class FlowControl:
                 raise errors.Interrupted("the run was stopped before this ticket was sent; "
                                          "replay it")
             await self._admit()
-            outcome: Optional[errors.ProviderError] = errors.Interrupted("not sent")
+            outcome: Optional[errors.ProviderError] = _NOT_SENT
             try:
                 prompt_estimate = (self._tokens.estimate(request.messages)
                                    + request.schema_tokens)
