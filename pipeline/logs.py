@@ -19,6 +19,8 @@ import logging
 import sys
 from typing import Callable, Optional
 
+from transforms import errors
+
 LOG_FORMATS = ("text", "json")
 
 # Beam's local runners (and the HTTP clients) are chatty at INFO; an operator wants our lines.
@@ -72,6 +74,18 @@ class _WriterHandler(logging.Handler):
             self.handleError(record)
 
 
+class _DropReportedErrors(logging.Filter):
+    """Drops a runner's log of a job misconfiguration (with its traceback, or a worker's relayed
+    as text): the driver reports it as one line on its own (exit code 2)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and errors.misconfiguration(exc) is not None:
+            return False
+        return not (record.name.startswith("apache_beam")
+                    and "JobMisconfigured: " in record.getMessage())
+
+
 def _stderr_write(line: str) -> None:
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
@@ -88,6 +102,7 @@ def configure(level: str = "INFO", log_format: str = "text",
     """
     handler = _WriterHandler(write or _stderr_write)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(_DropReportedErrors())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

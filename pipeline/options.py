@@ -216,6 +216,7 @@ class TicketflowOptions(PipelineOptions):
                            "finish before they are cancelled (unsent tickets become dead letters "
                            "'interrupted' at once).")
         _switch(watch, "--skip_preflight",
-                "Do not check the endpoint and the key (GET /models) before the run.")
+                "Do not check the endpoint, the key and the model (GET /models) before the "
+                "run; its first requests still stop a wrong base URL, model or key.")
         watch.add_argument("--log_format", default="text", choices=("text", "json"),
                            help="Log lines as key=value text or as JSON lines.")

@@ -4,10 +4,15 @@ Each check raises :class:`UsageError` with ONE line saying what is wrong and how
 driver prints it and exits with code 2. In order:
 
 * :func:`check_input` — every ``--input`` pattern matches at least one file;
-* :func:`check_output` — ``--output`` holds no earlier run's files (unless ``--overwrite`` or ``--resume``) and is
-  writable (a probe file is created and deleted);
-* :func:`check_endpoint` — the endpoint answers and accepts the key: one cheap ``GET /models``
-  with a short timeout (``--skip_preflight`` skips it, e.g. for gateways that block it).
+* :func:`check_output` — ``--output`` holds no earlier run's files (unless ``--overwrite`` or
+  ``--resume``) and is writable (a probe file is created and deleted);
+* :func:`check_endpoint` — the endpoint answers, accepts the key, has the chat route and serves
+  the model, proven without spending a token: ``GET /models`` with a short timeout; if it
+  answers, the model is in its list or ``GET /models/{model}`` finds it; if the server has no
+  ``/models`` (404, optional on gateways), a chat request with no messages, which the route
+  refuses with a 400 and a wrong path answers 404 (``--skip_preflight`` skips it all, e.g. for
+  gateways that block it; the run's first requests then catch the same mistakes:
+  :mod:`transforms.limits.trial`).
 
 Example::
 
@@ -28,6 +33,8 @@ from pipeline import config as config_lib
 from pipeline.outputs import existing_outputs
 from transforms import errors, sinks
 from transforms.llm import LlmConfig, resolve_api_key
+from transforms.llm.config import misconfigured_message
+from transforms.llm.providers.openai import CHAT_PATH, from_openai
 from transforms.logs import event
 
 _LOG = logging.getLogger("ticketflow")
@@ -107,13 +114,17 @@ def _probe_writable(prefix: str) -> None:
 
 
 def check_endpoint(llm: LlmConfig, timeout: float = ENDPOINT_TIMEOUT_SECS) -> None:
-    """The endpoint answers ``GET /models`` and accepts the key.
+    """The endpoint answers, accepts the key, has the chat route and serves the model.
 
-    A 404 (servers without ``/models``), a 429 or a 5xx are not the configuration's fault: a
-    warning is logged and the run goes on (its own retries deal with them).
+    ``GET /models``; when it answers, the model must be listed, or ``GET /models/{model}`` must
+    not answer 404; when the server has no ``/models`` (404), one chat request with an empty
+    ``messages`` (nothing to bill: the route refuses it with a 400) must not answer 404 either.
+    A 429 or a 5xx is not the configuration's fault: a warning is logged and the run goes on (its
+    own retries deal with them), as it does when a check proves nothing.
 
     Raises:
-      UsageError: the endpoint cannot be reached, or it rejects the key (401/403).
+      UsageError: the endpoint cannot be reached, rejects the key (401/403), has no chat route
+        at this base URL, or does not serve the model (404).
     """
     where = llm.base_url or _OPENAI_URL
     try:
@@ -124,7 +135,11 @@ def check_endpoint(llm: LlmConfig, timeout: float = ENDPOINT_TIMEOUT_SECS) -> No
                "variable with --api_key_env)")
     client = openai.OpenAI(api_key=key, base_url=llm.base_url, max_retries=0, timeout=timeout)
     try:
-        client.models.list()
+        listed = client.models.list()
+        _check_model(client, llm, [m.id for m in listed.data], key)
+    except openai.NotFoundError:
+        # No /models here: optional on gateways, or a wrong path. The chat route tells which.
+        _check_chat_route(client, llm, key)
     except openai.AuthenticationError:
         raise UsageError(f"the endpoint {where} rejected the API key (HTTP 401): "
                          f"{how_key}.") from None
@@ -145,3 +160,43 @@ def check_endpoint(llm: LlmConfig, timeout: float = ENDPOINT_TIMEOUT_SECS) -> No
               http_status=exc.status_code, note="GET /models failed; continuing")
     finally:
         client.close()
+
+
+def _check_model(client: openai.OpenAI, llm: LlmConfig, listed: List[str], key: str) -> None:
+    """The model is listed, or ``GET /models/{model}`` finds it. Some servers list only some of
+    their models, others have no ``/models/{id}`` (a 404 of the route, not of the model): only
+    both together, or a 404 that says ``model_not_found``, prove the model wrong."""
+    if llm.model in listed:
+        return
+    try:
+        client.models.retrieve(llm.model)
+    except openai.NotFoundError as exc:
+        if listed or exc.code == "model_not_found":
+            shown = ", ".join(listed[:8]) + (", ..." if len(listed) > 8 else "")
+            err = errors.ModelNotFound(f"{exc.message} (it lists {shown or 'no model'})",
+                                       status=404)
+            raise UsageError(misconfigured_message(
+                llm, err, f"GET /models/{llm.model}", [key])) from None
+        _LOG.debug("GET /models/%s: 404 without model_not_found; not proof", llm.model)
+    except openai.APIStatusError as exc:
+        event(_LOG, logging.WARNING, "preflight_endpoint_status", endpoint=llm.base_url,
+              http_status=exc.status_code, note=f"GET /models/{llm.model} failed; continuing")
+
+
+def _check_chat_route(client: openai.OpenAI, llm: LlmConfig, key: str) -> None:
+    """The chat route is there: a request with no messages gets a 400 (or 422) from it, and a
+    404 only where it is missing (or the model is not served). Nothing is generated or billed."""
+    try:
+        client.chat.completions.create(model=llm.model, messages=[], max_tokens=1)
+    except openai.NotFoundError as exc:
+        raise UsageError(misconfigured_message(llm, from_openai(exc, [key]),
+                                               f"POST {CHAT_PATH}", [key])) from None
+    except (openai.BadRequestError, openai.UnprocessableEntityError):
+        return  # the route read the request and refused it: it is there
+    except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+        raise UsageError(misconfigured_message(llm, from_openai(exc, [key]),
+                                               f"POST {CHAT_PATH}", [key])) from None
+    except openai.APIError as exc:
+        event(_LOG, logging.WARNING, "preflight_endpoint_status", endpoint=llm.base_url,
+              http_status=getattr(exc, "status_code", None),
+              note=f"GET /models: 404, POST {CHAT_PATH} proved nothing; continuing")

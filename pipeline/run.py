@@ -7,8 +7,10 @@ its progress and handling SIGINT/SIGTERM (``pipeline/watch.py``), then writes
 ``PREFIX/summary.json`` and ``PREFIX/report.html`` (``pipeline/report/``) and prints the summary.
 
 Exit codes: 0 the ledger balances; 1 the pipeline failed or the ledger does not balance;
-2 a flag or the environment is wrong (one line on stderr says how to fix it); 130 stopped by
-SIGINT/SIGTERM (unsent tickets are dead letters ``interrupted``).
+2 a flag or the environment is wrong (one line on stderr says how to fix it), found before the
+run or by its first requests (a wrong base URL, model or key fails the job:
+``transforms/limits/trial.py``); 130 stopped by SIGINT/SIGTERM (unsent tickets are dead letters
+``interrupted``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from pipeline.outputs import completion_times, count_input, ticket_costs
 from pipeline.preflight import UsageError
 from pipeline.summary import (dead_letter_basename, format_summary, results_basename,
                               summarize)
+from transforms import errors
 from transforms import metrics as metrics_lib
 from transforms import sinks
 from transforms.batch import BatchTickets
@@ -347,6 +350,10 @@ def run(argv: Optional[List[str]] = None) -> int:
                     counts = metrics_lib.summarize(result.metrics())
         except Exception as exc:  # noqa: BLE001 - one clear line, not a runner traceback
             _LOG.debug("pipeline failed", exc_info=True)
+            misconfigured = errors.misconfiguration(exc)
+            if misconfigured is not None:  # the first requests: a wrong base URL, model or key
+                print(f"ticketflow: error: {misconfigured}", file=sys.stderr)
+                return EXIT_USAGE
             message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             print(f"ticketflow: error: the pipeline failed: {message[:500]}", file=sys.stderr)
             return EXIT_FAILED

@@ -41,6 +41,8 @@ _HELP = {
     "p_malformed": "Probability of HTTP 200 whose body is not valid JSON.",
     "p_content_filter": "Probability of HTTP 400 with code content_filter.",
     "api_key": "If set, requests must send 'Authorization: Bearer KEY' or get 401.",
+    "models": "Comma-separated model ids served; any other gets 404 model_not_found, as at "
+              "OpenAI; empty = any model name is served.",
     "max_concurrency": "Requests in flight beyond this get 503 overloaded; 0 = unlimited.",
     "log_requests": "Log one line per request to stderr (off by default: it costs throughput).",
     "batch_secs": "Batch API: seconds from a batch's creation to its completion; 0 = done by "
@@ -88,6 +90,7 @@ class SimulatorConfig:
     p_malformed: float = 0.0
     p_content_filter: float = 0.0
     api_key: str = ""
+    models: str = ""
     max_concurrency: int = 0
     log_requests: bool = False
     batch_secs: float = 2.0
@@ -135,6 +138,10 @@ class SimulatorConfig:
             if hasattr(namespace, key):
                 values[field.name] = getattr(namespace, key)
         return cls(**values)
+
+    def served_models(self) -> tuple[str, ...]:
+        """The model ids of ``--models`` (empty: every model name is served)."""
+        return tuple(m.strip() for m in self.models.split(",") if m.strip())
 
     def replace(self, **changes: Any) -> SimulatorConfig:
         """Returns a copy with ``changes`` applied (and validated)."""

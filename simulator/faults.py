@@ -7,6 +7,7 @@ make failures exact instead of probable, for tests that assert retry counts:
     FAIL_N_TIMES:2            the first 2 attempts of this exact request get 503, then success
     INVALID_OUTPUT_N_TIMES:1  the first answer in this conversation is not valid for the schema
     CONTENT_FILTER            always 400 content_filter
+    NOT_FOUND                 always 404 (what one request refers to does not exist)
 
 ``INVALID_OUTPUT_N_TIMES`` counts per conversation (:func:`conversation_root`), not per exact
 request: a client that repairs an invalid answer sends it back with a correction, and that
@@ -62,6 +63,7 @@ class Markers:
     fail_n_times: int = 0
     invalid_output_n_times: int = 0
     content_filter: bool = False
+    not_found: bool = False
 
 
 NO_MARKERS = Markers()
@@ -79,13 +81,14 @@ def find_markers(text: str) -> Markers:
     # Cheap substring checks first: almost no prompt carries a marker.
     has_n = "_N_TIMES:" in text
     has_filter = "CONTENT_FILTER" in text
-    if not has_n and not has_filter:
+    has_not_found = "NOT_FOUND" in text
+    if not has_n and not has_filter and not has_not_found:
         return NO_MARKERS
     fail = _FAIL_N.search(text) if has_n else None
     invalid = _INVALID_N.search(text) if has_n else None
     return Markers(fail_n_times=int(fail.group(1)) if fail else 0,
                    invalid_output_n_times=int(invalid.group(1)) if invalid else 0,
-                   content_filter=has_filter)
+                   content_filter=has_filter, not_found=has_not_found)
 
 
 def conversation_root(messages: Sequence[Any]) -> list:

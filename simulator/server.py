@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 _LOG = logging.getLogger(__name__)
 
-#: Model ids listed by ``GET /v1/models``; completions accept any model name.
+#: Model ids listed by ``GET /v1/models`` without ``--models`` (then any model name is served).
 MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "gpt-4.1-nano", "o4-mini")
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -246,6 +246,7 @@ class Simulator:
         self._ids = itertools.count(1)
         self._id_prefix = f"{random.Random(f'{config.seed}:ids').getrandbits(32):08x}"
         self._auth = f"Bearer {config.api_key}" if config.api_key else None
+        self._served = frozenset(config.served_models())
         self._static_limit_headers = self.limiter.headers() if self.limiter.unlimited else None
         median = config.latency_median_ms / 1000
         self._latency_mu = math.log(median) if median > 0 else None
@@ -457,6 +458,13 @@ class Simulator:
     def _refusal(self, chat: ChatRequest, n_prompt: int,
                  markers: Markers) -> tuple[int, dict[str, Any], str | None] | None:
         """The refusals that come before any budget: (status, body, fault kind) or None."""
+        if self._served and chat.model not in self._served:
+            return 404, _error_dict(f"The model `{chat.model}` does not exist or you do not "
+                                    "have access to it.", "invalid_request_error",
+                                    "model_not_found"), None
+        if markers.not_found:
+            return 404, _error_dict("The resource this request refers to does not exist.",
+                                    "invalid_request_error", None), "not_found"
         window = self.config.context_window
         if n_prompt > window:
             return 400, _error_dict(
@@ -558,19 +566,26 @@ class Simulator:
 
     async def handle_models(self, request: web.Request) -> web.Response:
         """``GET /v1/models``: OpenAI's list shape."""
-        if self._auth is not None and request.headers.get("Authorization") != self._auth:
-            return self._error(401, "Incorrect API key provided.", "invalid_request_error",
-                               "invalid_api_key")
-        data = [{"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "simulator"}
-                for m in MODELS]
+        if not self.authorized(request):
+            return self._unauthorized()
+        data = [_model(m) for m in (self.config.served_models() or MODELS)]
         return web.Response(body=_dumps({"object": "list", "data": data}),
                             headers=self._headers())
 
     async def handle_model(self, request: web.Request) -> web.Response:
-        """``GET /v1/models/{model}``: any model name exists."""
-        body = {"id": request.match_info["model"], "object": "model", "created": 1_700_000_000,
-                "owned_by": "simulator"}
-        return web.Response(body=_dumps(body), headers=self._headers())
+        """``GET /v1/models/{model}``: a served model (any name without ``--models``), else
+        OpenAI's 404 ``model_not_found``."""
+        if not self.authorized(request):
+            return self._unauthorized()
+        model = request.match_info["model"]
+        if self._served and model not in self._served:
+            return self._error(404, f"The model '{model}' does not exist",
+                               "invalid_request_error", "model_not_found", "model")
+        return web.Response(body=_dumps(_model(model)), headers=self._headers())
+
+    def _unauthorized(self) -> web.Response:
+        return self._error(401, "Incorrect API key provided.", "invalid_request_error",
+                           "invalid_api_key")
 
     async def handle_stats(self, request: web.Request) -> web.Response:
         """``GET /stats``: the counters (see ``Stats.snapshot``)."""
@@ -586,9 +601,14 @@ class Simulator:
         return web.Response(body=b'{"ok":true}', content_type=_JSON)
 
     async def handle_not_found(self, request: web.Request) -> web.Response:
-        """Any other path or method: OpenAI's 404 body."""
-        return self._error(404, f"Unknown request URL: {request.method} {request.path}.",
-                           "invalid_request_error", "unknown_url")
+        """Any other path or method: OpenAI's 404 body (counted as ``unknown_urls``)."""
+        self.stats.unknown_urls += 1
+        return self._error(404, f"Invalid URL ({request.method} {request.path})",
+                           "invalid_request_error", None)
+
+
+def _model(model_id: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": 1_700_000_000, "owned_by": "simulator"}
 
 
 async def _start_site(simulator: Simulator) -> tuple[web.AppRunner, int]:

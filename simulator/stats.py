@@ -4,7 +4,8 @@ Only chat-completion requests are counted (not ``/v1/models`` or ``/stats``). A 
 recorded once, when its response is sent, in the per-second bucket of that moment. A connection
 reset on purpose has no status code; it is counted under the pseudo-status "0". The Batch API has
 its own four counters (files uploaded, batches created and cancelled, lines in created batches);
-its lines are not chat-completion requests and are not counted as such.
+its lines are not chat-completion requests and are not counted as such. Requests to a path the
+simulator does not serve (a wrong base URL) are counted apart, in ``unknown_urls``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Stats:
         self.batches_created = 0
         self.batches_cancelled = 0
         self.batch_requests = 0
+        self.unknown_urls = 0
         self.started_at = self._wall_clock()
         self._started_mono = self._clock()
         # second -> [requests, ok, rate_limited]
@@ -108,6 +110,7 @@ class Stats:
             "batches_created": self.batches_created,
             "batches_cancelled": self.batches_cancelled,
             "batch_requests": self.batch_requests,
+            "unknown_urls": self.unknown_urls,
             "started_at": self.started_at,
             "uptime_s": round(self._clock() - self._started_mono, 3),
             "per_second": [

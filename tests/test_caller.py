@@ -130,6 +130,16 @@ def test_a_wrong_key_is_an_auth_error_and_a_wrong_path_not_found():
         missing = _assert_error(_one(root + "/nowhere/v1", api_key="the-right-key"),
                                 errors.NotFound, status=404, retryable=False)
     assert auth.reason == "auth_error" and missing.reason == "not_found"
+    assert type(missing) is errors.NotFound  # a wrong path is no wrong model
+
+
+def test_a_model_the_endpoint_does_not_serve_is_model_not_found():
+    with start(models="gpt-4o-mini") as sim:
+        missing = _assert_error(_one(sim.base_url, {**BODY, "model": "gpt-5-typo"}),
+                                errors.ModelNotFound, status=404, retryable=False)
+        assert _one(sim.base_url)[0].content  # the served model answers
+    assert missing.reason == "not_found" and missing.code == "model_not_found"
+    assert "gpt-5-typo" in missing.message
 
 
 def test_rate_limited_carries_the_retry_after():

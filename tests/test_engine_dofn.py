@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import queue
 
-from tests.llm_fakes import FakeCaller
+from tests.llm_fakes import FakeCaller, answer_text
 from tests.llm_fakes import llm_config as _config
 from transforms.llm.stop import StopSignal
 from transforms.records import Ticket
@@ -121,3 +121,33 @@ def test_engine_start_many_returns_records_and_failures_with_their_tags():
     assert ("X", 2) in got
     failure = [g for g in got if g[1] == 3][0][0]
     assert isinstance(failure, ValueError) and str(failure) == "boom"
+
+
+def test_dofn_fails_the_job_when_the_first_requests_show_a_wrong_path():
+    import pytest
+
+    from transforms import errors
+
+    def script(params, n):
+        raise errors.NotFound("Invalid URL (POST /nope/v1/chat/completions)", status=404)
+
+    caller = FakeCaller(script)
+    with pytest.raises(errors.JobMisconfigured) as caught:
+        _drive(_config(max_concurrency=8, seed=105), caller, [("k", _tickets("a", 30))])
+    assert len(caller.calls) == 3  # not one per ticket
+    assert "check --base_url" in caught.value.message
+    assert errors.misconfiguration(caught.value) == caught.value.message
+
+
+def test_dofn_dead_letters_one_tickets_404_among_answers():
+    from transforms import errors
+
+    def script(params, n):
+        if params["messages"][-1]["content"].endswith("b0"):
+            raise errors.NotFound("no such thing", status=404)
+        return answer_text(params)
+
+    caller = FakeCaller(script)
+    results, dead = _drive(_config(max_concurrency=8, seed=106), caller,
+                           [("k", _tickets("a", 20))])
+    assert len(results) == 19 and [(d.id, d.reason) for d, _ in dead] == [("a0", "not_found")]

@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import EXAMPLES, REPO, write_jsonl
 
 FAST_RETRIES = ("--initial_backoff_secs", "0.01", "--max_backoff_secs", "0.05")
@@ -377,6 +379,58 @@ def test_preflight_output_probe_leaves_nothing(run_pipeline, tmp_path):
                        "--base_url", f"http://127.0.0.1:{port}/v1", output=out)
     _one_line_error(run)
     assert not (tmp_path / "deep").exists()
+
+
+# -- a wrong base URL or model: found before the run, or by its first requests ----------------
+
+NO_PREFLIGHT = {"preflight": (), "skip_preflight": ("--skip_preflight",)}
+
+
+def _nothing_written(run) -> None:
+    written = [p.name for p in run.output.glob("*")] if run.output.exists() else []
+    assert not [n for n in written if not n.startswith("beam-temp-")], written
+
+
+@pytest.mark.parametrize("mode", NO_PREFLIGHT)
+def test_a_wrong_base_path_exits_2_naming_base_url(run_pipeline, simulator_factory, mode):
+    sim = simulator_factory()
+    wrong = sim.base_url.replace("/v1", "/nope/v1")
+    run = run_pipeline("--input", str(EXAMPLES / "tickets.jsonl"), "--base_url", wrong,
+                       *NO_PREFLIGHT[mode])
+    line = _one_line_error(run)
+    assert "has no chat completions route" in line and "check --base_url" in line
+    assert "Invalid URL (POST /nope/v1/chat/completions)" in line
+    stats = sim.stats()
+    # Preflight: GET /models and one POST with no messages; the run: its first 3 requests.
+    assert stats["requests"] == 0 and stats["unknown_urls"] == (2 if mode == "preflight" else 3)
+    _nothing_written(run)
+
+
+@pytest.mark.parametrize("mode", NO_PREFLIGHT)
+def test_a_wrong_model_exits_2_naming_model(run_pipeline, simulator_factory, mode):
+    sim = simulator_factory(models="gpt-4o-mini,gpt-4o")
+    run = run_pipeline("--input", str(EXAMPLES / "tickets.jsonl"), "--base_url", sim.base_url,
+                       "--model", "gpt-4o-mimi", *NO_PREFLIGHT[mode])
+    line = _one_line_error(run)
+    assert "does not serve the model 'gpt-4o-mimi'" in line and line.endswith("check --model.")
+    stats = sim.stats()
+    if mode == "preflight":  # GET /models and GET /models/{model}: no completion request
+        assert "it lists gpt-4o-mini, gpt-4o" in line and stats["requests"] == 0
+    else:
+        assert stats["by_status"] == {"404": 3}
+    _nothing_written(run)
+
+
+def test_a_tickets_own_404_among_answers_stays_a_dead_letter(run_pipeline, simulator_factory,
+                                                             tmp_path):
+    sim = simulator_factory()
+    tickets = [_ticket(i) for i in range(24)] + [_ticket(24, "Refers to NOT_FOUND.")]
+    path = write_jsonl(tmp_path / "t.jsonl", tickets)
+    run = run_pipeline("--input", str(path), "--base_url", sim.base_url, "--max_concurrency", "4")
+    assert run.returncode == 0, run.stderr
+    assert [(d["id"], d["reason"], d["http_status"]) for d in run.dead_letters()] == [
+        ("T-00024", "not_found", 404)]
+    assert run.summary()["succeeded"] == 24 and sim.stats()["by_status"]["404"] == 1
 
 
 # -- building blocks --------------------------------------------------------------------------

@@ -189,11 +189,15 @@ def test_api_key_never_appears_anywhere(run_pipeline, simulator_factory, tmp_pat
                         *FAST_RETRIES, env={"OPENAI_API_KEY": secret})
     assert good.returncode == 0, good.stderr
     assert good.summary()["succeeded"] == 30
-    # --skip_preflight: otherwise the preflight stops a wrong key before any ticket is sent.
+    # --skip_preflight: the run's first requests find the wrong key (not the preflight); they are
+    # all refused, so the job stops with one line naming the key's variable.
     wrong = run_pipeline("--input", str(path), "--base_url", sim.base_url, "--log_level", "DEBUG",
                          "--skip_preflight", env={"OPENAI_API_KEY": secret + "-wrong"})
-    assert wrong.returncode == 0, wrong.stderr
-    assert {d["reason"] for d in wrong.dead_letters() if d["stage"] == "llm"} == {"auth_error"}
+    assert wrong.returncode == 2, wrong.stderr
+    errors = [line for line in wrong.stderr.splitlines() if line.startswith("ticketflow: error:")]
+    assert len(errors) == 1 and "rejected the API key (HTTP 401" in errors[0]
+    assert "set OPENAI_API_KEY" in errors[0] and "Traceback" not in wrong.stderr
+    assert sim.stats()["by_status"]["401"] == 3
     for run in (good, wrong):
         blobs = [run.stdout, run.stderr]
         for file in run.output.rglob("*"):

@@ -626,10 +626,44 @@ def test_bad_requests_get_400(sim: SimulatorHandle, body: bytes, code: str | Non
     assert complete(client_for(sim)).choices[0].finish_reason == "stop"  # still serving
 
 
-def test_unknown_url_gets_openai_404(sim: SimulatorHandle) -> None:
+def test_unknown_url_gets_openai_404_and_is_counted(sim: SimulatorHandle) -> None:
     status, _, raw = raw_request(sim, "GET", "/v1/chat/completions")
     assert status == 404
-    assert_error_shape(json.loads(raw), "invalid_request_error", "unknown_url")
+    body = json.loads(raw)
+    assert_error_shape(body, "invalid_request_error", None)
+    assert body["error"]["message"] == "Invalid URL (GET /v1/chat/completions)"
+    wrong = openai.OpenAI(base_url=sim.base_url.replace("/v1", "/nope/v1"), api_key="test",
+                          max_retries=0)
+    with pytest.raises(openai.NotFoundError) as caught:
+        complete(wrong)
+    assert caught.value.code is None and "POST /nope/v1/chat/completions" in caught.value.message
+    stats = sim.stats()
+    assert stats["unknown_urls"] == 2 and stats["requests"] == 0
+
+
+def test_models_flag_serves_only_those_models(make_sim: Callable[..., SimulatorHandle]) -> None:
+    client = client_for(make_sim(models="gpt-4o-mini, served-2"))
+    assert [m.id for m in client.models.list()] == ["gpt-4o-mini", "served-2"]
+    assert client.models.retrieve("served-2").id == "served-2"
+    assert complete(client, model="served-2").model == "served-2"
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve("gpt-5-typo")
+    assert caught.value.code == "model_not_found" and "gpt-5-typo" in caught.value.message
+    with pytest.raises(openai.NotFoundError) as caught:
+        complete(client, model="gpt-5-typo")
+    assert caught.value.code == "model_not_found" and "gpt-5-typo" in caught.value.message
+    # Without --models, any name is served.
+    assert client_for(make_sim()).models.retrieve("anything").id == "anything"
+
+
+def test_not_found_marker_is_a_404_for_that_request_only(sim: SimulatorHandle) -> None:
+    client = client_for(sim)
+    with pytest.raises(openai.NotFoundError) as caught:
+        complete(client, [{"role": "user", "content": "see NOT_FOUND"}])
+    assert caught.value.code is None
+    assert complete(client).choices[0].finish_reason == "stop"
+    stats = sim.stats()
+    assert stats["by_status"] == {"200": 1, "404": 1} and stats["faults"] == {"not_found": 1}
 
 
 def test_unexpected_exception_becomes_counted_500() -> None:

@@ -147,7 +147,14 @@ class AuthFailed(PermanentError):
 
 
 class NotFound(PermanentError):
+    """404. Before any request of the job has succeeded, a 404 on the chat route says the base
+    URL is wrong (see :class:`JobMisconfigured`); after, it is about one ticket."""
     reason = "not_found"
+
+
+class ModelNotFound(NotFound):
+    """404 ``model_not_found``: the endpoint does not serve the model (a dead letter
+    ``not_found`` when it is about one ticket)."""
 
 
 class Unprocessable(PermanentError):
@@ -159,6 +166,44 @@ class ProviderUnavailable(ProviderError):
     ``--max_outage_secs`` while this ticket waited for it. Not retried in this run; the dead
     letter is replayable once the provider is back."""
     reason = "provider_unavailable"
+
+
+class JobMisconfigured(PermanentError):
+    """Every ticket would fail the same way: the base URL, the model or the key is wrong (the
+    job's first requests were all answered 404 or 401/403, none succeeded).
+
+    Not a ticket's failure: ``CallModel`` raises it to fail the job, on any runner, and the
+    driver prints its message (one line naming the flag to fix) and exits with code 2. Tickets
+    that were waiting are not sent.
+    """
+    reason = "misconfigured"
+
+
+# How a runner reports a worker's exception: "...JobMisconfigured: MESSAGE [while running 'X']".
+_MISCONFIGURED = re.compile(r"JobMisconfigured: (.+?)(?: \[while running '[^\n]*'\])*\s*$",
+                            re.MULTILINE)
+
+
+def misconfiguration(exc: BaseException) -> Optional[str]:
+    """The message of the :class:`JobMisconfigured` that failed a pipeline, if that is what did.
+
+    Args:
+      exc: What ``pipeline.run()`` or ``wait_until_finish()`` raised: our error itself (the
+        in-process runner), or a runner's error whose text holds the worker's traceback.
+
+    Returns:
+      The one-line message, without the runner's step annotation; None for any other failure.
+    """
+    seen = 0
+    cause: Optional[BaseException] = exc
+    while cause is not None and seen < 8:
+        if isinstance(cause, JobMisconfigured):
+            match = _MISCONFIGURED.search(f"JobMisconfigured: {cause.message}")
+            return match.group(1) if match else cause.message
+        cause = cause.__cause__ or cause.__context__
+        seen += 1
+    match = _MISCONFIGURED.search(str(exc))
+    return match.group(1) if match else None
 
 
 class Interrupted(ProviderError):

@@ -8,7 +8,9 @@
   job (GCRA, :mod:`transforms.limits.quota_scripts`), falling back to the static share;
 * :mod:`transforms.limits.budget` — ``--max_cost_usd`` of one worker process;
   :mod:`transforms.limits.shared_budget` — one budget for the job in the shared quota's Redis;
-* :mod:`transforms.limits.breaker` — the circuit breaker that waits out a provider outage.
+* :mod:`transforms.limits.breaker` — the circuit breaker that waits out a provider outage;
+* :mod:`transforms.limits.trial` — the endpoint's trial: a few requests until one succeeds, and
+  none once they show a wrong base URL, model or key.
 
 The LLM call's flow control (:mod:`transforms.llm.flow`) composes them; nothing here knows of
 tickets, prompts or a provider's wire format.

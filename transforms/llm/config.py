@@ -10,6 +10,8 @@ Example::
     config = LlmConfig(base_url="http://127.0.0.1:8000/v1", model="gpt-4o-mini",
                        worker_requests_per_sec=10.0)
     api_key = resolve_api_key(config)   # on the worker, in setup()
+
+:func:`misconfigured_message` says which of these settings to fix when every request fails.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 from typing import Optional
 
 from transforms import errors
@@ -127,3 +130,42 @@ def resolve_api_key(config: LlmConfig) -> str:
         raise errors.AuthFailed(
             f"environment variable {config.api_key_env} is not set on this worker")
     return key
+
+
+_OPENAI_URL = "https://api.openai.com/v1"
+
+
+def misconfigured_message(config: LlmConfig, err: errors.ProviderError, where: str,
+                          secrets=()) -> str:
+    """One line saying which setting to fix when every request fails with ``err``.
+
+    Args:
+      config: The step's configuration (endpoint, model, the key's source).
+      err: A 404 (:class:`~transforms.errors.ModelNotFound`: the model; any other: the base
+        URL's path) or a 401/403 (:class:`~transforms.errors.AuthFailed`: the key).
+      where: What got that answer, e.g. ``"the first 3 requests, none succeeded"``.
+      secrets: Strings to redact from the provider's message.
+
+    Returns:
+      The line, without a prefix (the driver prints it after ``ticketflow: error:``).
+    """
+    endpoint = config.base_url or _OPENAI_URL
+    said = " ".join(errors.redact(err.message or "", secrets).split())
+    said = re.sub(r"^Error code: \d+ - ", "", said)[:160]  # the SDK's prefix; the status is said
+    said = f": {said}" if said else ""
+    if isinstance(err, errors.ModelNotFound):
+        return (f"the endpoint {endpoint} does not serve the model {config.model!r} (HTTP 404 "
+                f"on {where}{said}): check --model.")
+    if isinstance(err, errors.NotFound):
+        return (f"the endpoint {endpoint} has no chat completions route (HTTP 404 on {where}"
+                f"{said}): check --base_url (OpenAI-compatible servers usually end it in /v1).")
+    if config.api_key_secret:
+        fix = f"check the key in the secret {config.api_key_secret} (--api_key_secret)"
+    else:
+        fix = (f"set {config.api_key_env} to a valid key for this endpoint (or name another "
+               "variable with --api_key_env)")
+    # The provider's words are left out: a 401's may quote part of the key.
+    if err.status == 403:
+        return (f"the endpoint {endpoint} refused the API key access (HTTP 403 on {where}): "
+                f"{fix}, one allowed to use the model {config.model!r}.")
+    return f"the endpoint {endpoint} rejected the API key (HTTP 401 on {where}): {fix}."

@@ -7,6 +7,11 @@ itself. Tickets go to the engine's loop in batches (one thread-safe call for as 
 window has room for) and come back, as each finishes, on one queue the DoFn reads in its own
 thread. Results leave on the main output, dead letters on the ``dead_letter`` tagged output.
 
+A bad ticket never raises; a wrong job does. When the engine's first requests show that the base
+URL, the model or the key is wrong (:mod:`transforms.limits.trial`), the DoFn raises
+:class:`~transforms.errors.JobMisconfigured`: the job fails, on any runner, instead of spending a
+request and writing a dead letter per ticket, and the driver prints the error's one line.
+
 Example::
 
     outputs = batches | "CallModel" >> CallModel(llm_config, stop_signal=process_stop_signal)
@@ -70,6 +75,7 @@ class _CallModelFn(beam.DoFn):
             self._in_flight = 0
 
     def process(self, element, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+        self._fail_if_misconfigured()
         _, tickets = element
         tag = (timestamp, (window,))  # what each record is emitted with
         batch: List[Tuple[Any, Tuple]] = []
@@ -122,6 +128,7 @@ class _CallModelFn(beam.DoFn):
         the DoFn's thread: Beam's metrics belong to the thread of the bundle."""
         if isinstance(record, BaseException):
             raise record  # the engine's coroutine failed; handle() itself never raises
+        self._fail_if_misconfigured()
         stats = record.stats
         if stats.batch_answers:
             # --api batch: the summary's answered_by_batch and online_cost_usd.
@@ -134,6 +141,13 @@ class _CallModelFn(beam.DoFn):
             return WindowedValue(record, timestamp, windows)
         self._metrics.record_dead_letter(record)
         return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, WindowedValue(record, timestamp, windows))
+
+
+    def _fail_if_misconfigured(self) -> None:
+        misconfigured = self._engine.flow.misconfigured
+        if misconfigured is not None:
+            # Every ticket would fail the same way: fail the job, not dead-letter millions.
+            raise errors.JobMisconfigured(misconfigured)
 
 
 class CallModel(beam.PTransform):

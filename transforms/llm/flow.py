@@ -2,10 +2,13 @@
 
 :class:`FlowControl` wraps a caller and answers one logical request (with its retries) for one
 ticket. In order, around each attempt: the concurrency window (``max_concurrency`` per worker
-process), the budget reservation, the rate limiter, the per-ticket deadline; after it, the
-limiter's feedback (429 and its retry-after, ``x-ratelimit-*`` headers, real usage), the spend,
-and the chars-per-token learning. Retries are tenacity's, with our policy
-(:mod:`transforms.retry`); waits are cut short by a stop (:mod:`transforms.llm.stop`).
+process), the endpoint's trial (until one request has succeeded only a few go, and if they all
+fail the way a wrong base URL, model or key fails, nothing more is sent:
+:mod:`transforms.limits.trial`, :attr:`FlowControl.misconfigured`), the budget reservation, the
+rate limiter, the per-ticket deadline; after it, the limiter's feedback (429 and its
+retry-after, ``x-ratelimit-*`` headers, real usage), the spend, and the chars-per-token learning.
+Retries are tenacity's, with our policy (:mod:`transforms.retry`); waits are cut short by a stop
+(:mod:`transforms.llm.stop`).
 
 What one ticket's attempts took is kept in a :class:`CallTrace` (mutable, owned by the ticket's
 task) and frozen into a :class:`~transforms.records.CallStats` for its record.
@@ -29,8 +32,9 @@ from typing import Awaitable, Callable, List, Optional
 from transforms import errors
 from transforms import metrics as metrics_lib
 from transforms.limits.breaker import CLOSED, OUTAGE_KINDS, CircuitBreaker, OutageTooLong
+from transforms.limits.trial import REFUSE, SEND, EndpointTrial
 from transforms.llm.caller import Answer, Caller, Completion, Request
-from transforms.llm.config import LlmConfig
+from transforms.llm.config import LlmConfig, misconfigured_message
 from transforms.llm.limits import Limits, local_limits
 from transforms.llm.stop import ABORT, StopSignal
 from transforms.llm.tokens import TokenEstimator
@@ -38,6 +42,9 @@ from transforms.logs import event
 from transforms.records import CallStats
 
 _LOG = logging.getLogger(__name__)
+
+# An admitted attempt that ended before an answer (cancelled): frees its place in the trial.
+_NOT_SENT = errors.Interrupted("not sent")
 
 
 class CallTrace:
@@ -135,6 +142,9 @@ class FlowControl:
         self._seen_errors: set = set()
         self._in_flight: set = set()
         self._unsubscribe: Callable[[], None] = lambda: None
+        self.trial = EndpointTrial()
+        #: Once the trial convicted the configuration: the one line naming what to fix.
+        self.misconfigured: Optional[str] = None
 
     async def start(self) -> None:
         """Makes the loop-bound parts; call once, on the loop that will run the requests."""
@@ -148,7 +158,7 @@ class FlowControl:
 
         def on_signal(kind: str) -> None:  # the driver's thread
             loop.call_soon_threadsafe(self._cancel_in_flight if kind == ABORT
-                                      else self._stopped.set)
+                                      else self._on_stop)
         self._unsubscribe = self._stop.subscribe(on_signal)
 
     def close(self) -> None:
@@ -161,8 +171,12 @@ class FlowControl:
     def stopping(self) -> bool:
         return self._stopped.is_set() or self._stop.stopping()
 
-    def _cancel_in_flight(self) -> None:
+    def _on_stop(self) -> None:
         self._stopped.set()
+        self.trial.wake()  # tickets waiting for the trial give up their place too
+
+    def _cancel_in_flight(self) -> None:
+        self._on_stop()
         for task in list(self._in_flight):
             task.cancel()
 
@@ -248,18 +262,56 @@ class FlowControl:
             if self.stopping():
                 raise errors.Interrupted("the run was stopped before this ticket was sent; "
                                          "replay it")
-            prompt_estimate = self._tokens.estimate(request.messages) + request.schema_tokens
-            reserved = c.price.cost(prompt_estimate, request.max_tokens)
-            if not await self.budget.reserve(reserved):
-                raise errors.BudgetExhausted(
-                    f"--max_cost_usd budget reached (${self.budget.spent_usd:.6f} spent"
-                    + (", one budget for the whole job)" if c.shared_quota else
-                       f" of this worker's ${c.worker_budget_usd:.6f})"))
-            spent = [0.0]
+            await self._admit()
+            outcome: Optional[errors.ProviderError] = _NOT_SENT
             try:
-                return await self._send(request, trace, prompt_estimate, spent)
+                prompt_estimate = (self._tokens.estimate(request.messages)
+                                   + request.schema_tokens)
+                reserved = c.price.cost(prompt_estimate, request.max_tokens)
+                if not await self.budget.reserve(reserved):
+                    raise errors.BudgetExhausted(
+                        f"--max_cost_usd budget reached (${self.budget.spent_usd:.6f} spent"
+                        + (", one budget for the whole job)" if c.shared_quota else
+                           f" of this worker's ${c.worker_budget_usd:.6f})"))
+                spent = [0.0]
+                try:
+                    completion = await self._send(request, trace, prompt_estimate, spent)
+                finally:
+                    await self.budget.settle(reserved, spent[0])
+                outcome = None
+                return completion
+            except errors.ProviderError as err:
+                outcome = err
+                raise
             finally:
-                await self.budget.settle(reserved, spent[0])
+                self._judged(outcome)
+
+    async def _admit(self) -> None:
+        """Waits for a place while the endpoint is on trial.
+
+        Raises:
+          errors.JobMisconfigured: the trial convicted the configuration: nothing is sent.
+          errors.Interrupted: a stop came while waiting.
+        """
+        while True:
+            decision = self.trial.admit()
+            if decision == SEND:
+                return
+            if decision == REFUSE:
+                raise errors.JobMisconfigured(self.misconfigured)
+            if self.stopping():
+                raise errors.Interrupted("the run was stopped before this ticket was sent; "
+                                         "replay it")
+            await self.trial.wait()
+
+    def _judged(self, outcome: Optional[errors.ProviderError]) -> None:
+        """Tells the trial how an admitted attempt ended (None: it succeeded)."""
+        if outcome is None:
+            self.trial.on_success()
+        elif self.trial.on_failure(outcome.reason):
+            self.misconfigured = misconfigured_message(
+                self.config, outcome, f"the first {self.trial.failed} requests, none succeeded",
+                self._secrets)
 
     def limiter_held_secs(self) -> float:
         """Wall-clock seconds during which some request of this process waited for the limiter."""

@@ -141,6 +141,9 @@ def retry_after(headers) -> Optional[float]:
     return None
 
 
+_NO_SUCH_MODEL = re.compile(r"\bmodel\b.*\b(does not exist|not found)", re.IGNORECASE)
+
+
 def error_for_status(status: int, code: Optional[str], message: str) -> type:
     """Chooses our error class for an HTTP status and the provider's error code."""
     if status == 429:
@@ -152,6 +155,10 @@ def error_for_status(status: int, code: Optional[str], message: str) -> type:
     if status in (401, 403):
         return errors.AuthFailed
     if status == 404:
+        # OpenAI says code model_not_found; vLLM "The model `x` does not exist", Ollama 'model
+        # "x" not found'. Any other 404 (OpenAI's "Invalid URL (POST /v1/...)") is NotFound.
+        if code == "model_not_found" or _NO_SUCH_MODEL.search(message):
+            return errors.ModelNotFound
         return errors.NotFound
     if status == 422:
         return errors.Unprocessable
