@@ -24,7 +24,7 @@ from typing import Dict, List, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
+from apache_beam.options.pipeline_options import (DebugOptions, DirectOptions, PipelineOptions,
                                                   StandardOptions, TestOptions)
 
 from pipeline.batch import run as batch_run
@@ -154,18 +154,32 @@ def _projection(config: config_lib.JobConfig, summary: dict,
     return projection_lib.project(summary, costs, settings)
 
 
-def local_runner_options(options: PipelineOptions) -> PipelineOptions:
-    """Runs ``DirectRunner`` (and the default) on Beam's in-process FnApiRunner.
+#: Prism's experiment that turns off its bundle splits (docs/runners.md, "Prism: no bundle splits").
+PRISM_NO_SPLITS = "prism_disable_sdf_split"
 
-    Why: ``GroupIntoBatches`` declares a processing-time timer, so Beam 2.77's DirectRunner picks
-    its BundleBasedDirectRunner, which fails with an ``AssertionError`` in a downstream
-    ``GroupByKey`` when a batch is flushed at the end of the window (see README, "Runners").
-    The FnApiRunner runs the same pipeline correctly, honours ``--direct_num_workers`` and
-    ``--direct_running_mode``, and does not first try to download Prism.
+
+def local_runner_options(options: PipelineOptions) -> PipelineOptions:
+    """Runs ``DirectRunner`` (and the default) on Beam's in-process FnApiRunner; Prism unsplit.
+
+    Why the FnApiRunner: ``GroupIntoBatches`` declares a processing-time timer, so Beam 2.77's
+    DirectRunner picks its BundleBasedDirectRunner, which fails with an ``AssertionError`` in a
+    downstream ``GroupByKey`` when a batch is flushed at the end of the window (see README,
+    "Runners"). The FnApiRunner runs the same pipeline correctly, honours
+    ``--direct_num_workers`` and ``--direct_running_mode``, and does not first try to download
+    Prism.
+
+    Why Prism gets ``--experiments prism_disable_sdf_split``: Prism 2.77 splits a bundle that
+    stalls (a slow ``CallModel`` fused after ``GroupIntoBatches``) and at once runs the residual
+    as a new bundle, unlocking its keys while the primary still runs them. The key cut by the
+    split is then batched by two bundles at the same time, each from the state committed before
+    either, and the one that commits last overwrites the other's buffered tickets: they are never
+    sent, and the ledger does not balance. Without splits a key's bundles run one at a time.
     """
     standard = options.view_as(StandardOptions)
     if standard.runner in (None, "DirectRunner", "direct", "Direct"):
         standard.runner = "FnApiRunner"
+    elif _runner_name(options).rsplit(".", 1)[-1].lower() in ("prism", "prismrunner"):
+        options.view_as(DebugOptions).add_experiment(PRISM_NO_SPLITS)
     return options
 
 

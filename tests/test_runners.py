@@ -32,7 +32,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from apache_beam.options.pipeline_options import DebugOptions, PipelineOptions
 
+from pipeline.run import PRISM_NO_SPLITS, local_runner_options
 from tests.conftest import stop_process
 
 pytestmark = pytest.mark.runners
@@ -158,6 +160,16 @@ def test_prism_runner(tickets, simulator, tmp_path):
                    ["--runner", "PrismRunner", "--prism_location", prism,
                     "--environment_type", "LOOPBACK"], timeout=300)
     _check(proc, out, simulator, workers=1)
+
+
+@pytest.mark.parametrize("runner, unsplit", [
+    ("PrismRunner", True), ("prism", True), (None, False), ("FnApiRunner", False),
+    ("DataflowRunner", False)])
+def test_prism_runs_without_bundle_splits(runner, unsplit):
+    """Prism 2.77 loses batched tickets when it splits a bundle (docs/runners.md); only Prism
+    gets the experiment that turns its splits off."""
+    options = local_runner_options(PipelineOptions(["--runner", runner] if runner else []))
+    assert (PRISM_NO_SPLITS in (options.view_as(DebugOptions).experiments or [])) is unsplit
 
 
 def test_flink_runner_embedded(tickets, simulator, tmp_path):
