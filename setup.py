@@ -17,8 +17,8 @@ setuptools.setup(
     description="Run large volumes of support tickets through an LLM on Apache Beam.",
     python_requires=">=3.10",
     # What the driver and the workers run, only: benchmarks/ and tools/ run from the repository.
-    packages=setuptools.find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*",
-                                               "simulator", "simulator.*"]),
+    packages=setuptools.find_packages(include=["pipeline", "pipeline.*", "transforms",
+                                               "transforms.*", "simulator", "simulator.*"]),
     package_data={"transforms": ["pricing.json"]},
     install_requires=[
         f"apache-beam[gcp]=={BEAM_VERSION}",
@@ -38,6 +38,7 @@ setuptools.setup(
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.2",
+            "pytest-xdist>=3.5",
             "jsonschema>=4.20",
             "gcp-storage-emulator>=2026.7",
             "build>=1.2",

@@ -1,6 +1,7 @@
 """Quota benchmark of issue 12: one quota for every job, exact pacing, riding out an outage.
 
     python -m benchmarks.quota --quick                    # ~2 min (4 on a loaded box), every key
+    python -m benchmarks.quota --smoke                    # every key, no figure worth reading (CI)
     python -m benchmarks.quota --json out/quota.json      # ~13 min
     python -m benchmarks.quota --baseline_commit 531a3fc  # + slices and outage on that commit
 
@@ -80,6 +81,9 @@ class Sizes:
 
 QUICK = Sizes(rpm=1200, window_secs=8, warmup_secs=2, job_tickets=2000, slice_tickets=150,
               outage_tickets=200, outage_down_secs=8)
+#: The smallest run that still yields every figure: what CI runs (tests/test_benchmarks_smoke.py).
+SMOKE = Sizes(rpm=1200, window_secs=3, warmup_secs=1, job_tickets=600, slice_tickets=60,
+              outage_tickets=80, outage_down_secs=3)
 DEFAULT = Sizes(rpm=1200, window_secs=60, warmup_secs=3, job_tickets=4000, slice_tickets=1800,
                 outage_tickets=2000, outage_down_secs=90)
 #: Jobs of the multi-job scenarios; "c" is the 2-process one.
@@ -338,20 +342,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: runs the scenarios, prints the table, writes the JSON."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quota",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small counts (~2 min)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="small counts (~2 min)")
+    mode.add_argument("--smoke", action="store_true",
+                      help="the smallest counts that yield every key (what CI runs)")
     parser.add_argument("--only", choices=sorted(SCENARIOS), action="append",
                         help="run only this scenario (repeatable)")
     parser.add_argument("--baseline_commit", metavar="REV",
                         help="also run the slice and outage scenarios on the pipeline of REV")
     parser.add_argument("--json", help="write the figures to this JSON file")
     args = parser.parse_args(argv)
-    sizes = QUICK if args.quick else DEFAULT
+    mode_name = "quick" if args.quick else "smoke" if args.smoke else "default"
+    sizes = {"quick": QUICK, "smoke": SMOKE}.get(mode_name, DEFAULT)
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
     started = time.perf_counter()
-    figures: dict[str, Any] = {"mode": "quick" if args.quick else "default",
+    figures: dict[str, Any] = {"mode": mode_name,
                                "cpus": os.cpu_count(), "load_average": []}
     with tempfile.TemporaryDirectory(prefix="ticketflow-quota-") as tmp:
         bench = Bench(Path(tmp), log=log)

@@ -16,6 +16,14 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 
 
+def pytest_collection_modifyitems(config, items):
+    """A test that runs ``python -m pipeline`` (the ``run_pipeline`` fixture) is marked ``e2e``."""
+    del config
+    for item in items:
+        if "run_pipeline" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture
 def simulator_factory():
     """Starts simulators in this process (``start(**flags)``); closes them after the test."""

@@ -176,6 +176,7 @@ class _Pipeline:
         self.proc.wait(timeout=30)
 
 
+@pytest.mark.e2e
 def test_kill_at_every_phase_then_resume_pays_once(simulator_factory, tmp_path):
     # The simulator answers POST /v1/files and POST /v1/batches 1.5 s AFTER creating the
     # object, so a kill in that window leaves an upload or a batch the killed run never heard of.

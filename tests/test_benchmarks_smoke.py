@@ -40,11 +40,11 @@ def test_quick_benchmark_writes_every_figure(tmp_path):
 
 @pytest.mark.timeout(900)
 def test_quick_quota_benchmark_writes_every_figure(tmp_path):
-    """``python -m benchmarks.quota --quick`` (~1.5 min idle, ~4 min on a loaded 2-core box)."""
+    """``python -m benchmarks.quota --smoke``: every scenario at its smallest, every key."""
     from benchmarks.quota import FIGURES as QUOTA_FIGURES
 
     out = tmp_path / "quota.json"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.quota", "--quick", "--json",
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.quota", "--smoke", "--json",
                            str(out)], cwd=REPO, capture_output=True, text=True, timeout=900,
                           check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]

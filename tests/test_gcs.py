@@ -133,6 +133,7 @@ def _read_lines(client, prefix: str) -> list:
     return lines
 
 
+@pytest.mark.e2e
 def test_pipeline_reads_and_writes_gcs(emulator, metadata_server, client, tmp_path):
     client.bucket(BUCKET).blob("in/tickets.jsonl").upload_from_filename(str(TICKETS))
     input_ids = [json.loads(line)["id"] for line in TICKETS.read_text().splitlines() if line]

@@ -61,6 +61,7 @@ def _run_in_pty(args, timeout=120.0) -> tuple:
     return proc.returncode, out.decode("utf-8", errors="replace")
 
 
+@pytest.mark.e2e
 def test_progress_bar_on_a_terminal(tmp_path):
     code, out = _run_in_pty(["--input", str(EXAMPLES / "tickets.jsonl"), "--simulate",
                              "--output", str(tmp_path / "out"), "--max_concurrency", "16",

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("pipeline", "transforms", "simulator")
 NOT_PACKAGED = ("benchmarks", "tools")  # repository-only: run from its root

@@ -124,7 +124,8 @@ def _check(proc, out: Path, base_url: str, workers: int) -> dict:
            for path in out.glob("results-*.jsonl") for line in path.read_text().splitlines()}
     assert len(ids) == N_TICKETS
     if workers > 1:  # the start line names the split; one process has nothing to split
-        assert f"worker_processes={workers} worker_share={1 / workers:.3f}".rstrip("0") in proc.stderr
+        share = f"{1 / workers:.3f}".rstrip("0")
+        assert f"worker_processes={workers} worker_share={share}" in proc.stderr
     assert summary["config"]["worker_processes"] == workers
 
     stats = _stats(base_url)

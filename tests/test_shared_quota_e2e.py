@@ -18,6 +18,8 @@ import pytest
 from tests.conftest import REPO, stop_process, write_jsonl
 from tests.redis_server import RedisServer, free_port
 
+pytestmark = pytest.mark.e2e
+
 RPM = 1200  # 20 requests per second, enforced per second by the simulator
 
 
@@ -70,11 +72,11 @@ def test_three_jobs_four_processes_share_one_quota(tmp_path, simulator_factory):
                   "--shared_quota", redis.url, "--quota_key", "e2e-shared",
                   "--max_concurrency", "32"]
         jobs = {
-            "c": ["--input", str(_tickets(tmp_path / "c.jsonl", 320, "C")), "--runner",
+            "c": ["--input", str(_tickets(tmp_path / "c.jsonl", 200, "C")), "--runner",
                   "FnApiRunner", "--direct_num_workers", "2", "--direct_running_mode",
                   "multi_processing"],
-            "a": ["--input", str(_tickets(tmp_path / "a.jsonl", 150, "A"))],
-            "b": ["--input", str(_tickets(tmp_path / "b.jsonl", 150, "B"))],
+            "a": ["--input", str(_tickets(tmp_path / "a.jsonl", 100, "A"))],
+            "b": ["--input", str(_tickets(tmp_path / "b.jsonl", 100, "B"))],
         }
         procs = {"c": _start(jobs["c"] + common, tmp_path / "out-c")}
         # The multi-process job starts slowest: let it reach the provider first.
@@ -88,9 +90,11 @@ def test_three_jobs_four_processes_share_one_quota(tmp_path, simulator_factory):
         assert code == 0, f"job {name}: {err[-2000:]}"
     stats = sim.stats()
     requests = stats["requests"]
-    assert stats["successful_completions"] == 620
-    # <= 0.5 % of the requests were 429s: the jobs never together passed the provider's slice.
-    assert stats["by_status"].get("429", 0) <= 0.005 * requests, stats["by_status"]
+    assert stats["successful_completions"] == 400
+    # Three jobs told the full limit without the shared quota send ~3x what the slice takes, and
+    # most of it comes back 429. With it, at most 5 % (a sanity bound for a test that shares the
+    # CPU with others; the figure itself, <= 0.5 %, is benchmarks.quota's shared_quota_*).
+    assert stats["by_status"].get("429", 0) <= 0.05 * requests, stats["by_status"]
     # While all three jobs ran: together >= 0.95 of the limit, and each job got a fair share
     # (a third: FnApiRunner's multi_processing mode runs a single input file's bundles in one
     # of its worker processes) within 20 %.
@@ -145,9 +149,9 @@ def test_provider_down_for_a_while_produces_no_dead_letter(tmp_path):
         return proc
 
     sim = provider()
-    path = _tickets(tmp_path / "t.jsonl", 150, "O")
+    path = _tickets(tmp_path / "t.jsonl", 90, "O")
     run = _start(["--input", str(path), "--base_url", f"http://127.0.0.1:{port}/v1",
-                  "--requests_per_minute", "600",
+                  "--requests_per_minute", "1200",
                   "--initial_backoff_secs", "0.1", "--max_backoff_secs", "0.5",
                   "--request_timeout_secs", "5"], tmp_path / "out")
     def served() -> int:
@@ -161,7 +165,7 @@ def test_provider_down_for_a_while_produces_no_dead_letter(tmp_path):
         while served() < 30 and time.monotonic() < deadline:  # the run is well under way
             time.sleep(0.2)
         stop_process(sim)  # the provider goes away: refused connections
-        time.sleep(8)
+        time.sleep(5)
         sim = provider()   # and comes back on the same port
         code, out, err = _finish(run)
     finally:
@@ -169,6 +173,6 @@ def test_provider_down_for_a_while_produces_no_dead_letter(tmp_path):
     assert code == 0, err[-2000:]
     import json
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["succeeded"] == 150 and summary["dead_lettered"] == 0, summary
+    assert summary["succeeded"] == 90 and summary["dead_lettered"] == 0, summary
     assert summary["outage_secs"] >= 3
     assert "provider_unavailable" not in summary["dead_letter_reasons"]
