@@ -17,6 +17,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
                                                   StandardOptions, WorkerOptions)
 
 from pipeline.options import TicketflowOptions
+from pipeline.stream.config import DEFAULT_MAX_BUFFERING_SECS, StreamConfig, stream_config
 from transforms import errors, prompts, secrets, structured
 from transforms.batch import BatchConfig
 from transforms.llm.config import DEFAULT_SYSTEM_PROMPT, LlmConfig
@@ -88,6 +89,7 @@ class JobConfig:
     skip_preflight: bool = False
     sample: Optional[int] = None
     batch_api: BatchApiConfig = BatchApiConfig()
+    stream: Optional[StreamConfig] = None
 
 def worker_processes(options: PipelineOptions) -> int:
     """How many worker processes the runner may run at once (each takes a share of the limits).
@@ -198,7 +200,9 @@ def from_options(options: PipelineOptions) -> JobConfig:
       ConfigError: with a one-line, actionable message.
     """
     o = options.view_as(TicketflowOptions)
-    if not o.input:
+    runner = str(options.view_as(StandardOptions).runner or "")
+    stream = stream_config(o, ConfigError, local="Dataflow" not in runner)
+    if not o.input and stream is None:
         raise ConfigError("--input is required: a JSONL or Parquet path, glob or gs:// pattern, "
                           "e.g. --input examples/tickets.jsonl")
     if not o.output:
@@ -304,14 +308,16 @@ def from_options(options: PipelineOptions) -> JobConfig:
         structured=response_schema,
     )
     return JobConfig(
-        input=o.input,
+        input=o.input or o.input_subscription,
         output=o.output.rstrip("/"),
         input_format=o.input_format,
         output_format=o.output_format,
         overwrite=o.overwrite,
         fields=FieldMapping(id_field=o.id_field, text_field=o.text_field,
                             subject_field=o.subject_field, max_input_chars=o.max_input_chars),
-        batch=BatchConfig(batch_size=o.batch_size, max_buffering_secs=o.max_buffering_secs or None,
+        batch=BatchConfig(batch_size=o.batch_size,
+                          max_buffering_secs=o.max_buffering_secs or (
+                              DEFAULT_MAX_BUFFERING_SECS if stream is not None else None),
                           key_field=o.key_field, num_shards=o.num_key_shards),
         llm=llm,
         simulate=o.simulate,
@@ -336,6 +342,7 @@ def from_options(options: PipelineOptions) -> JobConfig:
         skip_preflight=o.skip_preflight,
         sample=o.sample,
         batch_api=batch_api,
+        stream=stream,
     )
 
 

@@ -59,7 +59,7 @@ class TicketflowOptions(PipelineOptions):
         batching.add_argument("--batch_size", type=int, default=50, help="Tickets per batch.")
         batching.add_argument("--max_buffering_secs", type=float, default=0.0,
                               help="Longest a partial batch waits before it is sent "
-                              "(0: until the key's input ends; set it for streaming inputs).")
+                              "(0: until the key's input ends; streaming jobs default to 1).")
 
         llm = parser.add_argument_group("model")
         llm.add_argument("--base_url", default=None,
@@ -204,6 +204,25 @@ class TicketflowOptions(PipelineOptions):
                          "(docs/runners.md).")
         run.add_argument("--log_level", default="INFO",
                          choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="Logging level.")
+
+        stream = parser.add_argument_group("streaming (docs/streaming.md)")
+        stream.add_argument("--input_subscription", default=None,
+                            help="Read tickets from this Pub/Sub subscription "
+                            "(projects/P/subscriptions/S), one JSON ticket per message: a "
+                            "streaming job (instead of --input).")
+        _switch(stream, "--watch",
+                "Streaming: read every file that lands under --input (a pattern, local or "
+                "gs://), once, every --watch_interval_secs.")
+        stream.add_argument("--watch_interval_secs", type=float, default=2.0,
+                            help="How often --watch matches --input.")
+        stream.add_argument("--output_topic", default=None,
+                            help="Streaming: also publish each result to this Pub/Sub topic "
+                            "(projects/P/topics/T; the result's JSON, attribute id).")
+        stream.add_argument("--dead_letter_topic", default=None,
+                            help="Streaming: also publish each dead letter to this topic.")
+        stream.add_argument("--window_secs", type=float, default=60.0,
+                            help="Streaming: results and dead letters are written to finished "
+                            "files under --output at least this often.")
 
         watch = parser.add_argument_group("watching a run")
         _switch(watch, "--quiet",

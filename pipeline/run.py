@@ -28,6 +28,7 @@ from apache_beam.options.pipeline_options import (DebugOptions, DirectOptions, P
                                                   StandardOptions, TestOptions)
 
 from pipeline.batch import run as batch_run
+from pipeline.stream import run as stream_run
 from pipeline import chunks as chunks_lib
 from pipeline import config as config_lib
 from pipeline import estimate as estimate_lib
@@ -77,6 +78,8 @@ def build(p: beam.Pipeline, config: config_lib.JobConfig,
       The ``results`` and ``dead_letters`` PCollections (before writing), for tests.
     """
     index = chunk.index if chunk is not None else None
+    if config.stream is not None:
+        return stream_run.build(p, config, results_basename(config), dead_letter_basename(config))
     raw = p | "ReadTickets" >> ReadTickets(config.input, config.input_format,
                                            pieces=chunk.pieces if chunk is not None else None)
     done_ids = (p | "ReadDoneIds" >> ReadDoneIds(config.output)
@@ -267,6 +270,9 @@ def run(argv: Optional[List[str]] = None) -> int:
         config = config_lib.from_options(options)
         if config.estimate:
             return _estimate(config)
+        if config.stream is not None:
+            options, config = stream_run.prepare(options, config)
+            chunking_requested = 0
         chunk_size, no_chunks = chunks_lib.chunk_tickets(
             chunking_requested, _runner_name(options),
             options.view_as(DirectOptions).direct_running_mode, config, dry_run)
@@ -274,7 +280,8 @@ def run(argv: Optional[List[str]] = None) -> int:
             event(_LOG, logging.INFO, "chunks_off", reason=no_chunks)
         stale_outputs = []
         if not dry_run:
-            preflight_lib.check_input(config)
+            if config.stream is None:
+                preflight_lib.check_input(config)
             stale_outputs = preflight_lib.check_output(config)
     except (config_lib.ConfigError, UsageError) as exc:
         print(f"ticketflow: error: {exc}", file=sys.stderr)
@@ -336,16 +343,21 @@ def run(argv: Optional[List[str]] = None) -> int:
                 config = prepared.config
         progress.STATS.reset()
         total = (count_input(config.input, config.input_format)
-                 if mode in (watch.MODE_BAR, watch.MODE_LINES) else None)
+                 if mode in (watch.MODE_BAR, watch.MODE_LINES) and config.stream is None
+                 else None)
         chunks = chunks_lib.start(chunk_size, config, explicit=chunking_requested is not None)
         pipeline = None
         if chunks is None:
             pipeline = beam.Pipeline(options=options)
             build(pipeline, config)
-        reporter = watch.ProgressReporter(
-            mode, config.progress_interval_secs, total, runner,
-            cost=lambda snap: snap.get("cost_nano_usd", 0) / 1e9)
-        stopper = watch.GracefulStop(config.drain_secs, graceful=live, on_stop=reporter.stopping)
+        if config.stream is None:
+            reporter = watch.ProgressReporter(
+                mode, config.progress_interval_secs, total, runner,
+                cost=lambda snap: snap.get("cost_nano_usd", 0) / 1e9)
+            stopper = watch.GracefulStop(config.drain_secs, graceful=live,
+                                         on_stop=reporter.stopping)
+        else:
+            reporter, stopper = stream_run.watchers(config, runner)
         unlisten = metrics_lib.listen(progress.STATS)
         cpu = projection_lib.CpuMeter()
         unlisten_cpu = metrics_lib.listen(cpu) if config.sample and live else (lambda: None)
@@ -360,6 +372,7 @@ def run(argv: Optional[List[str]] = None) -> int:
                     if dry_run:
                         print("ticketflow: dry run: job built, not submitted")
                         return EXIT_OK
+                    stream_run.running(result)
                     result.wait_until_finish()
                     counts = metrics_lib.summarize(result.metrics())
         except Exception as exc:  # noqa: BLE001 - one clear line, not a runner traceback
@@ -412,3 +425,5 @@ def run(argv: Optional[List[str]] = None) -> int:
     finally:
         if sim is not None:
             sim.close()
+        if config.stream is not None:
+            stream_run.cleanup(config)

@@ -63,6 +63,13 @@ EXAMPLES = {
     "num_key_shards": ["16", "1"],
     "batch_size": ["50", "1", "500"],
     "max_buffering_secs": ["0", "5", "2.5"],
+    "input_subscription": ["projects/my-project/subscriptions/tickets",
+                           "projects/tf-dry-project/subscriptions/live-tickets"],
+    "watch": ["true", "false"],
+    "watch_interval_secs": ["2", "0.5"],
+    "output_topic": ["projects/my-project/topics/answers"],
+    "dead_letter_topic": ["projects/my-project/topics/ticket-dead-letters"],
+    "window_secs": ["60", "5"],
     "base_url": ["https://llm.internal.example/v1", "http://10.0.0.7:8000/v1"],
     "api_key_secret": ["projects/my-project/secrets/openai-key/versions/latest",
                        "projects/123456789012/secrets/OPENAI_KEY/versions/3"],
@@ -117,6 +124,10 @@ COUNTER_EXAMPLES = {
     "max_input_chars": ["0", "-5", "1e4"],
     "batch_size": ["0", "ten", "5.5"],
     "max_buffering_secs": ["-1", "abc"],
+    "input_subscription": ["tickets", "projects/p/topics/tickets", "projects/my-project/subscriptions/"],
+    "output_topic": ["answers", "projects/my-project/subscriptions/answers"],
+    "dead_letter_topic": ["projects/my-project/topics/"],
+    "window_secs": ["-1", "1m"],
     "base_url": ["llm.internal/v1", "ftp://x"],
     "api_key_secret": ["openai-key", "projects/p/secrets/s", "projects/my-project/secrets/k/versions/0",
                        "projects/my-project/secrets/k/versions/latest/extra"],
@@ -198,8 +209,9 @@ def test_parameters_are_well_formed():
 
 def test_required_parameters_are_the_required_flags():
     required = {p["name"] for p in METADATA["parameters"] if not p["isOptional"]}
-    # from_options refuses to run without --input and --output; nothing else is mandatory.
-    assert required == {"input", "output"}
+    # from_options refuses to run without --output, and without --input unless the job reads
+    # --input_subscription (a streaming job); nothing else is mandatory.
+    assert required == {"output"}
 
 
 def test_every_parameter_has_examples_and_they_match():

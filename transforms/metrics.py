@@ -8,7 +8,9 @@ Counters: ``tickets_read``, ``parse_errors``, ``duplicates``, ``requests``, ``su
 ``dead_lettered``, ``retries``, ``rate_limited``, ``server_errors``, ``timeouts``, ``prompt_tokens``,
 ``completion_tokens``, ``throttled_ms``, ``cache_hits``, ``cost_nano_usd``, ``already_done``,
 ``replay_skipped``, ``not_sampled`` and Dataflow's ``cumulativeThrottlingSeconds``.
-Distributions: ``latency_ms`` and ``attempts``.
+Distributions: ``latency_ms``, ``attempts`` and, in streaming jobs, ``first_response_ms`` (from
+a ticket's arrival — its message's publish time or its file's modification time — to its result,
+counted in ``first_response_bucket_le_<N>ms`` buckets too).
 
 Because a distribution only keeps count, sum, min and max, latency is also counted in log-spaced
 buckets, one counter each: ``latency_bucket_le_<N>ms`` (and ``latency_bucket_le_infms``), from
@@ -44,7 +46,7 @@ COUNTERS = (
 # held back by the limiter, its provider was down (circuit breaker open), its shared quota was
 # replaced by the static share (Redis unreachable).
 PROCESS_DISTRIBUTIONS = ("limiter_held_ms", "outage_ms", "quota_fallback_ms")
-DISTRIBUTIONS = ("latency_ms", "attempts") + PROCESS_DISTRIBUTIONS
+DISTRIBUTIONS = ("latency_ms", "attempts", "first_response_ms") + PROCESS_DISTRIBUTIONS
 THROTTLING_COUNTER = "cumulativeThrottlingSeconds"
 
 # Upper bounds (ms) of the latency buckets: 1..8 ms, then the R10 series (x1.26) up to 10 min,
@@ -55,25 +57,28 @@ LATENCY_BUCKETS_MS: Sequence[int] = tuple(
     + [m * 10 ** e for e in range(0, 5) for m in _R10]
     + [1_000_000])
 LATENCY_BUCKET_PREFIX = "latency_bucket_le_"
+#: Streaming jobs: the first response time (arrival to emitted result) in the same buckets.
+FIRST_RESPONSE_BUCKET_PREFIX = "first_response_bucket_le_"
 DEAD_LETTER_PREFIX = "dead_letter_"
 
 
-def latency_bucket(ms: float) -> str:
+def latency_bucket(ms: float, prefix: str = LATENCY_BUCKET_PREFIX) -> str:
     """The counter name of the bucket holding a latency of ``ms`` milliseconds."""
     i = bisect.bisect_left(LATENCY_BUCKETS_MS, ms)
     bound = "inf" if i >= len(LATENCY_BUCKETS_MS) else str(LATENCY_BUCKETS_MS[i])
-    return f"{LATENCY_BUCKET_PREFIX}{bound}ms"
+    return f"{prefix}{bound}ms"
 
 
-def bucket_bound(name: str) -> float:
+def bucket_bound(name: str, prefix: str = LATENCY_BUCKET_PREFIX) -> float:
     """The upper bound (ms) of a bucket counter's name (``inf`` for the last)."""
-    return float(name[len(LATENCY_BUCKET_PREFIX):-2])
+    return float(name[len(prefix):-2])
 
 
-def latency_histogram(counts: Mapping[str, float]) -> List[tuple]:
+def latency_histogram(counts: Mapping[str, float],
+                      prefix: str = LATENCY_BUCKET_PREFIX) -> List[tuple]:
     """``[(lower_ms, upper_ms, count), ...]`` of the non-empty buckets, in order."""
-    buckets = sorted((bucket_bound(k), int(v)) for k, v in counts.items()
-                     if k.startswith(LATENCY_BUCKET_PREFIX) and v)
+    buckets = sorted((bucket_bound(k, prefix), int(v)) for k, v in counts.items()
+                     if k.startswith(prefix) and v)
     out = []
     for upper, count in buckets:
         i = bisect.bisect_left(LATENCY_BUCKETS_MS, upper)
@@ -83,18 +88,20 @@ def latency_histogram(counts: Mapping[str, float]) -> List[tuple]:
 
 
 def latency_percentiles(counts: Mapping[str, float], quantiles: Iterable[float] = (0.5, 0.9, 0.99),
-                        max_ms: Optional[float] = None) -> Dict[float, Optional[float]]:
+                        max_ms: Optional[float] = None,
+                        prefix: str = LATENCY_BUCKET_PREFIX) -> Dict[float, Optional[float]]:
     """Estimates latency percentiles from the bucket counters (linear within a bucket).
 
     Args:
-      counts: Counter name → value; the ``latency_bucket_le_*`` ones are used.
+      counts: Counter name → value; the ``latency_bucket_le_*`` ones are used (or those of
+        ``prefix``: ``first_response_bucket_le_*``).
       quantiles: In (0, 1].
       max_ms: The largest latency seen (from the distribution), to bound the last bucket.
 
     Returns:
       Quantile → milliseconds (None when no latency was recorded).
     """
-    histogram = latency_histogram(counts)
+    histogram = latency_histogram(counts, prefix)
     total = sum(c for _, _, c in histogram)
     out: Dict[float, Optional[float]] = {}
     for q in quantiles:
@@ -213,6 +220,11 @@ class TicketflowMetrics:
         self.distributions["latency_ms"].update(int(result.stats.latency_ms))
         self.inc(latency_bucket(result.stats.latency_ms))
         self._finished(result)
+
+    def record_first_response(self, ms: float) -> None:
+        """A streaming job emitted a result ``ms`` after its ticket arrived."""
+        self.distributions["first_response_ms"].update(int(ms))
+        self.inc(latency_bucket(ms, FIRST_RESPONSE_BUCKET_PREFIX))
 
     def record_dead_letter(self, dead: DeadLetter) -> None:
         self._calls(dead.stats)

@@ -45,11 +45,14 @@ class RawRecord(NamedTuple):
       line: 1-based line (JSONL) or row (Parquet) number.
       value: The line's text (JSONL) or the row as a dict (Parquet).
       decode_error: Set when the line's bytes were not UTF-8 (value then holds a lossy decode).
+      origin: In a streaming job, where and when the record arrived (see
+        :attr:`transforms.records.Ticket.origin`); None in a batch job.
     """
     source: str
     line: int
     value: Union[str, dict]
     decode_error: Optional[str] = None
+    origin: Optional[dict] = None
 
 
 class Piece(NamedTuple):

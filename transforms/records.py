@@ -55,13 +55,18 @@ class Ticket:
       line: The 1-based line (JSONL) or row (Parquet) in that file, when known.
       batch_outcome: With ``--api batch``, what the provider's Batch API answered for this
         ticket's request (one outcome line, JSON text; see :mod:`transforms.llm.batch`), or None.
+      origin: In a streaming job, where and when the ticket arrived: ``received_at`` (POSIX
+        seconds: the message's publish time, or the file's modification time) and, from
+        Pub/Sub, ``message_id``, ``publish_time`` and ``attributes``; from a watched folder,
+        ``file``. Results and dead letters carry it; None in a batch job.
     """
-    __slots__ = ("id", "subject", "body", "fields_json", "source", "line", "batch_outcome")
+    __slots__ = ("id", "subject", "body", "fields_json", "source", "line", "batch_outcome",
+                 "origin")
 
     def __init__(self, id: str, subject: str, body: str,  # pylint: disable=redefined-builtin
                  fields: Mapping[str, Any], source: Optional[str] = None,
                  line: Optional[int] = None, *, fields_json: Optional[str] = None,
-                 batch_outcome: Optional[str] = None):
+                 batch_outcome: Optional[str] = None, origin: Optional[Mapping] = None):
         set_ = object.__setattr__
         set_(self, "id", id)
         set_(self, "subject", subject)
@@ -71,6 +76,7 @@ class Ticket:
         set_(self, "source", source)
         set_(self, "line", line)
         set_(self, "batch_outcome", batch_outcome)
+        set_(self, "origin", origin)
 
     @property
     def fields(self) -> Dict[str, Any]:
@@ -85,15 +91,16 @@ class Ticket:
     def with_batch_outcome(self, outcome: Optional[str]) -> "Ticket":
         """The same ticket carrying a Batch API outcome line."""
         return Ticket(self.id, self.subject, self.body, None, self.source, self.line,
-                      fields_json=self.fields_json, batch_outcome=outcome)
+                      fields_json=self.fields_json, batch_outcome=outcome, origin=self.origin)
 
     def __reduce__(self):
         return (_ticket, (self.id, self.subject, self.body, self.fields_json, self.source,
-                          self.line, self.batch_outcome))
+                          self.line, self.batch_outcome, self.origin))
 
     def _key(self):
         return (self.id, self.subject, self.body, self.fields_json, self.source, self.line,
-                self.batch_outcome)
+                self.batch_outcome, json.dumps(self.origin, sort_keys=True, default=str)
+                if self.origin else None)
 
     def __eq__(self, other):
         return isinstance(other, Ticket) and self._key() == other._key()
@@ -107,9 +114,9 @@ class Ticket:
 
 
 def _ticket(id, subject, body, fields_json, source, line,  # pylint: disable=redefined-builtin
-            batch_outcome=None):
+            batch_outcome=None, origin=None):
     return Ticket(id, subject, body, None, source, line, fields_json=fields_json,
-                  batch_outcome=batch_outcome)
+                  batch_outcome=batch_outcome, origin=origin)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,6 +180,7 @@ class Result:
       cached: Answered from the response store (no request, no cost).
       output: The validated answer, with --response_schema.
       stats: Requests, waits, tokens and cost (see :class:`CallStats`).
+      origin: The ticket's :attr:`Ticket.origin` (streaming jobs; written as ``origin``).
     """
     id: str
     response: str
@@ -185,6 +193,7 @@ class Result:
     cached: bool = False
     output: Optional[Mapping[str, Any]] = None
     stats: CallStats = NO_CALLS
+    origin: Optional[Mapping[str, Any]] = None
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {
@@ -205,6 +214,8 @@ class Result:
         }
         if self.output is not None:
             out["output"] = dict(self.output)
+        if self.origin is not None:
+            out["origin"] = dict(self.origin)
         return out
 
     def to_json(self) -> str:
@@ -229,6 +240,7 @@ class DeadLetter:
       raw_output: The model's last answer, when it was not valid (reason ``invalid_output``).
       stats: Requests, waits, tokens and the cost of answers paid for but not kept (see
         :class:`CallStats`; empty at the parse stage).
+      origin: The record's :attr:`Ticket.origin` (streaming jobs; written as ``origin``).
     """
     id: Optional[str]
     stage: str
@@ -242,6 +254,7 @@ class DeadLetter:
     line: Optional[int] = None
     raw_output: Optional[str] = None
     stats: CallStats = NO_CALLS
+    origin: Optional[Mapping[str, Any]] = None
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {
@@ -264,6 +277,8 @@ class DeadLetter:
             out["raw"] = self.raw
         if self.raw_output is not None:
             out["raw_output"] = self.raw_output
+        if self.origin is not None:
+            out["origin"] = dict(self.origin)
         return out
 
     def to_json(self) -> str:

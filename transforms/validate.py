@@ -116,7 +116,7 @@ def parse_ticket(raw: RawRecord, mapping: FieldMapping) -> Ticket:
     subject = record.get(mapping.subject_field)
     subject = "" if subject is None else str(subject).strip()
     return Ticket(id=ticket_id, subject=subject, body=text.strip(), fields=record,
-                  source=raw.source, line=raw.line)
+                  source=raw.source, line=raw.line, origin=raw.origin)
 
 
 def record_order(source: Optional[str], line: Optional[int]) -> tuple:
@@ -210,7 +210,7 @@ class _ParseFn(beam.DoFn):
             dead = DeadLetter(
                 id=_id_hint(raw, self._mapping), stage=STAGE_PARSE, reason=exc.reason,
                 error_class="InvalidRecord", message=exc.message, raw=truncate_raw(raw_text),
-                source=raw.source, line=raw.line)
+                source=raw.source, line=raw.line, origin=raw.origin)
             self._metrics.record_dead_letter(dead)
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead)
 

@@ -115,7 +115,7 @@ class TicketAnswerer:
         return Result(id=ticket.id, response=c.content, model=c.model or self.config.model,
                       finish_reason=c.finish_reason, started_at=started, finished_at=now,
                       ticket=ticket.fields, request_id=c.request_id, cached=answer.cached,
-                      output=answer.output, stats=stats)
+                      output=answer.output, stats=stats, origin=ticket.origin)
 
     def dead_letter(self, ticket: Ticket, exc: errors.ProviderError,
                     trace: Optional[CallTrace] = None) -> DeadLetter:
@@ -127,7 +127,8 @@ class TicketAnswerer:
             id=ticket.id, stage=STAGE_LLM, reason=reason, error_class=type(exc).__name__,
             message=errors.redact(exc.message, self._secrets), http_status=exc.status,
             ticket=ticket.fields, source=ticket.source, line=ticket.line,
-            raw_output=getattr(exc, "raw_output", None), stats=trace.freeze())
+            raw_output=getattr(exc, "raw_output", None), stats=trace.freeze(),
+            origin=ticket.origin)
 
     def interrupted(self, ticket: Ticket) -> DeadLetter:
         """The dead letter of a ticket never sent because the run is stopping."""
