@@ -107,6 +107,15 @@ def summarize(counts: dict, config: config_lib.JobConfig, wall_secs: float,
         "output": config.output,
         "api": config.batch_api.api,
     }
+    if config.stream is not None:
+        first = metrics_lib.latency_percentiles(
+            counts, (0.5, 0.9, 0.99), max_ms=counts.get("first_response_ms_max"),
+            prefix=metrics_lib.FIRST_RESPONSE_BUCKET_PREFIX)
+        summary["streaming"] = {
+            "source": config.stream.source,
+            "first_response_ms_p50": first[0.5], "first_response_ms_p90": first[0.9],
+            "first_response_ms_p99": first[0.99],
+            "first_response_ms_max": counts.get("first_response_ms_max")}
     if batch is not None:
         by_batch = int(counts.get("answered_by_batch", 0))
         summary["batch"] = {**batch, "answered_by_batch": by_batch,
@@ -177,6 +186,11 @@ def format_summary(summary: dict) -> str:
                                  f"Batch API, {batch['answered_online']} online"))
         if batch.get("batches_abandoned"):
             rows.insert(7, ("billed twice", _billed_twice(batch)))
+    streaming = summary.get("streaming")
+    if streaming is not None:
+        rows.insert(-2, ("first response", f"p50 {streaming['first_response_ms_p50']} ms, p90 "
+                         f"{streaming['first_response_ms_p90']} ms, p99 "
+                         f"{streaming['first_response_ms_p99']} ms (arrival to result)"))
     if summary.get("outage_secs"):
         rows.append(("outage", f"{summary['outage_secs']} s with the provider down (circuit "
                                "breaker open; tickets waited, keeping their retries)"))

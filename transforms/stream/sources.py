@@ -28,11 +28,11 @@ from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.io import fileio
-from apache_beam.io.filesystem import CompressionTypes, FileMetadata
+from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.metrics import TicketflowMetrics
-from transforms.read import FORMAT_PARQUET, RawRecord, format_of, iter_jsonl, iter_parquet
+from transforms.read import RawRecord, _ReadFileFn  # pylint: disable=protected-access
 from transforms.records import utc_iso
 from transforms.stream.poll import PollUntilStopped
 
@@ -213,27 +213,13 @@ class _MakeFilePoller:
         return FilePoller(self._pattern)
 
 
-class _ReadWatchedFileFn(beam.DoFn):
-    """Reads one landed file into RawRecords whose origin is the file and its mtime."""
-
-    def __init__(self, input_format: str):
-        self._format = input_format
-
-    def setup(self):
-        self._metrics = TicketflowMetrics()
+class _ReadWatchedFileFn(_ReadFileFn):
+    """Reads one landed file, as ``ReadTickets`` does; each record's origin is the file."""
 
     def process(self, readable: fileio.ReadableFile):
-        path = readable.metadata.path
-        mtime = readable.metadata.last_updated_in_seconds
-        origin = {"received_at": mtime, "file": path}
-        if format_of(path, self._format) == FORMAT_PARQUET:
-            with readable.open(compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-                records = list(iter_parquet(handle, path))
-        else:
-            with readable.open() as handle:
-                records = list(iter_jsonl(handle, path))
-        for record in records:
-            self._metrics.inc("tickets_read")
+        origin = {"received_at": readable.metadata.last_updated_in_seconds,
+                  "file": readable.metadata.path}
+        for record in super().process(readable):
             yield record._replace(origin=origin)
 
 
