@@ -244,8 +244,10 @@ def _timeline(config: config_lib.JobConfig, live: bool, started_wall: float):
 def _write_report(config, summary, live, started_wall, counts_histogram) -> Optional[str]:
     path = sinks.join_path(config.output, "report.html")
     try:
+        stream = (report_lib.stream_data(config.output, results_basename(config), started_wall)
+                  if config.stream is not None else None)
         report_lib.write(path, summary, _timeline(config, live, started_wall), counts_histogram,
-                         quota=report_lib.quota_data(config, live, started_wall))
+                         quota=report_lib.quota_data(config, live, started_wall), stream=stream)
     except Exception as exc:  # noqa: BLE001 - a failed report must not fail a finished job
         event(_LOG, logging.WARNING, "report_failed", error=f"{type(exc).__name__}: {exc}")
         return None

@@ -89,7 +89,9 @@ def test_watched_folder_answers_each_file_once_then_drains_on_sigint(tmp_path):
     assert sorted(ids) == sorted(t["id"] for t in tickets("A", 20) + tickets("B", 15))
     first = summary["streaming"]
     assert first["source"] == "watch" and first["first_response_ms_p50"] > 0
-    assert "first response" in stdout and (out / "report.html").exists()
+    assert "first response" in stdout
+    report = (out / "report.html").read_text()
+    assert 'data-plot="first_response"' in report and 'data-plot="backlog"' in report
     with open(glob.glob(str(out / "results-*.jsonl"))[0], encoding="utf-8") as handle:
         origin = json.loads(handle.readline())["origin"]
     assert origin["file"].endswith(".jsonl") and origin["received_at"] > 0

@@ -29,10 +29,11 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.projection import projection_rows
 from pipeline.report.quota import SOURCE_FILES, SOURCE_LIVE, Quota, quota_data, quota_section
 from pipeline.report.quota import origin as quota_origin
+from pipeline.report.stream import StreamData, stream_data, stream_section
 from pipeline.report.svg import (BAD, OK, WARN, Histogram, Timeline, bars_svg, figure, fmt,
                                  latency_svg, throughput_svg)
 
-__all__ = ["Quota", "SOURCE_FILES", "SOURCE_LIVE", "quota_data", "render",
+__all__ = ["Quota", "SOURCE_FILES", "SOURCE_LIVE", "quota_data", "render", "stream_data",
            "timeline_from_per_second", "timeline_from_times", "write"]
 
 _CSS = """
@@ -86,7 +87,7 @@ def _table(items: Iterable[Tuple[str, object]]) -> str:
 
 
 def render(summary: dict, timeline: Timeline, histogram: Histogram,
-           quota: Optional[Quota] = None) -> str:
+           quota: Optional[Quota] = None, stream: Optional[StreamData] = None) -> str:
     """The report's HTML.
 
     Args:
@@ -94,6 +95,7 @@ def render(summary: dict, timeline: Timeline, histogram: Histogram,
       timeline: ``(seconds since start, answered, dead lettered)`` per second.
       histogram: ``(lower ms, upper ms, count)`` latency buckets.
       quota: The quota plots' data; without it, no quota section.
+      stream: A streaming job's first response and backlog series (``pipeline/report/stream.py``).
     """
     interrupted = summary.get("interrupted")
     balanced = summary.get("ledger_balanced")
@@ -133,6 +135,7 @@ def render(summary: dict, timeline: Timeline, histogram: Histogram,
         "<h2>Throughput over time</h2>",
         figure("throughput", "Tickets finished per second (blue: all; red: dead-lettered).",
                 throughput_svg(timeline)),
+        *(stream_section(stream) if stream is not None else []),
         *quota_section(quota, summary),
         "<h2>Latency</h2>",
         figure("latency", "Latency of successful requests (log-spaced buckets); dashed: "
@@ -176,7 +179,7 @@ def timeline_from_times(ok_times: Iterable[float], dead_times: Iterable[float],
 
 
 def write(path: str, summary: dict, timeline: Timeline, histogram: Histogram,
-          quota: Optional[Quota] = None) -> None:
+          quota: Optional[Quota] = None, stream: Optional[StreamData] = None) -> None:
     """Writes the report to ``path`` (local or gs://)."""
     with FileSystems.create(path, mime_type="text/html") as handle:
-        handle.write(render(summary, timeline, histogram, quota).encode("utf-8"))
+        handle.write(render(summary, timeline, histogram, quota, stream).encode("utf-8"))
