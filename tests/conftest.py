@@ -98,6 +98,17 @@ def run_pipeline(tmp_path):
     return run
 
 
+@pytest.fixture(scope="session")
+def pubsub_server():
+    """One Pub/Sub emulator per test process (per xdist worker), shared by its tests: give topics
+    and subscriptions names of their own (``tests.pubsub_server.unique_name``). Skips when the
+    emulator is not built (``.ci/install_runners.sh``)."""
+    from tests.pubsub_server import PubsubServer  # it imports this module: import it late
+
+    with PubsubServer() as server:
+        yield server
+
+
 def write_jsonl(path: Path, records) -> Path:
     """Writes dicts (or raw strings, written as they are) one per line."""
     with open(path, "w", encoding="utf-8") as handle:
