@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Installs what tests/test_runners.py needs, idempotently, on a clean Debian machine (as root):
+# Installs what tests/test_runners.py and the Pub/Sub tests need, idempotently, on a clean Debian
+# machine (as root):
 #   * prism, Beam's portable runner, built from Beam's Go module at the version setup.py pins;
 #   * the Flink job server jar of that Beam version, from Maven Central (through mvn);
+#   * pubsub-emulator, an in-memory Pub/Sub server built from tools/pubsub_emulator (Go);
 #   * their toolchains when absent: Go (>= the go line of Beam's go.mod), Java 17, Maven.
 # Everything lands in $TF_RUNNERS_DIR (default /opt/ticketflow-runners):
 #   $TF_RUNNERS_DIR/bin/prism
+#   $TF_RUNNERS_DIR/bin/pubsub-emulator
 #   $TF_RUNNERS_DIR/flink/beam-runners-flink-$FLINK-job-server-$BEAM.jar
-# The tests look there, or at $TF_PRISM_BIN / $TF_FLINK_JAR when set.
+# The tests look there, or at $TF_PRISM_BIN / $TF_PUBSUB_EMULATOR_BIN / $TF_FLINK_JAR when set.
 # Exit code: 0 when everything is in place; 1 when something could not be had (each failure is
 # printed with its cause; what could be installed still is).
 set -uo pipefail
@@ -18,6 +21,8 @@ BEAM_VERSION="${BEAM_VERSION:-$(sed -n 's/^BEAM_VERSION = "\(.*\)"$/\1/p' "$REPO
 FLINK_VERSION="${TF_FLINK_VERSION:-1.19}"
 DEST="${TF_RUNNERS_DIR:-/opt/ticketflow-runners}"
 PRISM_BIN="$DEST/bin/prism"
+EMULATOR_SRC="$REPO_ROOT/tools/pubsub_emulator"
+EMULATOR_BIN="$DEST/bin/pubsub-emulator"
 FLINK_ARTIFACT="beam-runners-flink-${FLINK_VERSION}-job-server"
 FLINK_JAR="$DEST/flink/${FLINK_ARTIFACT}-${BEAM_VERSION}.jar"
 failures=()
@@ -41,12 +46,11 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
-# ---------------------------------------------------------------- prism (Go)
-install_prism() {
-  if [[ -x "$PRISM_BIN" && -f "$DEST/bin/prism.version" ]] \
-      && [[ "$(cat "$DEST/bin/prism.version")" == "$BEAM_VERSION" ]]; then
-    log "prism $BEAM_VERSION already at $PRISM_BIN"; return 0
-  fi
+# ---------------------------------------------------------------- Go toolchain
+GO_CMD=""
+find_go() {
+  # Sets GO_CMD to a go >= 1.21 (which can switch toolchains itself), installing one if need be.
+  [[ -n "$GO_CMD" ]] && return 0
   local go_cmd
   go_cmd="$(command -v go || true)"
   [[ -z "$go_cmd" && -x /usr/local/go/bin/go ]] && go_cmd=/usr/local/go/bin/go
@@ -60,7 +64,7 @@ install_prism() {
     # Debian 12's Go (1.19) cannot switch toolchains. Fetch a newer one as the Go module
     # golang.org/toolchain through the module proxy (go's own client), and use it.
     local tc="v0.0.1-go1.26.2.linux-$("$go_cmd" env GOARCH)"
-    log "Go 1.$go_minor is too old for Beam's go.mod; fetching golang.org/toolchain@$tc"
+    log "Go 1.$go_minor cannot switch toolchains; fetching golang.org/toolchain@$tc"
     local gomodcache
     gomodcache="$("$go_cmd" env GOMODCACHE)"
     (cd "$(mktemp -d)" && "$go_cmd" mod download "golang.org/toolchain@$tc") \
@@ -68,6 +72,17 @@ install_prism() {
     go_cmd="$gomodcache/golang.org/toolchain@$tc/bin/go"
     chmod +x "$go_cmd" "$gomodcache/golang.org/toolchain@$tc/pkg/tool/"*/* 2>/dev/null || true
   fi
+  GO_CMD="$go_cmd"
+}
+
+# ---------------------------------------------------------------- prism (Go)
+install_prism() {
+  if [[ -x "$PRISM_BIN" && -f "$DEST/bin/prism.version" ]] \
+      && [[ "$(cat "$DEST/bin/prism.version")" == "$BEAM_VERSION" ]]; then
+    log "prism $BEAM_VERSION already at $PRISM_BIN"; return 0
+  fi
+  find_go || return 1
+  local go_cmd="$GO_CMD"
   log "building prism v$BEAM_VERSION with $("$go_cmd" version)"
   # GOTOOLCHAIN=auto lets Go >= 1.21 switch to the go line Beam's go.mod asks for.
   if (cd "$(mktemp -d)" && GOTOOLCHAIN=auto GOBIN="$DEST/bin" \
@@ -76,6 +91,33 @@ install_prism() {
     log "prism installed at $PRISM_BIN"
   else
     log "go install github.com/apache/beam/sdks/v2/go/cmd/prism@v$BEAM_VERSION failed"
+    return 1
+  fi
+}
+
+# ---------------------------------------------------------------- Pub/Sub emulator (Go)
+install_pubsub_emulator() {
+  # The stamp is a hash of the sources: an edit to main.go or a version bump in go.mod rebuilds.
+  local stamp
+  if [[ ! -f "$EMULATOR_SRC/go.mod" ]]; then log "no Go module at $EMULATOR_SRC"; return 1; fi
+  stamp="$(cat "$EMULATOR_SRC/main.go" "$EMULATOR_SRC/go.mod" "$EMULATOR_SRC/go.sum" \
+    | sha256sum | cut -d' ' -f1)"
+  if [[ -x "$EMULATOR_BIN" && -f "$EMULATOR_BIN.version" ]] \
+      && [[ "$(cat "$EMULATOR_BIN.version")" == "$stamp" ]]; then
+    log "pubsub-emulator ${stamp:0:12} already at $EMULATOR_BIN"; return 0
+  fi
+  find_go || return 1
+  log "building pubsub-emulator ${stamp:0:12} with $("$GO_CMD" version)"
+  # Built beside the target and moved into place, so a failed build leaves no broken binary;
+  # -buildvcs=false because a clean machine may have no git to stamp the build with.
+  if (cd "$EMULATOR_SRC" && GOTOOLCHAIN=auto \
+        "$GO_CMD" build -trimpath -buildvcs=false -o "$EMULATOR_BIN.tmp" .) \
+      && mv -f "$EMULATOR_BIN.tmp" "$EMULATOR_BIN"; then
+    echo "$stamp" > "$EMULATOR_BIN.version"
+    log "pubsub-emulator installed at $EMULATOR_BIN"
+  else
+    rm -f "$EMULATOR_BIN.tmp"
+    log "go build of tools/pubsub_emulator failed"
     return 1
   fi
 }
@@ -103,10 +145,13 @@ install_flink() {
 }
 
 install_prism || failures+=("prism")
+install_pubsub_emulator || failures+=("pubsub-emulator")
 install_flink || failures+=("flink job server")
 
 echo "TF_RUNNERS_DIR=$DEST"
 if [[ -x "$PRISM_BIN" ]]; then echo "TF_PRISM_BIN=$PRISM_BIN"; else echo "TF_PRISM_BIN= (missing)"; fi
+if [[ -x "$EMULATOR_BIN" ]]; then echo "TF_PUBSUB_EMULATOR_BIN=$EMULATOR_BIN"
+else echo "TF_PUBSUB_EMULATOR_BIN= (missing)"; fi
 if [[ -s "$FLINK_JAR" ]]; then echo "TF_FLINK_JAR=$FLINK_JAR"; else echo "TF_FLINK_JAR= (missing)"; fi
 java -version 2>&1 | head -1 | sed 's/^/java: /' || true
 if [[ ${#failures[@]} -gt 0 ]]; then
