@@ -65,9 +65,10 @@ def test_watched_folder_answers_each_file_once_then_drains_on_sigint(tmp_path):
     incoming.mkdir()
     write_jsonl(incoming / "a.jsonl", tickets("A", 20) + ["{not json"])
     out = tmp_path / "out"
-    proc = start_job(["--watch", "--input", str(incoming / "*.jsonl"), "--simulate",
-                      "--watch_interval_secs", "0.5", "--window_secs", "1",
-                      "--progress_interval_secs", "1"], out)
+    flags = ["--watch", "--input", str(incoming / "*.jsonl"), "--simulate",
+             "--watch_interval_secs", "0.5", "--window_secs", "1", "--progress_interval_secs",
+             "1", "--response_store", str(tmp_path / "store")]
+    proc = start_job(flags, out)
     try:
         # The first file is answered and in a finished file within a window or so.
         wait_for(lambda: len(result_ids(out)) == 20, 90, "the first file's answers", proc)
@@ -101,6 +102,21 @@ def test_watched_folder_answers_each_file_once_then_drains_on_sigint(tmp_path):
     assert progress and all(key in progress[-1] for key in (
         "received=", "answered=", "in_flight=", "backlog=", "first_response_p99_ms=",
         "tickets_per_min=", "cost_usd="))
+
+    # A restarted watch sees both files again: answered from the response store, paid once.
+    again = tmp_path / "again"
+    proc = start_job(flags, again)
+    try:
+        wait_for(lambda: len(result_ids(again)) == 35, 90, "the answers again", proc)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    repeat = json.loads((again / "summary.json").read_text())
+    assert repeat["cache_hits"] == 35 and repeat["cost_usd"] == 0
+    assert repeat["simulator"]["requests"] == 0 and repeat["ledger_balanced"] is True
 
 
 @pytest.mark.parametrize("args, message", [
