@@ -24,6 +24,8 @@ setuptools.setup(
         f"apache-beam[gcp]=={BEAM_VERSION}",
         # The aiohttp transport (DefaultAioHttpClient) and httpx2 responses of the caller.
         "openai[aiohttp]>=3.57,<4",
+        # --provider anthropic: the Messages API through the official SDK (its retries off).
+        "anthropic>=0.40",
         "tenacity>=8.2",
         "pyarrow>=14",
         "google-cloud-storage>=2.10",

@@ -21,6 +21,7 @@ from pipeline.stream.config import DEFAULT_MAX_BUFFERING_SECS, StreamConfig, str
 from transforms import errors, prompts, secrets, structured
 from transforms.batch import BatchConfig
 from transforms.llm.config import DEFAULT_SYSTEM_PROMPT, LlmConfig
+from transforms.llm.providers import provider_of
 from transforms.llm.providers.openai import MAX_LINES as BATCH_MAX_LINES
 from transforms.pricing import Price, PricingError, load_pricing
 from transforms.retry import RetryPolicy
@@ -255,6 +256,13 @@ def from_options(options: PipelineOptions) -> JobConfig:
     price, price_known = pricing.lookup(o.model)
     batch_api = _batch_api(o, pricing.lookup_batch(o.model)[0])
 
+    provider = provider_of(o.model, o.provider)
+    if provider == "gemini":
+        raise ConfigError("--provider gemini: Gemini's own API is not supported yet; use its "
+                          "OpenAI-compatible endpoint with --provider openai and --base_url.")
+    api_key_env = o.api_key_env
+    if provider == "anthropic" and api_key_env == "OPENAI_API_KEY":
+        api_key_env = "ANTHROPIC_API_KEY"
     base_url = o.base_url
     public_key = None
     if o.simulate or o.estimate:
@@ -264,13 +272,13 @@ def from_options(options: PipelineOptions) -> JobConfig:
             secrets.parse_secret_version(o.api_key_secret)
         except secrets.SecretError as exc:
             raise ConfigError(f"--api_key_secret: {exc}") from None
-    elif not os.environ.get(o.api_key_env):
+    elif not os.environ.get(api_key_env):
         if base_url:
             # A local OpenAI-compatible server (vLLM, Ollama, ...) often needs no key.
             public_key = NO_KEY_PLACEHOLDER
         else:
             raise ConfigError(
-                f"no API key: set the environment variable {o.api_key_env} (or name another "
+                f"no API key: set the environment variable {api_key_env} (or name another "
                 "with --api_key_env, or use --api_key_secret), point --base_url at a provider that needs none, or pass "
                 "--simulate to use the bundled simulator.")
 
@@ -278,7 +286,10 @@ def from_options(options: PipelineOptions) -> JobConfig:
     llm = LlmConfig(
         base_url=base_url,
         model=o.model,
-        api_key_env=o.api_key_env,
+        provider=provider,
+        prompt_cache=o.prompt_cache == "on",
+        cache_ttl=o.cache_ttl,
+        api_key_env=api_key_env,
         public_api_key=public_key,
         api_key_secret=None if public_key else o.api_key_secret,
         system_prompt=_read_system_prompt(o.system_prompt),

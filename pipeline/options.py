@@ -64,8 +64,19 @@ class TicketflowOptions(PipelineOptions):
         llm = parser.add_argument_group("model")
         llm.add_argument("--base_url", default=None,
                          help="OpenAI-compatible API base URL (default: OpenAI's).")
+        llm.add_argument("--provider", default=None, choices=("openai", "anthropic", "gemini"),
+                         help="The API's wire format; default: from --model (claude-* is "
+                         "anthropic, gemini-* is gemini, anything else openai, which also "
+                         "serves every OpenAI-compatible endpoint).")
+        llm.add_argument("--prompt_cache", default="on", choices=("on", "off"),
+                         help="Mark the static prefix of every request (the system prompt) for "
+                         "the provider's prompt cache (off: the same prompt, unmarked).")
+        llm.add_argument("--cache_ttl", default="5m", choices=("5m", "1h"),
+                         help="Anthropic: how long a cached prefix lives (1h costs more to "
+                         "write; it suits batches and sparse streams).")
         llm.add_argument("--api_key_env", default="OPENAI_API_KEY",
-                         help="Name of the environment variable holding the API key.")
+                         help="Name of the environment variable holding the API key "
+                         "(with --provider anthropic the default is ANTHROPIC_API_KEY).")
         llm.add_argument("--api_key_secret", default=None,
                          help="Secret Manager version holding the API key, "
                          "projects/P/secrets/S/versions/V (V a number or latest); read by each "

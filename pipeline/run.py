@@ -302,7 +302,8 @@ def run(argv: Optional[List[str]] = None) -> int:
                 return EXIT_USAGE
             config = config_lib.with_base_url(config, sim.base_url)
             event(_LOG, logging.DEBUG, "simulator_started", base_url=sim.base_url)
-        if not config.skip_preflight and not dry_run:
+        # Preflight speaks OpenAI's routes; another provider's first requests are the check.
+        if not config.skip_preflight and not dry_run and config.llm.provider == "openai":
             try:
                 preflight_lib.check_endpoint(config.llm)
             except UsageError as exc:

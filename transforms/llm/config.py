@@ -44,6 +44,10 @@ class LlmConfig:
     ``public_api_key``, for the simulator only, which is no secret).
 
     Attributes:
+      provider: The wire format: ``openai`` (and every compatible server) or ``anthropic``
+        (:mod:`transforms.llm.providers`).
+      prompt_cache: Mark the static prefix (the system prompt) for the provider's prompt cache.
+      cache_ttl: Anthropic's cache lifetime for it: ``5m`` or ``1h``.
       worker_requests_per_sec: This worker process's share of the request rate (0: none).
       worker_tokens_per_sec: This worker process's share of the token rate (0: none).
       rate_slice_secs: The shortest window the provider enforces its limits over (1: per-second
@@ -58,6 +62,9 @@ class LlmConfig:
     """
     base_url: Optional[str]
     model: str = "gpt-4o-mini"
+    provider: str = "openai"
+    prompt_cache: bool = True
+    cache_ttl: str = "5m"
     api_key_env: str = "OPENAI_API_KEY"
     public_api_key: Optional[str] = None
     api_key_secret: Optional[str] = None

@@ -27,7 +27,7 @@ import apache_beam as beam
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import errors
-from transforms.llm.providers.openai import openai_caller
+from transforms.llm.providers import provider_caller
 from transforms.llm.config import DISPATCH_BARRIER, LlmConfig, resolve_api_key
 from transforms.llm.engine import CallerFactory, Engine, shared_handle
 from transforms.llm.stop import StopSignal
@@ -165,7 +165,7 @@ class CallModel(beam.PTransform):
     """
 
     def __init__(self, config: LlmConfig, stop_signal: Optional[StopSource] = None,
-                 caller_factory: CallerFactory = openai_caller):
+                 caller_factory: CallerFactory = provider_caller):
         super().__init__()
         self._config = config
         self._stop_signal = stop_signal

@@ -44,7 +44,7 @@ from apache_beam.utils.shared import Shared
 
 from transforms.llm.answer import TicketAnswerer
 from transforms.llm.caller import Caller
-from transforms.llm.providers.openai import openai_caller
+from transforms.llm.providers import provider_caller
 from transforms.llm.config import LlmConfig
 from transforms.llm.flow import FlowControl
 from transforms.llm.limits import local_limits, shared_limits
@@ -69,7 +69,7 @@ class Engine:
     """
 
     def __init__(self, config: LlmConfig, api_key: str, stop: StopSignal,
-                 caller_factory: CallerFactory = openai_caller,
+                 caller_factory: CallerFactory = provider_caller,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time):
         self.config = config

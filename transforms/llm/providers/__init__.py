@@ -1,8 +1,10 @@
 """What every provider module produces, whatever its wire format.
 
 One module per wire format sits here: :mod:`transforms.llm.providers.openai` (OpenAI and every
-OpenAI-compatible server: vLLM, gateways, the simulator) and
-:mod:`transforms.llm.providers.openai_batch` (its Files and Batches API). A provider module
+OpenAI-compatible server: vLLM, gateways, the simulator),
+:mod:`transforms.llm.providers.openai_batch` (its Files and Batches API) and
+:mod:`transforms.llm.providers.anthropic` (Anthropic's Messages API).
+:func:`provider_caller` builds the caller of ``LlmConfig.provider``. A provider module
 holds the request body, the response and usage parsing, the error mapping to
 :mod:`transforms.errors`, the reading of its limit headers into
 :class:`~transforms.limits.limiter.AnnouncedLimit`, and its Batch API line format; the layers
@@ -13,6 +15,31 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any, Dict, Optional
+
+PROVIDERS = ("openai", "anthropic", "gemini")
+
+
+def provider_of(model: str, given: Optional[str] = None) -> str:
+    """``--provider``, or what the model's name says (``claude-*``, ``gemini-*``, else openai)."""
+    if given:
+        return given
+    name = (model or "").lower().rsplit("/", 1)[-1]
+    if name.startswith("claude"):
+        return "anthropic"
+    if name.startswith("gemini"):
+        return "gemini"
+    return "openai"
+
+
+def provider_caller(config, api_key: str):
+    """The caller of ``config.provider`` (the default ``caller_factory`` of ``CallModel``)."""
+    # pylint: disable=import-outside-toplevel
+    if getattr(config, "provider", "openai") == "anthropic":
+        from transforms.llm.providers.anthropic import AnthropicCaller
+        return AnthropicCaller(config, api_key)
+    from transforms.llm.providers.openai import OpenAICaller
+    return OpenAICaller(config, api_key)
+
 
 #: The fate of one line of a batch's output: answered, failed for good, or worth another round.
 OK = "ok"
