@@ -3,7 +3,8 @@
 It speaks enough of OpenAI's API for the ``openai`` client (``POST /v1/chat/completions``,
 ``GET /v1/models``, and the Batch API: ``/v1/files``, ``/v1/batches``), enforces requests- and
 tokens-per-minute limits the way OpenAI does, adds latency and faults on request, and counts what
-it served (``GET /stats``).
+it served (``GET /stats``). It also speaks Anthropic's Messages API (``POST /v1/messages``, for
+the ``anthropic`` client at ``handle.root_url``), with Anthropic's limits and prompt cache.
 
     from simulator import start
 

@@ -26,6 +26,12 @@ _HELP = {
     "rpm": "Requests per minute allowed (rolling one-minute window); 0 = unlimited.",
     "tpm": "Tokens per minute allowed (prompt tokens + max output tokens); 0 = unlimited.",
     "burst_secs": "Also enforce limit*B/60 over any rolling B-second window when B < 60.",
+    "anthropic_rpm": "Anthropic Messages API: requests per minute, a bucket refilled "
+                     "continuously; 0 = unlimited.",
+    "anthropic_itpm": "Anthropic Messages API: input tokens per minute (uncached input + cache "
+                      "writes; cache reads are free); 0 = unlimited.",
+    "anthropic_otpm": "Anthropic Messages API: output tokens per minute, charged at max_tokens "
+                      "on admission and settled to the real output; 0 = unlimited.",
     "default_max_tokens": "Output tokens charged against --tpm when a request sets no max_tokens.",
     "context_window": "Prompts over this many tokens get 400 context_length_exceeded.",
     "latency_median_ms": "Median of the log-normal response latency; 0 = no latency.",
@@ -34,16 +40,20 @@ _HELP = {
     "seed": "Seed of the latency and fault draws (same seed, same sequence).",
     "p_500": "Probability of HTTP 500 (server_error).",
     "p_502": "Probability of HTTP 502 (bad gateway).",
-    "p_503": "Probability of HTTP 503 (service unavailable).",
+    "p_503": "Probability of HTTP 503 (service unavailable); Anthropic's route answers 529 "
+             "overloaded_error instead.",
     "p_hang": "Probability of hanging for --hang_secs, then answering 504.",
     "hang_secs": "How long a hanging request sleeps before its 504.",
     "p_reset": "Probability of a connection reset after part of the response was written.",
     "p_malformed": "Probability of HTTP 200 whose body is not valid JSON.",
-    "p_content_filter": "Probability of HTTP 400 with code content_filter.",
-    "api_key": "If set, requests must send 'Authorization: Bearer KEY' or get 401.",
+    "p_content_filter": "Probability of HTTP 400 with code content_filter (Anthropic's route: "
+                        "200 with stop_reason refusal).",
+    "api_key": "If set, requests must send 'Authorization: Bearer KEY' (Anthropic's route also "
+               "takes 'x-api-key: KEY') or get 401.",
     "models": "Comma-separated model ids served; any other gets 404 model_not_found, as at "
               "OpenAI; empty = any model name is served.",
-    "max_concurrency": "Requests in flight beyond this get 503 overloaded; 0 = unlimited.",
+    "max_concurrency": "Requests in flight beyond this get 503 overloaded (Anthropic's route: "
+                       "529 overloaded_error); 0 = unlimited.",
     "log_requests": "Log one line per request to stderr (off by default: it costs throughput).",
     "batch_secs": "Batch API: seconds from a batch's creation to its completion; 0 = done by "
                   "the next poll.",
@@ -75,6 +85,9 @@ class SimulatorConfig:
     rpm: int = 0
     tpm: int = 0
     burst_secs: float = 60.0
+    anthropic_rpm: int = 0
+    anthropic_itpm: int = 0
+    anthropic_otpm: int = 0
     default_max_tokens: int = 256
     context_window: int = 128_000
     latency_median_ms: float = 0.0
@@ -101,7 +114,8 @@ class SimulatorConfig:
     batch_stall_secs: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("port", "rpm", "tpm", "max_concurrency", "latency_median_ms", "latency_p99_ms",
+        for name in ("port", "rpm", "tpm", "anthropic_rpm", "anthropic_itpm", "anthropic_otpm",
+                     "max_concurrency", "latency_median_ms", "latency_p99_ms",
                      "ms_per_output_token", "hang_secs", "batch_secs",
                      "batch_max_enqueued_tokens", "batch_stall_secs"):
             if getattr(self, name) < 0:
@@ -190,7 +204,7 @@ def config_from_argv(argv: Sequence[str] | None = None) -> SimulatorConfig:
     """
     parser = add_arguments(argparse.ArgumentParser(
         prog="python -m simulator", allow_abbrev=False,
-        description="Local OpenAI-compatible chat completions provider with limits and faults."))
+        description="Local OpenAI- and Anthropic-compatible provider with limits and faults."))
     namespace = parser.parse_args(argv)
     try:
         return SimulatorConfig.from_namespace(namespace)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from simulator.anthropic import AnthropicRoutes
 from simulator.batch import BatchStore
 from simulator.batch_http import BatchRoutes
 from simulator.config import SimulatorConfig
@@ -255,6 +256,9 @@ class Simulator:
                                if median > 0 and p99 > median else 0.0)
         self.batches = BatchStore(config, self.answer, self.stats, clock, wall_clock)
         self._batch_routes = BatchRoutes(self.batches, self.authorized)
+        self.anthropic = AnthropicRoutes(config, self.stats, self._faults, self.latency_secs,
+                                         self._fail_attempts, self._invalid_attempts, clock,
+                                         wall_clock)
 
     # ---- application -------------------------------------------------------------------------
 
@@ -263,23 +267,30 @@ class Simulator:
         app = web.Application(client_max_size=_MAX_BODY)
         app.router.add_post("/v1/chat/completions", self.handle_chat)
         app.router.add_post("/chat/completions", self.handle_chat)
-        app.router.add_get("/v1/models", self.handle_models)
-        app.router.add_get("/v1/models/{model}", self.handle_model)
+        # Anthropic's clients send anthropic-version: where the two APIs share a path, it decides.
+        by_version = self.anthropic.by_version
+        app.router.add_get("/v1/models", by_version(self.handle_models,
+                                                    self.anthropic.handle_models))
+        app.router.add_get("/v1/models/{model}", by_version(self.handle_model,
+                                                            self.anthropic.handle_model))
+        self.anthropic.add_routes(app)
         app.router.add_get("/stats", self.handle_stats)
         app.router.add_post("/reset", self.handle_reset)
         app.router.add_get("/health", self.handle_health)
         self._batch_routes.add_routes(app)
-        app.router.add_route("*", "/{tail:.*}", self.handle_not_found)
+        app.router.add_route("*", "/{tail:.*}", by_version(self.handle_not_found,
+                                                           self.anthropic.handle_not_found))
         return app
 
     def reset(self) -> None:
-        """Zeroes the stats, the rate-limit windows and the marker attempt counters; forgets
-        every file and batch."""
+        """Zeroes the stats, the rate-limit windows and buckets and the marker attempt counters;
+        forgets every file, batch and cached prompt."""
         self.stats.reset()
         self.limiter.reset()
         self._fail_attempts.clear()
         self._invalid_attempts.clear()
         self.batches.reset()
+        self.anthropic.reset()
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -637,6 +648,8 @@ class SimulatorHandle:
 
     Attributes:
         base_url: The OpenAI base URL, e.g. "http://127.0.0.1:PORT/v1".
+        root_url: The server's root, e.g. "http://127.0.0.1:PORT": the base URL of clients that
+            add ``/v1/...`` themselves, such as Anthropic's.
         port: The bound port.
         config: The config it runs with.
         simulator: The ``Simulator`` (its state belongs to the server thread; use ``stats()``).
@@ -648,6 +661,7 @@ class SimulatorHandle:
         self.config = simulator.config
         self.port = port
         self.base_url = _base_url(simulator.config.host, port)
+        self.root_url = self.base_url.removesuffix("/v1")
         self._loop = loop
         self._runner = runner
         self._thread = thread

@@ -1,7 +1,9 @@
 """Counters of what the simulator served, as returned by ``GET /stats``.
 
-Only chat-completion requests are counted (not ``/v1/models`` or ``/stats``). A request is
-recorded once, when its response is sent, in the per-second bucket of that moment. A connection
+Only completion requests are counted: OpenAI's chat completions and Anthropic's messages (not
+``/v1/models``, ``/stats`` or token counting); Anthropic's are also counted apart, with the
+prompt cache's tokens. A request is recorded once, when its response is sent, in the per-second
+bucket of that moment. A connection
 reset on purpose has no status code; it is counted under the pseudo-status "0". The Batch API has
 its own four counters (files uploaded, batches created and cancelled, lines in created batches);
 its lines are not chat-completion requests and are not counted as such. Requests to a path the
@@ -49,6 +51,9 @@ class Stats:
         self.batches_cancelled = 0
         self.batch_requests = 0
         self.unknown_urls = 0
+        self.anthropic_requests = 0
+        self.cache_creation_input_tokens = 0
+        self.cache_read_input_tokens = 0
         self.started_at = self._wall_clock()
         self._started_mono = self._clock()
         # second -> [requests, ok, rate_limited]
@@ -111,6 +116,9 @@ class Stats:
             "batches_cancelled": self.batches_cancelled,
             "batch_requests": self.batch_requests,
             "unknown_urls": self.unknown_urls,
+            "anthropic_requests": self.anthropic_requests,
+            "cache_creation_input_tokens": self.cache_creation_input_tokens,
+            "cache_read_input_tokens": self.cache_read_input_tokens,
             "started_at": self.started_at,
             "uptime_s": round(self._clock() - self._started_mono, 3),
             "per_second": [
