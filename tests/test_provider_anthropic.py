@@ -101,3 +101,30 @@ def test_provider_flag_mistakes_and_key_env(run_pipeline, tmp_path):
     assert run.returncode == 2 and "--provider gemini" in run.stderr
     run = run_pipeline("--input", str(ticket), "--model", "claude-haiku-4-5")
     assert run.returncode == 2 and "ANTHROPIC_API_KEY" in run.stderr
+
+
+def test_a_job_on_anthropic_reads_its_cached_system_prompt(run_pipeline, simulator_factory,
+                                                           tmp_path):
+    sim = simulator_factory()
+    ticket_file = tmp_path / "t.jsonl"
+    ticket_file.write_text("".join(json.dumps({"id": f"A-{i}", "body": f"Order {i} broke."}) + "\n"
+                                   for i in range(12)))
+    manual = tmp_path / "system.txt"  # a long policy manual: over Haiku's 2048-token minimum
+    manual.write_text("You triage support tickets by our refund policy. " * 400)
+    common = ["--input", str(ticket_file), "--base_url", sim.base_url, "--model",
+              "claude-haiku-4-5", "--system_prompt", f"@{manual}", "--max_concurrency", "1"]
+    run = run_pipeline(*common, env={"ANTHROPIC_API_KEY": "sk-ant-test"})
+    assert run.returncode == 0, run.stderr
+    summary = run.summary()
+    assert summary["succeeded"] == 12 and summary["ledger_balanced"] is True
+    stats = sim.stats()
+    assert stats["anthropic_requests"] == 12
+    assert stats["cache_creation_input_tokens"] > 2048  # written once...
+    assert stats["cache_read_input_tokens"] >= 11 * 2048  # ...read by the other eleven
+    assert "sk-ant-test" not in run.stderr + run.stdout
+
+    sim.reset()
+    off = run_pipeline(*common, "--prompt_cache", "off", env={"ANTHROPIC_API_KEY": "sk-ant-test"})
+    assert off.returncode == 0, off.stderr
+    assert sim.stats()["cache_read_input_tokens"] == 0
+    assert off.summary()["cost_usd"] > summary["cost_usd"]  # cache reads at a tenth

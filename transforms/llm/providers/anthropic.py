@@ -201,7 +201,7 @@ class AnthropicCaller:
 
     async def open(self) -> None:
         import anthropic  # pylint: disable=import-outside-toplevel
-        import httpx  # pylint: disable=import-outside-toplevel
+        import httpx2 as httpx  # pylint: disable=import-outside-toplevel
 
         c = self._config
         size = c.max_concurrency + 8
@@ -215,7 +215,7 @@ class AnthropicCaller:
 
     async def call(self, params: Mapping[str, Any], timeout: float) -> Tuple[Completion, Headers]:
         import asyncio  # pylint: disable=import-outside-toplevel
-        import httpx  # pylint: disable=import-outside-toplevel
+        import httpx2 as httpx  # pylint: disable=import-outside-toplevel
 
         c = self._config
         body = messages_body(params, cache=getattr(c, "prompt_cache", True),
