@@ -164,7 +164,8 @@ def _number(value: Optional[str]) -> Optional[float]:
         return None
 
 
-def limit_headers(headers: Optional[Headers], now: Optional[float] = None) -> Dict[str, AnnouncedLimit]:
+def limit_headers(headers: Optional[Headers],
+                  now: Optional[float] = None) -> Dict[str, AnnouncedLimit]:
     """What ``anthropic-ratelimit-{requests,input-tokens}-{limit,remaining,reset}`` announce,
     as the limiter's ``requests`` and ``tokens`` (a kind without any of its headers is left out).
     """
