@@ -10,6 +10,7 @@ status. The simulator's own stats cannot say which job a request came from::
         ...
         gate.counts("a", start, end)        # {"requests": ..., "ok": ..., "rate_limited": ...}
         gate.first_answer("a")              # POSIX time of its first 200, or None
+        gate.asked("a", start, end)         # when its requests reached the gate
 
 The gate runs its own event loop in a daemon thread of the benchmark's process; it adds about a
 millisecond per request, the same for every job.
@@ -38,6 +39,7 @@ class JobGate:
     def __init__(self, upstream: str):
         self._upstream = upstream.rsplit("/v1", 1)[0]
         self._answers: dict[str, list[tuple[float, int]]] = collections.defaultdict(list)
+        self._asked: dict[str, list[float]] = collections.defaultdict(list)
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="job-gate",
@@ -62,6 +64,9 @@ class JobGate:
 
     async def _forward(self, request: web.Request) -> web.Response:
         job = request.match_info["job"]
+        if request.method == "POST":
+            with self._lock:
+                self._asked[job].append(time.time())
         body = await request.read()
         headers = {k: v for k, v in request.headers.items()
                    if k.lower() in ("content-type", "authorization")}
@@ -83,6 +88,11 @@ class JobGate:
             inside = [status for t, status in self._answers[job] if start <= t < end]
         return {"requests": len(inside), "ok": inside.count(200),
                 "rate_limited": inside.count(429)}
+
+    def asked(self, job: str, start: float, end: float) -> list[float]:
+        """When job ``job``'s requests (chat completions) reached the gate, in [start, end)."""
+        with self._lock:
+            return [t for t in self._asked[job] if start <= t < end]
 
     def first_answer(self, job: str) -> float | None:
         """When job ``job`` got its first success, or None."""

@@ -26,6 +26,9 @@ its per-minute limit R is enforced in one-second slices of R/60; log-normal late
    :func:`benchmarks.outage.scenario_outage`.
 5. ``shared_single_*`` (only with ``--only shared_single``) — scenario 1 with three 1-process
    jobs: a control that tells the multi-process job's effect on the shares apart.
+6. ``priority_*`` (only with ``--only priority``) — a live job (``--quota_priority high``, told
+   a fifth of the limit) alone, then beside a backfill on one quota, then beside it on
+   ``normal``: :mod:`benchmarks.priority`.
 
 With ``--baseline_commit REV`` the pipeline of REV (``git archive``) also runs scenarios 3 (RPM
 and TPM) and 4, against the same simulator: ``baseline_*`` figures, side by side. The load
@@ -51,6 +54,8 @@ from benchmarks import pacing
 from benchmarks.gate import JobGate
 from benchmarks.jobs import Job, fairness, provider_window, source_tree
 from benchmarks.outage import scenario_outage
+from benchmarks.priority import ROWS as PRIORITY_ROWS
+from benchmarks.priority import scenario_priority
 from benchmarks.run import (
     MAX_TOKENS,
     Bench,
@@ -290,7 +295,8 @@ def scenario_outages(bench: Bench, sizes: Sizes, src: Path | None) -> dict[str, 
 
 
 SCENARIOS = {"shared": scenario_shared, "static": scenario_static, "slices": scenario_slices,
-             "outage": scenario_outages, "shared_single": scenario_shared_single}
+             "outage": scenario_outages, "shared_single": scenario_shared_single,
+             "priority": scenario_priority}
 #: What runs without --only.
 DEFAULT_SCENARIOS = ("shared", "static", "slices", "outage")
 
@@ -319,7 +325,7 @@ _ROWS = (("shared_quota_utilization", "{:.3f}", ">= 0.95"),
          ("baseline_outage_dead_letters", "{}", "(baseline commit)"),
          ("outage_secs", "{}", "(seen by the job)"),
          ("outage_retries", "{}", ""),
-         ("baseline_outage_retries", "{}", "(baseline commit)"))
+         ("baseline_outage_retries", "{}", "(baseline commit)")) + PRIORITY_ROWS
 
 
 def format_table(figures: dict[str, Any]) -> str:

@@ -173,12 +173,17 @@ def _response_schema(path: Optional[str], output_format: str
     return result
 
 
-def _shared_quota(url: Optional[str], name: Optional[str]) -> None:
-    """``--shared_quota`` is a Redis URL; ``--quota_key`` a name Redis keys can carry."""
+def _shared_quota(url: Optional[str], name: Optional[str], priority: str) -> None:
+    """``--shared_quota`` is a Redis URL; ``--quota_key`` a name Redis keys can carry;
+    ``--quota_priority`` other than normal orders jobs on a shared quota, so needs one."""
     if url is None:
         if name is not None:
             raise ConfigError("--quota_key names a shared quota: pass --shared_quota "
                               "redis://HOST:PORT too.")
+        if priority != "normal":
+            raise ConfigError(f"--quota_priority {priority} orders the jobs on one shared "
+                              "quota: pass --shared_quota redis://HOST:PORT (and the same "
+                              "--quota_key as the other jobs) too, or drop it.")
         return
     if not re.match(r"^(redis|rediss|unix)://[^\s]+$", url):
         raise ConfigError(f"--shared_quota must be a Redis URL, redis://HOST:PORT[/DB] (or "
@@ -243,7 +248,7 @@ def from_options(options: PipelineOptions) -> JobConfig:
 
     _positive("max_cost_usd", o.max_cost_usd)
     _positive("max_outage_secs", o.max_outage_secs, allow_zero=True)
-    _shared_quota(o.shared_quota, o.quota_key)
+    _shared_quota(o.shared_quota, o.quota_key, o.quota_priority)
     _positive("sample", o.sample)
     _positive("expected_completion_tokens", o.expected_completion_tokens, allow_zero=True)
     if o.resume and o.overwrite:
@@ -310,6 +315,7 @@ def from_options(options: PipelineOptions) -> JobConfig:
         worker_budget_usd=o.max_cost_usd * share if o.max_cost_usd is not None else None,
         shared_quota=o.shared_quota,
         quota_key=o.quota_key,
+        quota_priority=o.quota_priority,
         job_requests_per_sec=o.requests_per_minute / 60.0,
         job_tokens_per_sec=o.tokens_per_minute / 60.0,
         job_budget_usd=o.max_cost_usd,

@@ -133,6 +133,14 @@ class TicketflowOptions(PipelineOptions):
         limits.add_argument("--quota_key", default=None, metavar="NAME",
                             help="Name of the shared quota (default: derived from --base_url, "
                             "--model and a fingerprint of the API key, never the key).")
+        limits.add_argument("--quota_priority", default="normal",
+                            choices=("high", "normal", "low"),
+                            help="With --shared_quota: when the jobs on one quota together want "
+                            "more than its limit, a higher priority is admitted first and a "
+                            "lower one takes what is left (a live job high beside a backfill "
+                            "normal). A job told a lower --requests_per_minute or "
+                            "--tokens_per_minute than the quota's keeps to its own. high and low "
+                            "need --shared_quota (the local limiter has no one to share with).")
         limits.add_argument("--max_outage_secs", type=float, default=900.0,
                             help="How long tickets wait for a provider that is down (circuit "
                             "breaker open, probed at growing intervals) before they become "

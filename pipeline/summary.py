@@ -129,6 +129,7 @@ def _quota(counts: dict, config: config_lib.JobConfig) -> dict:
     if not config.llm.shared_quota:
         return {"shared": False}
     return {"shared": True, "url": errors.redact_url(config.llm.shared_quota),
+            "priority": config.llm.quota_priority,
             "fallback_events": int(counts.get("quota_fallbacks", 0)),
             "fallback_secs": round((counts.get("quota_fallback_ms_max") or 0) / 1000.0, 3)}
 

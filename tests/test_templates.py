@@ -113,6 +113,7 @@ EXAMPLES = {
     "batch_max_lines": ["50000", "1", "1000"],
     "shared_quota": ["redis://10.0.0.3:6379/0", "rediss://:pw@quota.internal:6378"],
     "quota_key": ["openai-prod", "team|gpt-4o-mini"],
+    "quota_priority": ["high", "normal", "low"],
     "max_outage_secs": ["900", "0", "60.5"],
 }
 
@@ -156,6 +157,7 @@ COUNTER_EXAMPLES = {
     "batch_max_lines": ["0", "100000", "-1"],
     "shared_quota": ["10.0.0.3:6379", "http://redis:6379", "redis://a b"],
     "quota_key": ["has space", "x{y}"],
+    "quota_priority": ["High", "urgent", ""],
     "max_outage_secs": ["-1", "forever"],
 }
 

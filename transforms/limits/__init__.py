@@ -6,6 +6,7 @@
   admissions;
 * :mod:`transforms.limits.quota` — ``--shared_quota``: one quota in Redis for every worker and
   job (GCRA, :mod:`transforms.limits.quota_scripts`), falling back to the static share;
+  :mod:`transforms.limits.priorities` — ``--quota_priority`` on it: higher priorities first;
 * :mod:`transforms.limits.budget` — ``--max_cost_usd`` of one worker process;
   :mod:`transforms.limits.shared_budget` — one budget for the job in the shared quota's Redis;
 * :mod:`transforms.limits.breaker` — the circuit breaker that waits out a provider outage;

@@ -13,7 +13,9 @@ One atomic Lua script charges a request against requests/s AND tokens/s together
 Redis's clock (:mod:`transforms.limits.quota_scripts` states the contract). Keys are
 ``ticketflow:quota:{NAME}:...`` (the braces keep a quota's keys in one Redis Cluster slot) and
 expire once idle. :func:`quota_key` names a quota from base URL + model + a fingerprint of the
-API key, never the key.
+API key, never the key. With ``--quota_priority`` a higher priority is admitted first and a lower
+one takes what is left (:mod:`transforms.limits.priorities`); a job that declares a lower limit
+than the quota's keeps to its own.
 
 Why redis-py (``redis.asyncio``) and a short script of our own rather than ``throttled-py``:
 throttled-py's GCRA limits ONE key per call, so requests and tokens would be two calls (a request
@@ -37,6 +39,7 @@ import logging
 import math
 import re
 import time
+import uuid
 from typing import Awaitable, Callable, Optional, Tuple
 from urllib.parse import urlsplit
 
@@ -45,8 +48,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from transforms.limits import quota_scripts
+from transforms.limits import priorities, quota_scripts
 from transforms.limits.limiter import BURST_SECS, AdaptiveRateLimiter
+from transforms.limits.priorities import ADMITTED, LANE_PAID, REFUSED
 
 _LOG = logging.getLogger(__name__)
 PREFIX = "ticketflow"
@@ -166,12 +170,19 @@ class SharedRateLimiter:
         (0.5: ~100% of the rate, and at most one request over the limit in any rolling second);
         0 paces strictly (never over, but wake-up lateness is lost: 87-97% of the rate).
       probe_secs: While local, how often Redis is tried again.
+      priority: ``--quota_priority``: who is admitted first when the quota's jobs together want
+        more than its limit (:mod:`transforms.limits.priorities`).
+      job: Names this job's own lane, the same for all its workers (the run id); default: one
+        of this limiter's own.
+      lanes: How priorities meter and pace.
       clock: Monotonic clock. sleep: Awaitable sleep.
     """
 
     def __init__(self, client: Optional[aioredis.Redis], name: str, requests_per_sec: float,
                  tokens_per_sec: float, fallback: AdaptiveRateLimiter, *,
                  tau_secs: Optional[float] = None, slack: float = 0.5, probe_secs: float = 3.0,
+                 priority: str = priorities.DEFAULT_PRIORITY, job: Optional[str] = None,
+                 lanes: priorities.LanePolicy = priorities.LanePolicy(),
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
         self.client = client
@@ -187,6 +198,8 @@ class SharedRateLimiter:
         self._spare_ms = 1000 + math.ceil(slack * max(self.tau_us, self.request_us) / 1000)
         base = f"{PREFIX}:quota:{{{name}}}"
         self.keys = {"requests": f"{base}:rpm", "tokens": f"{base}:tpm", "pause": f"{base}:pause"}
+        self.priority = priority
+        priorities.admission_keys(base, priority, "")  # an unknown priority fails here, early
         self._clock = clock
         self._sleep = sleep
         self._fb = FallbackState(f"rate limiter of quota {name!r}", probe_secs, clock)
@@ -202,7 +215,10 @@ class SharedRateLimiter:
         if client is None:
             self._fb.using, self._fb.next_probe = True, math.inf
         else:
-            self._acquire_script = client.register_script(quota_scripts.ACQUIRE)
+            self._admit = priorities.Admission(
+                client, base, priority, job or uuid.uuid4().hex[:12], request_us=self.request_us,
+                token_us=self.token_us, tau_us=self.tau_us, spare_ms=self._spare_ms, slack=slack,
+                policy=lanes)
             self._correct_script = client.register_script(quota_scripts.CORRECT)
             self._pause_script = client.register_script(quota_scripts.PAUSE)
 
@@ -213,45 +229,45 @@ class SharedRateLimiter:
 
     async def try_acquire(self, tokens: float) -> float:
         """One attempt: takes a slot now, or returns the seconds to wait before trying again."""
-        admitted, wait = await self._step(tokens, horizon_us=0)
-        return 0.0 if admitted else wait
+        status, wait = await self._step(tokens, horizon_us=0)
+        return 0.0 if status == ADMITTED else wait
 
-    async def _step(self, tokens: float, horizon_us: float) -> Tuple[bool, float]:
-        """One attempt: ``(True, delay)``: a slot is ours, to use after ``delay`` seconds;
-        ``(False, wait)``: nothing taken, try again after ``wait``."""
+    async def _step(self, tokens: float, horizon_us: float, lane_paid: bool = False
+                    ) -> Tuple[int, float]:
+        """One attempt: ``(ADMITTED, delay)``: a slot is ours, to use after ``delay`` seconds;
+        ``(REFUSED, wait)``: nothing taken, try again after ``wait``; ``(LANE_PAID, wait)``: our
+        place in our lanes is taken, ask again with ``lane_paid`` after ``wait``."""
         local = self.fallback
         now = self._clock()
         if now < local.paused_until:
-            return False, local.paused_until - now
+            return REFUSED, local.paused_until - now
         if self._fb.using and not (self._fb.probe_due() and await self._probe()):
             return self._local_step(tokens)
         grace = now < self._grace_until
         if grace:
             wait = max(local.requests.wait_for(1.0, now), local.tokens.wait_for(tokens, now))
             if wait > 0:
-                return False, wait
-        # A 429 cut this worker's rate (factor < 1): its requests weigh more on the shared TATs.
-        scale = 1.0 / max(local.factor, 1e-3)
+                return REFUSED, wait
         try:
-            admitted, wait_us, now_us = await self._acquire_script(
-                keys=[self.keys["requests"], self.keys["tokens"], self.keys["pause"]],
-                args=[self.request_us * scale, self.token_us * scale, max(0.0, tokens),
-                      self.tau_us, self._spare_ms, self.slack, horizon_us])
+            # A 429 cut this worker's rate (factor < 1): its requests weigh more on the shared
+            # TATs.
+            status, wait_us, now_us = await self._admit(
+                tokens, horizon_us, weight=1.0 / max(local.factor, 1e-3), lane_paid=lane_paid)
         except REDIS_ERRORS as exc:
             self._fb.enter(exc)
             return self._local_step(tokens)
-        if not admitted:
-            return False, max(wait_us / 1e6, _MIN_WAIT)
+        if status != ADMITTED:
+            return status, max(wait_us / 1e6, _MIN_WAIT)
         if grace:
             local.requests.take(1.0)
             local.tokens.take(tokens)
         self.shared_admissions += 1
         self.last_admitted_at = (now_us + wait_us) / 1e6  # when it may go, on Redis's clock
-        return True, wait_us / 1e6
+        return ADMITTED, wait_us / 1e6
 
-    def _local_step(self, tokens: float) -> Tuple[bool, float]:
+    def _local_step(self, tokens: float) -> Tuple[int, float]:
         wait = self._local(tokens)
-        return wait <= 0, max(wait, 0.0)
+        return (ADMITTED if wait <= 0 else REFUSED), max(wait, 0.0)
 
     async def acquire(self, tokens: float) -> float:
         """Waits until one request costing ``tokens`` may be sent (FIFO within this process).
@@ -263,15 +279,19 @@ class SharedRateLimiter:
             self._lock = asyncio.Lock()
         start = self._clock()
         async with self._lock:
+            lane_paid = False
             while True:
                 # A place in the shared queue is reserved in Redis (first come, first served
                 # among every worker), then waited for: no herd of workers polling Redis.
                 # One reservation per process at a time (its lock), so a pause after a 429
-                # holds back at most one reserved request of each process.
-                admitted, wait = await self._step(tokens, horizon_us=RESERVE_HORIZON_SECS * 1e6)
+                # holds back at most one reserved request of each process. With lanes (a
+                # priority above ours asks, or our job's own limit is lower than the quota's),
+                # the place reserved first is in the lanes, then the common limit is asked.
+                status, wait = await self._step(tokens, RESERVE_HORIZON_SECS * 1e6, lane_paid)
+                lane_paid = lane_paid or status == LANE_PAID
                 if wait > 0:
                     await self._sleep(wait)
-                if admitted:
+                if status == ADMITTED:
                     break
         return self._clock() - start
 

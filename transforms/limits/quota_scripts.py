@@ -17,7 +17,14 @@ keep its place, at the cost of at most one extra request in a rolling second (th
 :mod:`transforms.limits.limiter` makes too). A cost larger than ``tau`` (a big prompt) waits until
 the limit has caught up (``T <= now``), then runs it ahead: debt, as the local token buckets
 allow.
-:func:`gcra_step` is the same decision in Python, for unit tests with an injected clock.
+
+Priorities (``--quota_priority``, :mod:`transforms.limits.priorities` says why this way): the
+TATs above are the *common* limits, charged by every request of every priority, so the limit stays
+exact. A request may also have *lanes*, GCRA TATs it must pass first: its priority's lane while a
+higher priority asks (paced at what the higher ones leave, measured by a meter per priority), and
+its job's own lane when the job declares a lower limit than the quota's. With no lane (every job
+``normal``, one limit declared) the script decides exactly as :func:`gcra_step` does.
+:func:`gcra_step` is that decision in Python, for unit tests with an injected clock.
 """
 
 from __future__ import annotations
@@ -33,40 +40,152 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 """
 
 ACQUIRE = _PREAMBLE + """
--- KEYS: [1] requests TAT, [2] tokens TAT, [3] pause flag.
--- ARGV: [1] us per request (0: unlimited), [2] us per token (0: unlimited), [3] tokens,
---       [4] tau us, [5] ms a TAT key outlives its TAT, [6] slack (a fraction of max(tau, inc)),
---       [7] reservation horizon us (0: none).
--- Returns {1, 0, now} when BOTH limits were charged, or {0, wait_us, now}, charging neither.
--- With a horizon, a request that would wait at most that long is charged at once and told when
--- to go: {1, wait_us, now} (its place is reserved, first come, first served).
+-- KEYS: [1] requests TAT, [2] tokens TAT (the common limits), [3] pause flag, [4] [5] the request
+--       and token intervals the quota's jobs declared (the smallest lately), [6] this priority's
+--       meter, [7] when a request of this priority waits for a free slot until, [8] [9] this
+--       priority's lane (requests, tokens), [10] [11] this job's own lane, [12...] the meter and
+--       the wait of each higher priority, in pairs.
+-- ARGV: [1] us per request at this job's limit (0: unlimited), [2] us per token (0: unlimited),
+--       [3] tokens, [4] tau us, [5] ms a TAT key outlives its TAT, [6] slack (a fraction of
+--       max(tau, inc)), [7] reservation horizon us (0: none), [8] weight (> 1: a 429 cut this
+--       worker's rate), [9] 1: this request's lanes are paid, [10] meter time constant us,
+--       [11] meter lifetime us, [12] lane tolerance us, [13] least room a lane keeps (a
+--       fraction), [14] ms a declared interval lives, [15] now us (0: Redis's clock; tests),
+--       [16] how far ahead, in intervals, a priority below one that asks takes a free slot.
+-- Returns {status, wait_us, now}. 1: every limit it needs is charged, go after wait_us (its place
+-- is reserved, first come, first served); 0: nothing charged, ask again after wait_us; 2: its
+-- lanes are charged (its place in them is reserved), ask again with ARGV[9] = 1 after wait_us.
+local given = tonumber(ARGV[15] or '0')
+if given > 0 then now = given end
 local pause = redis.call('PTTL', KEYS[3])
 if pause > 0 then return {0, pause * 1000, now} end
-local tau = tonumber(ARGV[4])
-local slack = tonumber(ARGV[6])
-local incs = {tonumber(ARGV[1]), tonumber(ARGV[2]) * tonumber(ARGV[3])}
-local new = {}
-local wait = 0
+local tau, slack, horizon = tonumber(ARGV[4]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local weight, meter_us, meter_life = tonumber(ARGV[8]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local paid = ARGV[9] == '1'
+local own, cost = {tonumber(ARGV[1]), tonumber(ARGV[2])}, {1, tonumber(ARGV[3])}
+-- The quota's limit is the highest any of its jobs declares (the interval is published while
+-- that job asks); a job that declares less also keeps to its own, in a lane of its own.
+local incs, lanes, common_tau = {0, 0}, {}, tau
 for i = 1, 2 do
-  if incs[i] > 0 then
-    local tat = tonumber(redis.call('GET', KEYS[i]) or now)
-    if tat < now - slack * math.max(tau, incs[i]) then tat = now end
-    new[i] = tat + incs[i]
-    local w = new[i] - now - math.max(tau, incs[i])
+  if own[i] > 0 then
+    local declared = tonumber(redis.call('GET', KEYS[3 + i]) or '0')
+    if declared > 0 and declared < own[i] * (1 - 1e-9) then
+      incs[i] = declared * weight * cost[i]
+      if incs[i] > 0 then lanes[#lanes + 1] = {KEYS[9 + i], own[i] * weight * cost[i], tau, 1} end
+      if i == 1 then common_tau = tau * declared / own[1] end
+    else
+      incs[i] = own[i] * weight * cost[i]
+      redis.call('SET', KEYS[3 + i], string.format('%.6f', own[i]), 'PX', ARGV[14])
+    end
+  end
+end
+local common = {}
+for i = 1, 2 do
+  if incs[i] > 0 then common[#common + 1] = {KEYS[i], incs[i], common_tau, slack} end
+end
+-- A meter: the share of each limit its priority asked for lately (decayed to now; nil once
+-- silent for meter_life).
+local function meter(key)
+  local m = redis.call('HMGET', key, 'r', 't', 'at')
+  if not m[3] then return nil end
+  local age = now - tonumber(m[3])
+  if age > meter_life then return nil end
+  local k = math.exp(-math.max(age, 0) / meter_us)
+  return {tonumber(m[1]) * k, tonumber(m[2]) * k}
+end
+local above, busy, yield_until = {0, 0}, false, 0
+for k = 12, #KEYS, 2 do
+  local m = meter(KEYS[k])
+  if m then above[1], above[2], busy = above[1] + m[1], above[2] + m[2], true end
+  yield_until = math.max(yield_until, tonumber(redis.call('GET', KEYS[k + 1]) or '0'))
+end
+if busy then  -- below a priority that asks: this priority's lane paces it at what is left
+  for i = 1, 2 do
+    if incs[i] > 0 then
+      local room = math.max(1 - above[i], tonumber(ARGV[13]))
+      lanes[#lanes + 1] = {KEYS[7 + i], incs[i] / room, tonumber(ARGV[12]), 1}
+    end
+  end
+end
+local function plan(limits)
+  local wait, new = 0, {}
+  for j, l in ipairs(limits) do
+    local tat = tonumber(redis.call('GET', l[1]) or now)
+    if tat < now - l[4] * math.max(l[3], l[2]) then tat = now end
+    new[j] = tat + l[2]
+    local w = new[j] - now - math.max(l[3], l[2])
     if w > wait then wait = w end
   end
+  -- Less than a microsecond is float rounding (TATs are ~1.8e15 us), not a reason to refuse.
+  if wait < 1 then wait = 0 end
+  return wait, new
 end
--- Less than a microsecond is float rounding (TATs are ~1.8e15 us), not a reason to refuse.
-if wait < 1 then wait = 0 end
-local horizon = tonumber(ARGV[7] or '0')
-if wait > 0 and (horizon <= 0 or wait > horizon) then return {0, math.ceil(wait), now} end
-for i = 1, 2 do
-  if new[i] then
-    redis.call('SET', KEYS[i], string.format('%.0f', new[i]),
-               'PX', math.ceil((new[i] - now) / 1000) + tonumber(ARGV[5]))
+local function charge(limits, new)
+  for j, l in ipairs(limits) do
+    redis.call('SET', l[1], string.format('%.0f', new[j]), 'PX',
+               math.max(0, math.ceil((new[j] - now) / 1000)) + tonumber(ARGV[5]))
   end
 end
-return {1, math.ceil(wait), now}
+-- A request is metered once, when it first takes a place (in the common limits or its lanes).
+local function metered()
+  if paid then return end
+  local m = meter(KEYS[6]) or {0, 0}
+  redis.call('HSET', KEYS[6], 'r', string.format('%.9g', m[1] + incs[1] / meter_us),
+             't', string.format('%.9g', m[2] + incs[2] / meter_us),
+             'at', string.format('%.0f', now))
+  redis.call('PEXPIRE', KEYS[6], math.ceil(meter_life / 1000))
+end
+-- Below a priority that asks, the common limits are taken only when (nearly) free: reserved at
+-- most `lead` of an interval ahead (so that a late wake-up loses no slot), and not while a
+-- request of a higher such priority waits for a free slot. A refusal says when to come back:
+-- `lead` before the slot frees.
+local interval = math.max(common_tau, incs[1], incs[2])
+local common_horizon, lead = horizon, 0
+if busy then
+  lead = tonumber(ARGV[16]) * interval
+  common_horizon = math.min(horizon, lead)
+end
+local function common_plan()
+  local wait, new = plan(common)
+  if busy then wait = math.max(wait, yield_until - now) end
+  return wait, new
+end
+local function back(wait) return math.ceil(math.max(wait - lead, 1)) end
+local function waits_for_free(wait)
+  if busy and wait > 0 then
+    local until_us = now + wait + interval
+    local before = tonumber(redis.call('GET', KEYS[7]) or '0')
+    if until_us > before then
+      redis.call('SET', KEYS[7], string.format('%.0f', until_us), 'PX',
+                 math.ceil((until_us - now) / 1000) + 1000)
+    end
+  end
+end
+local function fits(wait, within) return wait <= 0 or (within > 0 and wait <= within) end
+if #lanes == 0 or paid then
+  local wait, new = common_plan()
+  if not fits(wait, common_horizon) then
+    if paid then waits_for_free(wait) end
+    return {0, back(wait), now}
+  end
+  charge(common, new)
+  metered()
+  return {1, math.ceil(wait), now}
+end
+local lane_wait, lane_new = plan(lanes)
+if not fits(lane_wait, horizon) then return {0, math.ceil(lane_wait), now} end
+local wait, new = common_plan()
+if lane_wait <= 0 and fits(wait, common_horizon) then
+  charge(lanes, lane_new)
+  charge(common, new)
+  metered()
+  return {1, math.ceil(wait), now}
+end
+if horizon <= 0 then return {0, math.ceil(math.max(lane_wait, wait)), now} end
+charge(lanes, lane_new)
+metered()
+if lane_wait <= 0 then waits_for_free(wait) end
+return {2, math.max(math.ceil(lane_wait), back(wait)), now}
 """
 
 CORRECT = _PREAMBLE + """
@@ -147,7 +266,7 @@ return {ok, gen, string.format('%.0f', spent), string.format('%.0f', reserved)}
 
 
 def gcra_step(tats: Sequence[Optional[float]], incs: Sequence[float], tau: float, now: float,
-              slack: float = 0.0) -> Tuple[float, List[Optional[float]]]:
+              slack: float = 0.0, horizon: float = 0.0) -> Tuple[float, List[Optional[float]]]:
     """One admission decision over several limits at once, as :data:`ACQUIRE` makes it.
 
     Args:
@@ -158,9 +277,11 @@ def gcra_step(tats: Sequence[Optional[float]], incs: Sequence[float], tau: float
       slack: How far behind ``now`` a TAT may be and still count, as a fraction of
         ``max(tau, inc)`` (a waiter that woke late keeps its place); further behind, the limit
         was idle and restarts from ``now``.
+      horizon: A request that would wait at most this long is charged now and told when to go.
 
     Returns:
-      ``(0.0, new_tats)`` when every limit admits the request (charge them all), else
+      ``(0.0, new_tats)`` when every limit admits the request (charge them all);
+      ``(wait, new_tats)`` when it is charged and reserved ``wait`` ahead (``horizon``); else
       ``(wait, tats)`` with the time to wait and the state unchanged.
     """
     new: List[Optional[float]] = list(tats)
@@ -173,6 +294,6 @@ def gcra_step(tats: Sequence[Optional[float]], incs: Sequence[float], tau: float
         new[i] = tat + inc
         wait = max(wait, new[i] - now - max(tau, inc))
     # The script counts whole microseconds; here a float rounding must not refuse a request.
-    if wait > 1e-9:
-        return wait, list(tats)
-    return 0.0, new
+    if wait <= 1e-9:
+        return 0.0, new
+    return wait, new if wait <= horizon else list(tats)

@@ -55,7 +55,10 @@ class LlmConfig:
       worker_budget_usd: This worker process's share of ``--max_cost_usd`` (None: no budget).
       shared_quota: ``--shared_quota``, the Redis URL of a quota shared by every worker; then
         ``job_*`` are the whole quota and budget, and ``worker_*`` the fallback share.
-      budget_key: Names the job-wide budget in the shared quota's Redis (the run id).
+      quota_priority: ``--quota_priority``: on the shared quota, who is admitted first
+        (``high``, ``normal``, ``low``).
+      budget_key: Names the job-wide budget in the shared quota's Redis (the run id), and the
+        job's own lane in the shared quota.
       max_outage_secs: How long tickets wait for a provider that is down.
       max_concurrency: Requests in flight per worker process.
       dispatch: ``continuous`` (keep the window full) or ``barrier`` (a benchmark baseline).
@@ -86,6 +89,7 @@ class LlmConfig:
     # --shared_quota: the job's limits and budget live in this Redis, shared by every worker.
     shared_quota: Optional[str] = None
     quota_key: Optional[str] = None
+    quota_priority: str = "normal"
     job_requests_per_sec: float = 0.0
     job_tokens_per_sec: float = 0.0
     job_budget_usd: Optional[float] = None
@@ -108,7 +112,8 @@ class LlmConfig:
                 self.worker_requests_per_sec, self.worker_tokens_per_sec,
                 self.rate_slice_secs, self.retry,
                 self.seed, self.price, self.worker_budget_usd, self.max_ticket_secs,
-                self.shared_quota, self.quota_key, self.job_requests_per_sec,
+                self.shared_quota, self.quota_key, self.quota_priority,
+                self.job_requests_per_sec,
                 self.job_tokens_per_sec, self.job_budget_usd, self.budget_key,
                 self.max_outage_secs)
         return "engine-" + hashlib.sha256(repr(flow).encode()).hexdigest()[:16]

@@ -92,7 +92,8 @@ def shared_limits(config: LlmConfig, quota_name: str,
     client = quota.connect(config.shared_quota)
     limiter = quota.SharedRateLimiter(
         client, quota_name, config.job_requests_per_sec * SHARED_PACE,
-        config.job_tokens_per_sec * SHARED_PACE, local.limiter, slack=SHARED_SLACK, clock=clock,
+        config.job_tokens_per_sec * SHARED_PACE, local.limiter, slack=SHARED_SLACK,
+        priority=config.quota_priority, job=config.budget_key or None, clock=clock,
         **({"sleep": sleep} if sleep else {}))
     budget = local.budget
     if config.job_budget_usd is not None:
