@@ -45,6 +45,7 @@ from transforms import metrics as metrics_lib
 from transforms import stream as stream_lib
 from transforms.batch import BatchTickets
 from transforms.llm import CallModel
+from transforms.llm.stop import StopSignal
 from transforms.logs import event
 from transforms.stream.sinks import PublishRecords, WriteWindowedFiles
 from transforms.stream.sources import ReadPubsubTickets, WatchTickets
@@ -178,7 +179,11 @@ def watchers(config: config_lib.JobConfig,
         timer.daemon = True
         timer.start()
 
-    return reporter, watch.GracefulStop(config.drain_secs, graceful=True, on_stop=stop)
+    # A signal of its own: the process's stop signal would make CallModel turn every ticket it
+    # has not sent yet into an 'interrupted' dead letter, and a pulled message is acknowledged:
+    # a drain answers what was received instead (its sources stop; see above).
+    return reporter, watch.GracefulStop(config.drain_secs, graceful=True, on_stop=stop,
+                                        signal_=StopSignal())
 
 
 def _drain_over(drain_secs: float) -> None:
