@@ -1,6 +1,6 @@
 """Streaming benchmark of issue 21: first response time, a burst over the limit, a drain, a restart.
 
-    python -m benchmarks.stream --quick --json out/stream-quick.json   # ~4 min: 40 s windows
+    python -m benchmarks.stream --quick --json out/stream-quick.json   # ~3 min: 40 s windows
     python -m benchmarks.stream --smoke --json out/stream-smoke.json   # ~1 min: every key (CI)
     python -m benchmarks.stream --json out/stream.json                 # ~12 min: 3 min windows
 
@@ -26,10 +26,12 @@ job's finished result and dead-letter files:
    publishing stopped; the drain (publishing stopped → backlog 0); the backlog once every
    ticket is in a file (``backlog_end``: published − ids in results or dead letters, 0).
 3. ``sigint_*`` — offered 50 %, SIGINT to the driver halfway through the window: its exit code
-   (130), its ledger, every ticket it received in its files. The publisher goes on; a second
-   job on the same subscription and response store answers the rest, then is stopped the same
-   way. Nothing answered by both jobs, every published id in one of their files, and the
-   simulator's successful completions equal to the tickets answered (none paid twice).
+   (130), its ledger, every ticket it received in its files (``interrupted``: how many of them
+   are dead letters ``interrupted``, received but not answered). The publisher goes on; a
+   second job on the same subscription and response store answers the rest, then is stopped
+   the same way (its exit code and ledger). Nothing answered by both jobs, every published id
+   in one of their files, and the simulator's successful completions equal to the tickets
+   answered (none paid twice).
 
 TODO(issue 21, point 4: quota priority): a ``--quota_priority high`` live job beside a
 backfill on one shared Redis quota — the live job's first response time while the backfill
@@ -98,7 +100,8 @@ _ROWS = (("steady_first_response_p50_ms", "{:.0f}", "(results: publish -> finish
          ("sigint_exit_code", "{}", "130"), ("sigint_ledger_balanced", "{}", "True"),
          ("sigint_unaccounted", "{}", "0 (received, in no file)"),
          ("sigint_interrupted", "{}", "(dead letters 'interrupted': received, not answered)"),
-         ("sigint_restart_exit_code", "{}", "130"), ("sigint_answered_twice", "{}", "0"),
+         ("sigint_restart_exit_code", "{}", "130"),
+         ("sigint_restart_ledger_balanced", "{}", "True"), ("sigint_answered_twice", "{}", "0"),
          ("sigint_paid_twice", "{}", "0 (completions - tickets answered)"),
          ("sigint_lost", "{}", "0"))
 #: Every key the JSON carries in every mode (the smoke test checks them).
@@ -408,6 +411,7 @@ def scenario_sigint(bench: Bench, sizes: Sizes, server) -> dict[str, Any]:
             "sigint_unaccounted": (summary.get("read") or 0) - mine["answered"],
             "sigint_interrupted": interrupted,
             "sigint_restart_exit_code": again,
+            "sigint_restart_ledger_balanced": summary2.get("ledger_balanced"),
             "sigint_answered_twice": (len(ids_first & ids_second) + mine["duplicated"]
                                       + theirs["duplicated"]),
             "sigint_paid_twice": stats["successful_completions"] - len(answered),
@@ -444,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.stream",
                                      description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="40 s windows (~4 min)")
+    mode.add_argument("--quick", action="store_true", help="40 s windows (~3 min)")
     mode.add_argument("--smoke", action="store_true",
                       help="windows of seconds: every key, no figure worth reading (CI)")
     parser.add_argument("--only", choices=sorted(SCENARIOS), action="append",
