@@ -1,7 +1,9 @@
-"""Smoke test of the benchmark suite: ``python -m benchmarks.run --smoke`` yields every figure.
+"""Smoke tests of the benchmark suites: ``python -m benchmarks.run --smoke`` (and the quota and
+streaming benchmarks' ``--smoke``) yields every figure.
 
-Only the presence and type of each figure is asserted, never its value: timings depend on the
-machine, and a test that fails on a busy CI runner teaches nothing.
+Only the presence and type of each figure is asserted, never a measured value: timings depend
+on the machine, and a test that fails on a busy CI runner teaches nothing. (Exit codes and
+tickets lost do not depend on it: the streaming one checks those.)
 """
 
 import json
@@ -11,6 +13,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO
+from tests.test_streaming import needs_prism
 
 pytestmark = pytest.mark.slow
 
@@ -56,3 +59,25 @@ def test_quick_quota_benchmark_writes_every_figure(tmp_path):
     shares = figures["details"]["details_shared_quota"]["job_shares"]
     assert set(shares) == {"c", "a", "b"}
     assert figures["load_average"], "no load average recorded"
+
+
+@needs_prism
+@pytest.mark.timeout(300)
+def test_smoke_stream_benchmark_writes_every_figure(tmp_path):
+    """``python -m benchmarks.stream --smoke``: every point at windows of seconds, every key."""
+    from benchmarks.stream import FIGURES as STREAM_FIGURES
+    from tests.pubsub_server import emulator_binary
+
+    emulator_binary()  # skips when the Pub/Sub emulator is not built
+    out = tmp_path / "stream.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.stream", "--smoke", "--json",
+                           str(out)], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    for key in STREAM_FIGURES:
+        assert isinstance(figures.get(key), (bool, int, float)), f"{key} missing or not a number"
+        assert key in proc.stdout, f"{key} not in the printed table"
+    # Exit codes and accounting do not depend on the machine's speed.
+    assert figures["sigint_exit_code"] == 130 and figures["sigint_restart_exit_code"] == 130
+    assert figures["steady_lost"] == figures["overload_lost"] == figures["sigint_lost"] == 0
