@@ -62,7 +62,8 @@ from typing import Any
 
 from benchmarks.jobs import Job, provider_window
 from benchmarks.run import Bench, Simulator, _latency_flags
-from pipeline.report.stream import _parse_utc, _quantile
+from pipeline.outputs import parse_utc
+from pipeline.report.stream import quantile
 
 _REPO = Path(__file__).resolve().parent.parent
 #: The streaming job's default --max_buffering_secs: part of the first response target.
@@ -164,12 +165,12 @@ def _records(output: Path, basename: str) -> list[dict]:
 
 
 def _first_response_ms(result: dict) -> float:
-    return round((_parse_utc(result["finished_at"]) - result["origin"]["received_at"]) * 1000, 1)
+    return round((parse_utc(result["finished_at"]) - result["origin"]["received_at"]) * 1000, 1)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
     """The nearest-rank ``q`` percentile of ``values``, as the report's; None when empty."""
-    return _quantile(list(values), q) if values else None
+    return quantile(list(values), q) if values else None
 
 
 def accounting(published: Sequence[str], outputs: Sequence[Path]) -> dict[str, Any]:

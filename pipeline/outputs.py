@@ -78,7 +78,8 @@ def ticket_costs(prefix: str, results_basename: str, dead_basename: str) -> List
     return costs
 
 
-def _parse_utc(text) -> Optional[float]:
+def parse_utc(text) -> Optional[float]:
+    """POSIX seconds of an ISO-8601 time as the files write it (``...Z``); None if it is not one."""
     if not text:
         return None
     try:
@@ -93,7 +94,7 @@ def completion_times(prefix: str) -> Tuple[List[float], List[float]]:
     def times(basename: str, field: str) -> List[float]:
         out = []
         for meta in _matched([join_path(prefix, basename) + "-*"]):
-            out.extend(t for t in map(_parse_utc, shard_values(meta.path, field))
+            out.extend(t for t in map(parse_utc, shard_values(meta.path, field))
                        if t is not None)
         return out
     return times(RESULTS_BASENAME, "finished_at"), times(DEAD_LETTER_BASENAME, "last_attempt_at")
@@ -130,18 +131,18 @@ def request_timings(prefix: str) -> List[TicketTiming]:
     for meta in _matched([join_path(prefix, RESULTS_BASENAME) + "-*"]):
         for started, finished, latency, attempts, prompt, completion, cached in shard_rows(
                 meta.path, fields):
-            end = _parse_utc(finished)
+            end = parse_utc(finished)
             if cached or end is None or not attempts:
                 continue
             last = end - _number(latency) / 1000.0
-            out.append(TicketTiming(min(_parse_utc(started) or last, last), last,
+            out.append(TicketTiming(min(parse_utc(started) or last, last), last,
                                     int(attempts), int(_number(prompt)),
                                     int(_number(completion))))
     for meta in _matched([join_path(prefix, DEAD_LETTER_BASENAME) + "-*"]):
         for first, last, attempts in shard_rows(
                 meta.path, ("first_attempt_at", "last_attempt_at", "attempts")):
-            last_at = _parse_utc(last)
+            last_at = parse_utc(last)
             if last_at is None or not attempts:
                 continue
-            out.append(TicketTiming(_parse_utc(first) or last_at, last_at, int(attempts), 0, 0))
+            out.append(TicketTiming(parse_utc(first) or last_at, last_at, int(attempts), 0, 0))
     return out

@@ -58,6 +58,18 @@ def wait_for(predicate, timeout: float, what: str, proc=None) -> None:
         time.sleep(0.2)
 
 
+def drain_when(proc: subprocess.Popen, output: Path, count: int, what: str,
+               timeout: float = 90) -> tuple:
+    """Waits for ``count`` results under ``output``, sends SIGINT, returns (stdout, stderr)."""
+    try:
+        wait_for(lambda: len(result_ids(output)) == count, timeout, what, proc)
+        proc.send_signal(signal.SIGINT)
+        return proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 @pytest.mark.e2e
 @needs_prism
 def test_watched_folder_answers_each_file_once_then_drains_on_sigint(tmp_path):
@@ -72,15 +84,13 @@ def test_watched_folder_answers_each_file_once_then_drains_on_sigint(tmp_path):
     try:
         # The first file is answered and in a finished file within a window or so.
         wait_for(lambda: len(result_ids(out)) == 20, 90, "the first file's answers", proc)
-        # A second file lands (written under another name, then renamed into the pattern).
-        write_jsonl(incoming / ".b.tmp", tickets("B", 15))
-        os.rename(incoming / ".b.tmp", incoming / "b.jsonl")
-        wait_for(lambda: len(result_ids(out)) == 35, 60, "the second file's answers", proc)
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    except BaseException:
+        proc.kill()
+        raise
+    # A second file lands (written under another name, then renamed into the pattern).
+    write_jsonl(incoming / ".b.tmp", tickets("B", 15))
+    os.rename(incoming / ".b.tmp", incoming / "b.jsonl")
+    stdout, stderr = drain_when(proc, out, 35, "the second file's answers", timeout=60)
     assert proc.returncode == 130, stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["read"] == 36 and summary["succeeded"] == 35
@@ -106,13 +116,7 @@ def test_watched_folder_answers_each_file_once_then_drains_on_sigint(tmp_path):
     # A restarted watch sees both files again: answered from the response store, paid once.
     again = tmp_path / "again"
     proc = start_job(flags, again)
-    try:
-        wait_for(lambda: len(result_ids(again)) == 35, 90, "the answers again", proc)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    _, stderr = drain_when(proc, again, 35, "the answers again")
     assert proc.returncode == 130, stderr[-3000:]
     repeat = json.loads((again / "summary.json").read_text())
     assert repeat["cache_hits"] == 35 and repeat["cost_usd"] == 0

@@ -8,12 +8,11 @@ drains it; a restart on the same subscription answers nothing twice.
 from __future__ import annotations
 
 import json
-import signal
 
 import pytest
 
 from tests.pubsub_server import unique_name
-from tests.test_streaming import needs_prism, result_ids, start_job, tickets, wait_for
+from tests.test_streaming import drain_when, needs_prism, result_ids, start_job, tickets
 
 pytestmark = [pytest.mark.e2e, needs_prism]
 
@@ -42,13 +41,7 @@ def test_pubsub_job_answers_once_publishes_drains_and_restarts(pubsub_server, si
 
     out = tmp_path / "out"
     proc = start_job(common, out, env=ps.env())
-    try:
-        wait_for(lambda: len(result_ids(out)) == 16, 90, "16 results", proc)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    _, stderr = drain_when(proc, out, 16, "16 results")
     assert proc.returncode == 130, stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["read"] == 17 and summary["succeeded"] == 16
@@ -72,13 +65,7 @@ def test_pubsub_job_answers_once_publishes_drains_and_restarts(pubsub_server, si
     ps.publish(tickets_topic, tickets("Q", 1)[0])
     again = tmp_path / "again"
     proc = start_job(common, again, env=ps.env())
-    try:
-        wait_for(lambda: len(result_ids(again)) == 1, 90, "the new ticket's result", proc)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    _, stderr = drain_when(proc, again, 1, "the new ticket's result")
     assert proc.returncode == 130, stderr[-3000:]
     assert result_ids(again) == ["Q-0"]
     assert sim.stats()["successful_completions"] == 13

@@ -19,6 +19,7 @@ from typing import List, NamedTuple, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.outputs import parse_utc
 from pipeline.report.svg import OK, WARN, Line, figure, rate_svg
 from transforms.sinks import join_path
 
@@ -29,12 +30,8 @@ class StreamData(NamedTuple):
     backlog: List[Tuple[float, float]]
 
 
-def _parse_utc(text: str) -> float:
-    import datetime  # pylint: disable=import-outside-toplevel
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def _quantile(values: List[float], q: float) -> float:
+def quantile(values: List[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
@@ -48,15 +45,16 @@ def stream_data(prefix: str, basename: str, started_wall: float,
             for line in handle:
                 record = json.loads(line)
                 received = (record.get("origin") or {}).get("received_at")
-                if received and record.get("finished_at"):
-                    pairs.append((float(received), _parse_utc(record["finished_at"])))
+                finished = parse_utc(record.get("finished_at"))
+                if received and finished is not None:
+                    pairs.append((float(received), finished))
     if not pairs:
         return StreamData([], [])
     buckets: dict = {}
     for received, finished in pairs:
         key = int(max(0.0, finished - started_wall) // bucket_secs)
         buckets.setdefault(key, []).append(max(0.0, finished - received))
-    first = [((k + 1) * bucket_secs, _quantile(v, 0.5), _quantile(v, 0.99))
+    first = [((k + 1) * bucket_secs, quantile(v, 0.5), quantile(v, 0.99))
              for k, v in sorted(buckets.items())]
     arrivals = sorted(max(0.0, r - started_wall) for r, _ in pairs)
     finishes = sorted(max(0.0, f - started_wall) for _, f in pairs)
