@@ -33,10 +33,15 @@ job's finished result and dead-letter files:
    in one of their files, and the simulator's successful completions equal to the tickets
    answered (none paid twice).
 
-TODO(issue 21, point 4: quota priority): a ``--quota_priority high`` live job beside a
-backfill on one shared Redis quota — the live job's first response time while the backfill
-takes the rest of the limit. It needs the quota-priority branch of the shared quota; it is not
-measured here until that branch lands.
+4. ``priority_*`` — a live streaming job (``--quota_priority high``) offered 20 % of the limit,
+   on a shared Redis quota (``--shared_quota``, both jobs told the limit): for one window alone,
+   then for one window beside a bounded backfill job (``normal``, an input that outlasts the
+   window, through a :class:`benchmarks.gate.JobGate` path of its own so that its answers are
+   told apart) that saturates the same quota. The window beside starts once the backfill has
+   had its first answer and a few seconds more. The live job's first response p99 of the
+   tickets published in each window (target: beside ≤ alone + 2 s); the provider's successes/s
+   ÷ (R/60) in the window beside (both jobs, ≥ 0.95) and the backfill's part of it; 429s ÷
+   requests over the whole run (the backfill's arrival included, ≤ 0.5 %); nothing lost.
 
 The load average is recorded before each scenario and at the end: this box is shared.
 """
@@ -79,12 +84,15 @@ class Sizes:
     rpm: int = 600
     steady_fraction: float = 0.5
     overload_fraction: float = 1.5
+    live_fraction: float = 0.2
+    #: From the backfill's first answer to the start of the window beside it.
+    settle_secs: float = 10
 
 
 DEFAULT = Sizes(window_secs=180, file_window_secs=5)
 QUICK = Sizes(window_secs=40, file_window_secs=5)
 #: The smallest run that yields every key (tests/test_benchmarks_smoke.py); figures mean nothing.
-SMOKE = Sizes(window_secs=3, file_window_secs=1)
+SMOKE = Sizes(window_secs=3, file_window_secs=1, settle_secs=1)
 
 #: (key, format, target) of every figure, in the order of the table.
 _ROWS = (("steady_first_response_p50_ms", "{:.0f}", "(results: publish -> finished_at)"),
@@ -104,7 +112,14 @@ _ROWS = (("steady_first_response_p50_ms", "{:.0f}", "(results: publish -> finish
          ("sigint_restart_exit_code", "{}", "130"),
          ("sigint_restart_ledger_balanced", "{}", "True"), ("sigint_answered_twice", "{}", "0"),
          ("sigint_paid_twice", "{}", "0 (completions - tickets answered)"),
-         ("sigint_lost", "{}", "0"))
+         ("sigint_lost", "{}", "0"),
+         ("priority_alone_first_response_p99_ms", "{:.0f}", "(live job alone)"),
+         ("priority_beside_first_response_p99_ms", "{:.0f}", "<= alone + 2000"),
+         ("priority_beside_p99_increase_ms", "{:.0f}", "<= 2000"),
+         ("priority_utilization", "{:.3f}", ">= 0.95 (live + backfill)"),
+         ("priority_backfill_share", "{:.3f}", "(backfill's successes / the limit)"),
+         ("priority_rate_limited_fraction", "{:.4f}", "<= 0.005"),
+         ("priority_lost", "{}", "0"), ("priority_duplicated", "{}", "0"))
 #: Every key the JSON carries in every mode (the smoke test checks them).
 FIGURES = tuple(key for key, _, _ in _ROWS)
 _LEDGER = ("read", "succeeded", "dead_lettered", "written_results", "written_dead_letters",
@@ -245,13 +260,14 @@ class Scenario:
                              *_latency_flags())
         return self
 
-    def job(self) -> Job:
-        """Starts the scenario's next streaming job (``NAME-1``, ``NAME-2``, ...)."""
+    def job(self, *flags: str) -> Job:
+        """Starts the scenario's next streaming job (``NAME-1``, ``NAME-2``, ...) with ``flags``
+        beside the common ones."""
         job = Job.start(f"{self.name}-{len(self.jobs) + 1}", [
             "--input_subscription", self.subscription, "--base_url", self.sim.base_url,
             "--requests_per_minute", str(self.sizes.rpm),
             "--window_secs", f"{self.sizes.file_window_secs:g}",
-            "--response_store", str(self.store), "--progress_interval_secs", "5"],
+            "--response_store", str(self.store), "--progress_interval_secs", "5", *flags],
             self.bench.workdir)
         self.jobs.append(job)
         return job
@@ -424,8 +440,79 @@ def scenario_sigint(bench: Bench, sizes: Sizes, server) -> dict[str, Any]:
                 "answered_tickets": len(answered)}}
 
 
+def _window_p99(results: Sequence[dict], ids: Sequence[str]) -> float | None:
+    chosen = set(ids)
+    return percentile([_first_response_ms(r) for r in results if r["id"] in chosen], 0.99)
+
+
+def scenario_priority(bench: Bench, sizes: Sizes, server) -> dict[str, Any]:
+    """Point 4: a live job on ``high`` alone, then beside a backfill on one shared quota."""
+    # pylint: disable=import-outside-toplevel
+    from benchmarks.gate import JobGate
+    from benchmarks.quota import _redis
+    bench.log(f"  priority: live job (high) offered {sizes.live_fraction:.0%} of the limit, "
+              f"{sizes.window_secs:g} s alone, then {sizes.window_secs:g} s beside a backfill")
+    redis = _redis(bench.workdir / f"redis-priority-{time.time_ns()}")
+    quota = ["--shared_quota", redis.url, "--quota_key", f"stream-{time.time_ns()}"]
+    backfill_tickets = int((2 * sizes.window_secs + 120) * sizes.rpm / 60)
+    try:
+        with Scenario(bench, sizes, server, "priority", sizes.live_fraction) as run, \
+                JobGate(run.sim.base_url) as gate:
+            live = run.job("--quota_priority", "high", *quota)
+            run.warm_up_then_publish()
+            run.watch(sizes.window_secs)
+            alone_ids = list(run.publisher.ids[1:])
+            backfill = Job.start("priority-backfill", [
+                "--input", str(bench.tickets(backfill_tickets)),
+                "--base_url", gate.base_url("backfill"),
+                "--requests_per_minute", str(sizes.rpm), *quota], bench.workdir)
+            try:
+                _wait_for(lambda: gate.first_answer("backfill") is not None, 300,
+                          "the backfill's first answer", backfill)
+                run.watch(sizes.settle_secs)
+                start, first_beside = time.time(), len(run.publisher.ids)
+                run.watch(sizes.window_secs)
+                end, last_beside = time.time(), len(run.publisher.ids)
+                backfill_ran = backfill.process.poll() is None
+            finally:
+                backfill.kill()
+            published = run.publisher.finish()
+            found = run.all_written(published)
+            stats = run.sim.stats()
+            code, summary = interrupt(live)
+            mine = gate.counts("backfill", start, end)
+    finally:
+        redis.stop()
+    window = provider_window(stats, start, end)
+    alone = _window_p99(found["results"], alone_ids)
+    beside = _window_p99(found["results"], published[first_beside:last_beside])
+    increase = None if alone is None or beside is None else beside - alone
+    bench.log(f"    priority: first response p99 alone {alone} ms, beside {beside} ms; "
+              f"{window['ok_per_sec']:.2f} ok/s over {window['seconds']} s beside (backfill "
+              f"{mine['ok'] / max(1e-9, end - start):.2f}); {stats['rate_limited']} 429s of "
+              f"{stats['requests']}; live exit {code}")
+    if not backfill_ran:
+        bench.log("    priority: WARNING the backfill ended inside the window")
+    return {"priority_alone_first_response_p99_ms": alone,
+            "priority_beside_first_response_p99_ms": beside,
+            "priority_beside_p99_increase_ms": increase,
+            "priority_utilization": window["ok_per_sec"] / run.limit,
+            "priority_backfill_share": mine["ok"] / max(1e-9, end - start) / run.limit,
+            "priority_rate_limited_fraction": stats["rate_limited"] / max(1, stats["requests"]),
+            "priority_lost": found["lost"], "priority_duplicated": found["duplicated"],
+            "details_priority": {
+                "offered_per_sec": run.publisher.offered_per_sec(), "published": len(published),
+                "alone_tickets": len(alone_ids), "beside_tickets": last_beside - first_beside,
+                "window_secs": window["seconds"], "ok_by_second": window["ok_by_second"],
+                "backfill_window": mine, "backfill_ran_through": backfill_ran,
+                "requests": stats["requests"], "rate_limited": stats["rate_limited"],
+                "rate_limited_at_secs": [round(stats["started_at"] + b["t"] - run.publisher.started_at)
+                                         for b in stats["per_second"] if b["rate_limited"]],
+                "exit_code": code, "summary": _ledger(summary)}}
+
+
 SCENARIOS = {"steady": scenario_steady, "overload": scenario_overload,
-             "sigint": scenario_sigint}
+             "sigint": scenario_sigint, "priority": scenario_priority}
 
 
 def format_table(figures: dict[str, Any]) -> str:

@@ -81,3 +81,4 @@ def test_smoke_stream_benchmark_writes_every_figure(tmp_path):
     # Exit codes and accounting do not depend on the machine's speed.
     assert figures["sigint_exit_code"] == 130 and figures["sigint_restart_exit_code"] == 130
     assert figures["steady_lost"] == figures["overload_lost"] == figures["sigint_lost"] == 0
+    assert figures["priority_lost"] == 0
