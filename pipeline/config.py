@@ -218,7 +218,8 @@ def from_options(options: PipelineOptions) -> JobConfig:
                  "num_key_shards", "request_timeout_secs", "max_ticket_secs",
                  "progress_interval_secs"):
         _positive(name, getattr(o, name))
-    for name in ("requests_per_minute", "tokens_per_minute", "max_retries",
+    for name in ("requests_per_minute", "tokens_per_minute", "input_tokens_per_minute",
+                 "output_tokens_per_minute", "requests_per_day", "max_retries",
                  "initial_backoff_secs", "max_backoff_secs", "max_retry_after_secs",
                  "max_buffering_secs", "drain_secs"):
         _positive(name, getattr(o, name), allow_zero=True)
@@ -245,6 +246,18 @@ def from_options(options: PipelineOptions) -> JobConfig:
             f"process(es) {o.tokens_per_minute * share:.0f} tokens/min, less than one request's "
             f"--max_tokens={o.max_tokens} (plus the --response_schema, if any): raise the limit "
             "or lower --max_tokens.")
+
+    if o.output_tokens_per_minute and o.output_tokens_per_minute * share < o.max_tokens:
+        raise ConfigError(
+            f"--output_tokens_per_minute={o.output_tokens_per_minute:g} gives each of "
+            f"{processes} worker process(es) {o.output_tokens_per_minute * share:.0f} output "
+            f"tokens/min, less than one request's --max_tokens={o.max_tokens} (reserved until "
+            "the answer comes): raise the limit or lower --max_tokens.")
+    if o.requests_per_day and o.requests_per_day * share < 1:
+        raise ConfigError(
+            f"--requests_per_day={o.requests_per_day:g} gives each of {processes} worker "
+            f"process(es) less than one request a day: raise it, or use --shared_quota (one "
+            "daily cap for every worker).")
 
     _positive("max_cost_usd", o.max_cost_usd)
     _positive("max_outage_secs", o.max_outage_secs, allow_zero=True)
@@ -305,6 +318,9 @@ def from_options(options: PipelineOptions) -> JobConfig:
         max_ticket_secs=o.max_ticket_secs,
         worker_requests_per_sec=o.requests_per_minute * share / 60.0,
         worker_tokens_per_sec=o.tokens_per_minute * share / 60.0,
+        worker_input_tokens_per_sec=o.input_tokens_per_minute * share / 60.0,
+        worker_output_tokens_per_sec=o.output_tokens_per_minute * share / 60.0,
+        worker_requests_per_day=o.requests_per_day * share,
         rate_slice_secs=o.rate_slice_secs,
         retry=RetryPolicy(max_retries=o.max_retries, initial_backoff_secs=o.initial_backoff_secs,
                           max_backoff_secs=o.max_backoff_secs,
@@ -318,6 +334,9 @@ def from_options(options: PipelineOptions) -> JobConfig:
         quota_priority=o.quota_priority,
         job_requests_per_sec=o.requests_per_minute / 60.0,
         job_tokens_per_sec=o.tokens_per_minute / 60.0,
+        job_input_tokens_per_sec=o.input_tokens_per_minute / 60.0,
+        job_output_tokens_per_sec=o.output_tokens_per_minute / 60.0,
+        job_requests_per_day=o.requests_per_day,
         job_budget_usd=o.max_cost_usd,
         budget_key=run_id,
         max_outage_secs=o.max_outage_secs,

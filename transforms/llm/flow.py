@@ -36,6 +36,7 @@ from transforms.limits.trial import REFUSE, SEND, EndpointTrial
 from transforms.llm.caller import Answer, Caller, Completion, Request
 from transforms.llm.config import LlmConfig, misconfigured_message
 from transforms.llm.limits import Limits, local_limits
+from transforms.llm.providers import limited_input_tokens
 from transforms.llm.stop import ABORT, StopSignal
 from transforms.llm.tokens import TokenEstimator
 from transforms.logs import event
@@ -134,6 +135,9 @@ class FlowControl:
         self._secrets = list(secrets)
         self._rng = random.Random(config.seed)
         self._tokens = TokenEstimator()
+        # What the input-token limit is charged, as a share of the prompt (prompt-cache reads
+        # are free on some providers): learned from the answers, 1 until one came.
+        self._input_share = 1.0
         # Wall-clock time with at least one request waiting for the limiter (the summary's
         # "held back"), as opposed to the per-ticket sum of waits (``trace.throttled``).
         self._held = 0.0
@@ -318,12 +322,12 @@ class FlowControl:
         open_interval = self._clock() - self._held_since if self._limiter_waiters else 0.0
         return self._held + open_interval
 
-    async def _acquire(self, tokens: float) -> float:
+    async def _acquire(self, tokens: float, input_tokens: float, output_tokens: float) -> float:
         if self._limiter_waiters == 0:
             self._held_since = self._clock()
         self._limiter_waiters += 1
         try:
-            return await self.limiter.acquire(tokens)
+            return await self.limiter.acquire(tokens, input_tokens, output_tokens)
         finally:
             self._limiter_waiters -= 1
             if self._limiter_waiters == 0:
@@ -331,9 +335,16 @@ class FlowControl:
 
     async def _send(self, request: Request, trace: CallTrace, prompt_estimate: int,
                     spent: List[float]) -> Completion:
-        trace.throttled += await self._acquire(prompt_estimate + request.max_tokens)
+        daily = self.limits.daily
+        if daily.exhausted():
+            raise self._daily_limit()
+        input_estimate = prompt_estimate * self._input_share
+        trace.throttled += await self._acquire(prompt_estimate + request.max_tokens,
+                                               input_estimate, request.max_tokens)
         if self.stopping():
             raise errors.Interrupted("the run was stopped before this ticket was sent; replay it")
+        if not await daily.take():
+            raise self._daily_limit()
         timeout = min(self.config.request_timeout_secs, trace.deadline - self._clock())
         if timeout <= 0:
             raise errors.RequestTimeout("per-ticket deadline reached before the request")
@@ -369,11 +380,21 @@ class FlowControl:
         self.breaker.on_success(sent)
         self.limiter.observe_limits(self._caller.limits(headers))
         self.limiter.on_success(sent_at=sent)
-        spent[0] = self._account(request, trace, completion, prompt_estimate, sent)
+        spent[0] = self._account(request, trace, completion, (prompt_estimate, input_estimate),
+                                 sent)
         return completion
 
+    def _daily_limit(self) -> errors.DailyLimitReached:
+        daily = self.limits.daily
+        whose = ("one cap for every worker" if self.limits.shared
+                 else f"this worker's share: {daily.per_day:g}")
+        return errors.DailyLimitReached(
+            f"--requests_per_day={self.config.job_requests_per_day:g} is used up for today "
+            f"({whose}); it resets in {daily.resets_in() / 3600:.1f} h, at midnight Pacific "
+            "time: replay these tickets (--replay) then")
+
     def _account(self, request: Request, trace: CallTrace, completion: Completion,
-                 prompt_estimate: int, sent: float) -> float:
+                 estimates: tuple, sent: float) -> float:
         """Tokens and cost of an answer; the limiter's and the estimator's corrections.
 
         Returns:
@@ -386,10 +407,19 @@ class FlowControl:
         cost = self.config.price.cost(completion.prompt_tokens, completion.completion_tokens,
                                       completion.cached_tokens)
         trace.cost += cost
+        prompt_estimate, input_estimate = estimates
         if completion.prompt_tokens:
             # The provider charges prompt + max_tokens at admission: correct only the prompt.
             self.limiter.correct(prompt_estimate - completion.prompt_tokens, sent_at=sent)
             self._tokens.learn(request.messages, completion.prompt_tokens)
+            charged = limited_input_tokens(self.config.provider, completion.prompt_tokens,
+                                           completion.cached_tokens)
+            self.limiter.correct(input_estimate - charged, sent_at=sent, kind="input_tokens")
+            self._input_share = (0.9 * self._input_share
+                                 + 0.1 * charged / completion.prompt_tokens)
+        # Output tokens are reserved at max_tokens (as Anthropic's OTPM is), settled here.
+        self.limiter.correct(request.max_tokens - completion.completion_tokens, sent_at=sent,
+                             kind="output_tokens")
         return cost
 
     def _note_first(self, err: errors.ProviderError) -> None:

@@ -41,6 +41,25 @@ def provider_caller(config, api_key: str):
     return OpenAICaller(config, api_key)
 
 
+#: Providers whose input-token limit does not count prompt-cache reads (Anthropic's ITPM on
+#: most models: ``cache_read_input_tokens`` are free; cache writes and uncached input count).
+#: The one place this rule lives; a provider not named here counts every input token.
+CACHE_READS_FREE = frozenset({"anthropic"})
+
+
+def limited_input_tokens(provider: str, prompt_tokens: int, cached_tokens: int) -> int:
+    """What an answer charged to the provider's input-token limit.
+
+    Args:
+      provider: ``LlmConfig.provider``.
+      prompt_tokens: Every input token of the answer, cached or not.
+      cached_tokens: Those read from the prompt cache.
+    """
+    if provider in CACHE_READS_FREE:
+        return max(0, prompt_tokens - cached_tokens)
+    return prompt_tokens
+
+
 #: The fate of one line of a batch's output: answered, failed for good, or worth another round.
 OK = "ok"
 PERMANENT = "permanent"
