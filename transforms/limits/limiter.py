@@ -242,7 +242,8 @@ class AdaptiveRateLimiter:
             one-second window is corrected too, else only the long-run budget.
           kind: ``tokens``, ``input_tokens`` or ``output_tokens``.
         """
-        self.buckets[kind].give_back(delta_tokens)
+        bucket = self.buckets[kind]
+        bucket.give_back(delta_tokens, ceiling=bucket.capacity + (self._mean_cost[kind] or 0.0))
         if sent_at is not None:
             window = self.slices[kind]
             window.used(self._clock())

@@ -66,11 +66,19 @@ class TokenBucket:
         if not self.unlimited:
             self.level -= cost
 
-    def give_back(self, amount: float) -> None:
-        """Credits (or, negative, debits) tokens, e.g. after the provider reported real usage."""
+    def give_back(self, amount: float, ceiling: Optional[float] = None) -> None:
+        """Credits (or, negative, debits) tokens, e.g. after the provider reported real usage.
+
+        Args:
+          amount: What comes back (negative: what is charged more).
+          ceiling: The level a credit may not pass (default: the capacity). A bucket that
+            paces requests much larger than its capacity needs room for a whole request's
+            credit, or a reservation settled lower loses what exceeds the capacity.
+        """
         if not self.unlimited:
-            # Never above capacity, but a late waiter's owed refill is not clipped either.
-            self.level = min(max(self.capacity, self.level), self.level + amount)
+            # A late waiter's owed refill is not clipped either.
+            top = self.capacity if ceiling is None else max(self.capacity, ceiling)
+            self.level = min(max(top, self.level), self.level + amount)
 
 
 class SliceWindow:

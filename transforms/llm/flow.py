@@ -38,7 +38,7 @@ from transforms.llm.config import LlmConfig, misconfigured_message
 from transforms.llm.limits import Limits, local_limits
 from transforms.llm.providers import limited_input_tokens
 from transforms.llm.stop import ABORT, StopSignal
-from transforms.llm.tokens import TokenEstimator
+from transforms.llm.tokens import ChargedShare, TokenEstimator
 from transforms.logs import event
 from transforms.records import CallStats
 
@@ -135,9 +135,9 @@ class FlowControl:
         self._secrets = list(secrets)
         self._rng = random.Random(config.seed)
         self._tokens = TokenEstimator()
-        # What the input-token limit is charged, as a share of the prompt (prompt-cache reads
-        # are free on some providers): learned from the answers, 1 until one came.
-        self._input_share = 1.0
+        # What the input- and output-token limits are charged, as shares of the prompt (cache
+        # reads are free on some providers) and of max_tokens.
+        self._input_share, self._output_share = ChargedShare(), ChargedShare()
         # Wall-clock time with at least one request waiting for the limiter (the summary's
         # "held back"), as opposed to the per-ticket sum of waits (``trace.throttled``).
         self._held = 0.0
@@ -338,9 +338,10 @@ class FlowControl:
         daily = self.limits.daily
         if daily.exhausted():
             raise self._daily_limit()
-        input_estimate = prompt_estimate * self._input_share
+        estimates = (prompt_estimate, self._input_share.of(prompt_estimate),
+                     self._output_share.of(request.max_tokens))
         trace.throttled += await self._acquire(prompt_estimate + request.max_tokens,
-                                               input_estimate, request.max_tokens)
+                                               *estimates[1:])
         if self.stopping():
             raise errors.Interrupted("the run was stopped before this ticket was sent; replay it")
         if not await daily.take():
@@ -380,8 +381,7 @@ class FlowControl:
         self.breaker.on_success(sent)
         self.limiter.observe_limits(self._caller.limits(headers))
         self.limiter.on_success(sent_at=sent)
-        spent[0] = self._account(request, trace, completion, (prompt_estimate, input_estimate),
-                                 sent)
+        spent[0] = self._account(request, trace, completion, estimates, sent)
         return completion
 
     def _daily_limit(self) -> errors.DailyLimitReached:
@@ -407,7 +407,7 @@ class FlowControl:
         cost = self.config.price.cost(completion.prompt_tokens, completion.completion_tokens,
                                       completion.cached_tokens)
         trace.cost += cost
-        prompt_estimate, input_estimate = estimates
+        prompt_estimate, input_estimate, output_estimate = estimates
         if completion.prompt_tokens:
             # The provider charges prompt + max_tokens at admission: correct only the prompt.
             self.limiter.correct(prompt_estimate - completion.prompt_tokens, sent_at=sent)
@@ -415,11 +415,12 @@ class FlowControl:
             charged = limited_input_tokens(self.config.provider, completion.prompt_tokens,
                                            completion.cached_tokens)
             self.limiter.correct(input_estimate - charged, sent_at=sent, kind="input_tokens")
-            self._input_share = (0.9 * self._input_share
-                                 + 0.1 * charged / completion.prompt_tokens)
-        # Output tokens are reserved at max_tokens (as Anthropic's OTPM is), settled here.
-        self.limiter.correct(request.max_tokens - completion.completion_tokens, sent_at=sent,
+            self._input_share.learn(charged, completion.prompt_tokens)
+        # The output-token limit is charged what was produced (Anthropic settles its max_tokens
+        # reservation so).
+        self.limiter.correct(output_estimate - completion.completion_tokens, sent_at=sent,
                              kind="output_tokens")
+        self._output_share.learn(completion.completion_tokens, request.max_tokens)
         return cost
 
     def _note_first(self, err: errors.ProviderError) -> None:
