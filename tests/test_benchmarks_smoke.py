@@ -1,5 +1,5 @@
-"""Smoke tests of the benchmark suites: ``python -m benchmarks.run --smoke`` (and the quota and
-streaming benchmarks' ``--smoke``) yields every figure.
+"""Smoke tests of the benchmark suites: ``python -m benchmarks.run --smoke`` (and the quota,
+streaming and providers benchmarks' ``--smoke``) yields every figure.
 
 Only the presence and type of each figure is asserted, never a measured value: timings depend
 on the machine, and a test that fails on a busy CI runner teaches nothing. (Exit codes and
@@ -82,3 +82,23 @@ def test_smoke_stream_benchmark_writes_every_figure(tmp_path):
     assert figures["sigint_exit_code"] == 130 and figures["sigint_restart_exit_code"] == 130
     assert figures["steady_lost"] == figures["overload_lost"] == figures["sigint_lost"] == 0
     assert figures["priority_lost"] == 0
+
+
+@pytest.mark.timeout(600)
+def test_smoke_providers_benchmark_writes_every_figure(tmp_path):
+    """``python -m benchmarks.providers --smoke``: each Anthropic limit binding, every key."""
+    from benchmarks.providers import FIGURES as PROVIDER_FIGURES
+    from benchmarks.providers import POINTS
+
+    out = tmp_path / "providers.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.providers", "--smoke", "--json",
+                           str(out)], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    for key in PROVIDER_FIGURES:
+        assert isinstance(figures.get(key), (int, float)), f"{key} missing or not a number"
+    for name in POINTS:
+        assert name in proc.stdout, f"{name} not in the printed table"
+        # Not a timing: no ticket is lost and the ledger balances on any machine.
+        assert figures[f"{name}_lost"] == 0 and figures[f"{name}_ledger_balanced"] is True

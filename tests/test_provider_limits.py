@@ -12,6 +12,8 @@ import datetime
 
 import pytest
 
+from pipeline.outputs import parse_utc
+from tests.conftest import EXAMPLES
 from tests.llm_fakes import FakeCaller, FakeClock
 from tests.llm_fakes import llm_config as _config
 from tests.redis_server import RedisServer
@@ -277,3 +279,53 @@ def test_bad_limit_flags_are_one_clear_error(flags, needle, tmp_path):
         from_options(PipelineOptions(["--input", str(tickets), "--output",
                                       str(tmp_path / "out"), "--simulate", *flags]))
     assert needle in str(info.value)
+
+
+# -- end to end: the pipeline against the simulator's Anthropic endpoint --------------------------
+
+def _send_rate(results, charge):
+    """What the run charged per second between its first and its last send."""
+    sends = sorted((parse_utc(r["finished_at"]) - r["latency_ms"] / 1000.0, charge(r))
+                   for r in results)
+    span = sends[-1][0] - sends[0][0]
+    return sum(c for _, c in sends[:-1]) / span
+
+
+@pytest.mark.parametrize("kind", ["output", "input"])
+def test_an_anthropic_job_keeps_to_the_one_token_limit_that_binds(run_pipeline, simulator_factory,
+                                                                   tmp_path, kind):
+    per_minute = 180_000 if kind == "output" else 160_000  # ~20 requests a second either way
+    sim = simulator_factory(**{f"anthropic_{kind[0]}tpm": per_minute})
+    tickets = tmp_path / "t.jsonl"
+    tickets.write_text("".join((EXAMPLES / "tickets.jsonl").read_text().splitlines(True)[:150]))
+    run = run_pipeline("--input", str(tickets), "--base_url", sim.base_url, "--model",
+                       "claude-haiku-4-5", "--max_concurrency", "32",
+                       f"--{kind}_tokens_per_minute", str(per_minute),
+                       env={"ANTHROPIC_API_KEY": "sk-ant-test"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = run.summary()
+    assert summary["succeeded"] == 150 and summary["ledger_balanced"] is True
+    stats = sim.stats()
+    assert stats["rate_limited"] <= 0.005 * stats["requests"]
+    field = "completion_tokens" if kind == "output" else "prompt_tokens"
+    rate = _send_rate(run.results(), lambda r: r[field])
+    # Within the limit, and near it: the limit binds (the first answers teach the charge).
+    assert 0.7 * per_minute / 60 <= rate <= 1.03 * per_minute / 60, rate
+
+
+def test_a_used_up_day_dead_letters_the_rest_as_daily_limit(run_pipeline, simulator_factory,
+                                                            tmp_path):
+    sim = simulator_factory()
+    tickets = tmp_path / "t.jsonl"
+    tickets.write_text("".join((EXAMPLES / "tickets.jsonl").read_text().splitlines(True)[:20]))
+    run = run_pipeline("--input", str(tickets), "--base_url", sim.base_url,
+                       "--model", "claude-haiku-4-5", "--requests_per_day", "8",
+                       env={"ANTHROPIC_API_KEY": "sk-ant-test"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = run.summary()
+    assert (summary["succeeded"], summary["dead_lettered"]) == (8, 12)
+    assert summary["ledger_balanced"] is True
+    assert summary["dead_letter_reasons"] == {"daily_limit": 12}
+    assert sim.stats()["requests"] == 8
+    letter = run.dead_letters()[0]
+    assert letter["reason"] == "daily_limit" and "--requests_per_day=8" in letter["message"]
