@@ -1,7 +1,7 @@
-"""Provider limits benchmark of issue 22: each limit as the provider counts it, one binding at a time.
+"""Provider limits benchmark of issue 22: each limit as the provider counts it, one at a time.
 
-    python -m benchmarks.providers --smoke                  # every key, no figure worth reading (CI)
-    python -m benchmarks.providers --json out/providers.json  # 2,000 tickets per point, ~6 min
+    python -m benchmarks.providers --smoke         # every key, no figure worth reading (CI)
+    python -m benchmarks.providers --json out.json  # 2,000 tickets per point, ~6 min
 
 Each point runs ``python -m pipeline`` on synthetic tickets (``tools.ticketgen``, seed 1) against
 its own simulator (log-normal latency, median 300 ms, p99 3 s; ``--burst_secs 1``), with the same
@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.run import MAX_TOKENS, Bench, Simulator, _latency_flags, steady_state
+from benchmarks.run import Bench, Simulator, _latency_flags, steady_state
 
 MODEL = "claude-haiku-4-5"
 #: The simulator accepts any key; the pipeline needs one in the provider's variable.

@@ -1,7 +1,9 @@
 """Client-side rate limiting: exact pacing for requests and tokens, adapted by the provider.
 
 One :class:`AdaptiveRateLimiter` per worker process holds that worker's share of the provider's
-requests- and tokens-per-minute. A request waits until both can pay for it: a token bucket spaces
+requests- and tokens-per-minute, and of its input- and output-tokens-per-minute where it counts
+those apart (Anthropic): each limit is its own bucket and window, and the one that binds wins.
+A request waits until every limit can pay for it: a token bucket spaces
 requests (at most one of burst), and a :class:`SliceWindow` keeps what we sent in any rolling
 second (plus a margin for arrival jitter) within a second's share, because providers enforce
 per-minute limits over one-second slices too: pacing at the rate lets a 21st request into a

@@ -9,8 +9,9 @@ on with a local stand-in at the static per-worker share when Redis is unreachabl
 counted in ``fallback_events`` / ``fallback_secs``) and come back to the shared quota when it
 answers again (probed every ``probe_secs``, not on every request).
 
-One atomic Lua script charges a request against requests/s AND tokens/s together with GCRA on
-Redis's clock (:mod:`transforms.limits.quota_scripts` states the contract). Keys are
+One atomic Lua script charges a request against requests/s, tokens/s, input tokens/s and output
+tokens/s together (each set limit is one more TAT) with GCRA on Redis's clock
+(:mod:`transforms.limits.quota_scripts` states the contract). Keys are
 ``ticketflow:quota:{NAME}:...`` (the braces keep a quota's keys in one Redis Cluster slot) and
 expire once idle. :func:`quota_key` names a quota from base URL + model + a fingerprint of the
 API key, never the key. With ``--quota_priority`` a higher priority is admitted first and a lower
