@@ -174,7 +174,7 @@ class TicketflowOptions(PipelineOptions):
                 "of this run.")
         _switch(money, "--replay",
                 "--input is dead-letter files: re-run the tickets whose reason is retryable, "
-                "budget_exhausted or interrupted; skip the others.")
+                "budget_exhausted, daily_limit or interrupted; skip the others.")
         money.add_argument("--pricing_file", default=None,
                            help="JSON prices per model (USD per 1M input, cached input and "
                            "output tokens); default: the shipped transforms/pricing.json.")
