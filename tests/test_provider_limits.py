@@ -329,3 +329,40 @@ def test_a_used_up_day_dead_letters_the_rest_as_daily_limit(run_pipeline, simula
     assert sim.stats()["requests"] == 8
     letter = run.dead_letters()[0]
     assert letter["reason"] == "daily_limit" and "--requests_per_day=8" in letter["message"]
+
+
+def test_priorities_share_an_output_token_limit_the_same_way(redis_url):
+    """Output tokens bind (250 a request, 2,500 a second: 10 requests a second): a live ``high``
+    job keeps its short waits, a ``normal`` backfill takes the rest."""
+    import statistics
+    import uuid
+
+    from tests.test_quota_priority import Worker, every_send, rate, run, simulate
+    from transforms.limits.priorities import Admission
+    from transforms.limits.quota import PREFIX
+
+    class OutputOnly:
+        """An admission whose ``tokens`` are output tokens (the Worker passes them first)."""
+
+        def __init__(self, client, name, priority):
+            self.admit = Admission(client, f"{PREFIX}:quota:{{{name}}}", priority,
+                                   uuid.uuid4().hex, request_us=0.0, token_us=0.0,
+                                   tau_us=50_000, spare_ms=1005, slack=0.1,
+                                   output_us=1e6 / 2500)
+
+        async def __call__(self, tokens, horizon_us, lane_paid=False, now_us=None):
+            return await self.admit(0.0, horizon_us, lane_paid=lane_paid, now_us=now_us,
+                                    output_tokens=tokens)
+
+    async def main(client):
+        name = f"output-{uuid.uuid4().hex[:6]}"
+        live = Worker(OutputOnly(client, name, "high"),
+                      arrivals=[0.5 + 0.5 * k for k in range(18)], tokens=250)  # 2/s
+        backfill = [Worker(OutputOnly(client, name, "normal"), tokens=250) for _ in range(3)]
+        await simulate([live, *backfill], until=10.0)
+        return live, backfill
+
+    live, backfill = run(main, redis_url)
+    assert len(live.sent) == 18 and statistics.mean(live.waits[2:]) <= 0.15
+    assert rate(every_send(*backfill), 2, 9) == pytest.approx(8.0, abs=0.6)
+    assert _max_in_window(every_send(live, *backfill), [1] * 200) <= 11
