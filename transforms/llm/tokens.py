@@ -64,8 +64,7 @@ class ChargedShare:
     uncached part of a prompt; the output-token limit only the tokens produced, not
     ``max_tokens``. The limiter reserves ``share x`` the upper bound (1 until an answer came,
     so the first requests reserve it all) and settles with the real charge, so its one-second
-    window is not held by reservations that come back (reserving all of ``max_tokens`` there
-    left a third of an output limit unused at a 300 ms median latency).
+    window is not held for every request in flight by reservations that come back.
 
     Args:
       weight: How much each answer moves the share (an exponential moving average).
