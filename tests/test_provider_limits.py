@@ -366,3 +366,24 @@ def test_priorities_share_an_output_token_limit_the_same_way(redis_url):
     assert len(live.sent) == 18 and statistics.mean(live.waits[2:]) <= 0.15
     assert rate(every_send(*backfill), 2, 9) == pytest.approx(8.0, abs=0.6)
     assert _max_in_window(every_send(live, *backfill), [1] * 200) <= 11
+
+
+def test_shared_limits_wire_every_limit_and_the_daily_cap(redis_url):
+    from transforms.llm.limits import SHARED_PACE, shared_limits
+
+    config = _config(shared_quota=redis_url, job_input_tokens_per_sec=1000.0,
+                     job_output_tokens_per_sec=500.0, job_requests_per_day=100.0,
+                     worker_requests_per_day=50.0, budget_key="run-1")
+
+    async def main():
+        limits = shared_limits(config, "wired")
+        try:
+            return limits.limiter, limits.daily, await limits.daily.take()
+        finally:
+            await limits.aclose()
+
+    limiter, daily, taken = asyncio.run(main())
+    assert limiter.input_us == pytest.approx(1e6 / (1000.0 * SHARED_PACE))
+    assert limiter.output_us == pytest.approx(1e6 / (500.0 * SHARED_PACE))
+    assert isinstance(daily, SharedDailyCap) and daily.per_day == 100 and taken
+    assert daily.fallback.per_day == 50
