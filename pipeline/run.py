@@ -375,9 +375,7 @@ def run(argv: Optional[List[str]] = None) -> int:
                     if dry_run:
                         print("ticketflow: dry run: job built, not submitted")
                         return EXIT_OK
-                    stream_run.running(result)
-                    result.wait_until_finish()
-                    counts = metrics_lib.summarize(result.metrics())
+                    counts = stream_run.finish(result)
         except Exception as exc:  # noqa: BLE001 - one clear line, not a runner traceback
             _LOG.debug("pipeline failed", exc_info=True)
             misconfigured = errors.misconfiguration(exc)

@@ -151,11 +151,26 @@ def cleanup(config: config_lib.JobConfig) -> None:
 
 
 _RUNNING: list = []
+_CUT_SHORT: list = []
 
 
-def running(result) -> None:
-    """Remembers the running pipeline, for the drain's time limit."""
+def finish(result) -> dict:
+    """Waits for the pipeline ``result``; returns its committed counts (``metrics.summarize``).
+
+    The pipeline is remembered meanwhile, for the drain's time limit: a pipeline cancelled
+    because its drain took longer than ``--drain_secs`` is not a failure (the job was stopped);
+    its counts are what it committed, and the summary's ledger shows what was lost.
+    """
     _RUNNING[:] = [result]
+    try:
+        result.wait_until_finish()
+    except Exception:  # noqa: BLE001 - the runner's "failed in state CANCELLED"
+        if not _CUT_SHORT:
+            raise
+        _LOG.debug("pipeline cancelled after the drain's time limit", exc_info=True)
+    finally:
+        _RUNNING.clear()
+    return metrics_lib.summarize(result.metrics())
 
 
 def watchers(config: config_lib.JobConfig,
@@ -187,7 +202,8 @@ def watchers(config: config_lib.JobConfig,
 
 
 def _drain_over(drain_secs: float) -> None:
-    for result in _RUNNING:
+    for result in list(_RUNNING):
+        _CUT_SHORT.append(drain_secs)
         event(_LOG, logging.WARNING, "drain_timeout", drain_secs=drain_secs,
               note="cancelling the pipeline: records it still buffers are not written")
         try:
