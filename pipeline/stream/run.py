@@ -138,16 +138,30 @@ def prepare(options: PipelineOptions,
 
 def cleanup(config: config_lib.JobConfig) -> None:
     """Stops the local job's Prism; removes its scratch directory (stop file, Prism's log)."""
+    stream = config.stream
+    scratch = os.path.dirname(stream.stop_file) if stream is not None and stream.stop_file else ""
     while _PRISM:
         process = _PRISM.pop()
+        if process.poll() is not None:  # it ended by itself: the job failed; say why
+            _report_prism_exit(process.returncode, os.path.join(scratch, "prism.log"))
         process.terminate()
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
-    stream = config.stream
-    if stream is not None and stream.stop_file:
-        shutil.rmtree(os.path.dirname(stream.stop_file), ignore_errors=True)
+    if scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _report_prism_exit(code: int, log_path: str, lines: int = 15) -> None:
+    """Logs that Prism ended before the job did, with the end of its log (removed afterwards)."""
+    try:
+        with open(log_path, encoding="utf-8", errors="replace") as handle:
+            tail = handle.readlines()[-lines:]
+    except OSError:
+        tail = []
+    event(_LOG, logging.ERROR, "prism_exited", exit_code=code,
+          log_tail=" | ".join(line.strip() for line in tail)[-3000:])
 
 
 _RUNNING: list = []
