@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
 
 
 def _bool_flag(value: str) -> bool:
@@ -258,3 +258,13 @@ class TicketflowOptions(PipelineOptions):
                 "run; its first requests still stop a wrong base URL, model or key.")
         watch.add_argument("--log_format", default="text", choices=("text", "json"),
                            help="Log lines as key=value text or as JSON lines.")
+
+
+def no_job_deadline(options: PipelineOptions) -> None:
+    """Beam's portable runner reads the job's state and message streams with
+    ``--job_server_timeout`` (300 s by default) as their gRPC deadline: at 5 minutes
+    ``wait_until_finish`` fails a job that still runs ("Deadline Exceeded"). A job on a local
+    job server gets a year unless the flag was changed."""
+    portable = options.view_as(PortableOptions)
+    if portable.job_server_timeout == 300:
+        portable.job_server_timeout = 365 * 24 * 3600

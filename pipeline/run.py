@@ -38,6 +38,7 @@ from pipeline import preflight as preflight_lib
 from pipeline import progress
 from pipeline.report import page as report_lib
 from pipeline import watch
+from pipeline import options as options_lib
 from pipeline.options import TicketflowOptions
 from pipeline import projection as projection_lib
 from pipeline.outputs import completion_times, count_input, ticket_costs
@@ -183,7 +184,9 @@ def local_runner_options(options: PipelineOptions) -> PipelineOptions:
         standard.runner = "FnApiRunner"
     elif _runner_name(options).rsplit(".", 1)[-1].lower() in ("prism", "prismrunner"):
         options.view_as(DebugOptions).add_experiment(PRISM_NO_SPLITS)
+        options_lib.no_job_deadline(options)
     return options
+
 
 
 def _start_fields(config: config_lib.JobConfig, runner: str) -> dict:

@@ -245,3 +245,16 @@ def test_streaming_job_translates_to_a_dataflow_job_offline(source, steps):
                  "WriteResults/CollectWindow", "WriteDeadLetters/WriteFile",
                  "PublishResults/WriteToPubSub", "PublishDeadLetters/WriteToPubSub"):
         assert step in labels, f"{step} missing from the Dataflow job"
+
+
+def test_a_job_on_prism_outlives_the_portable_runners_five_minute_deadline():
+    """Beam reads a portable job's state stream with --job_server_timeout (300 s) as its gRPC
+    deadline: a streaming job on Prism failed after 5 minutes ("Deadline Exceeded")."""
+    from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
+
+    from pipeline.run import local_runner_options
+    options = local_runner_options(PipelineOptions(["--runner", "PrismRunner"]))
+    assert options.view_as(PortableOptions).job_server_timeout >= 365 * 24 * 3600
+    chosen = local_runner_options(PipelineOptions(["--runner", "PrismRunner",
+                                                   "--job_server_timeout", "60"]))
+    assert chosen.view_as(PortableOptions).job_server_timeout == 60

@@ -40,6 +40,7 @@ from apache_beam.options.pipeline_options import (DebugOptions, PipelineOptions,
 
 from pipeline import config as config_lib
 from pipeline import watch
+from pipeline.options import no_job_deadline
 from pipeline.preflight import UsageError
 from transforms import metrics as metrics_lib
 from transforms import stream as stream_lib
@@ -132,6 +133,7 @@ def prepare(options: PipelineOptions,
     options.view_as(PortableOptions).job_endpoint = f"localhost:{port}"
     # As for every Prism job (pipeline/run.py, local_runner_options): no bundle splits.
     options.view_as(DebugOptions).add_experiment("prism_disable_sdf_split")
+    no_job_deadline(options)  # a job that never ends outlives the default 5-minute deadline
     stream = dataclasses.replace(stream, stop_file=os.path.join(scratch, "stop"))
     return options, dataclasses.replace(config, stream=stream)
 
