@@ -129,6 +129,9 @@ def _estimate(config: config_lib.JobConfig) -> int:
         requests_per_minute=config.requests_per_minute,
         tokens_per_minute=config.tokens_per_minute,
         prompt_template=config.llm.prompt_template,
+        prompt_prefix=config.llm.prompt_prefix,
+        prompt_cache=config.llm.prompt_cache, cache_ttl=config.llm.cache_ttl,
+        provider=config.llm.provider,
         # The response schema travels with every request and is billed as prompt.
         extra_prompt_tokens=(schema_overhead_tokens(config.llm.structured.schema)
                              if config.llm.structured else 0)))

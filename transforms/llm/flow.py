@@ -57,7 +57,8 @@ class CallTrace:
     __slots__ = ("deadline", "ticket_id", "attempts", "call_attempts", "retries", "rate_limited",
                  "server_errors", "timeouts", "throttled", "latency_ms", "prompt_tokens",
                  "completion_tokens", "cost", "first_at", "last_at", "prefetched",
-                 "batch_answers", "batch_discount")
+                 "batch_answers", "batch_discount", "cache_read_tokens", "cache_write_tokens",
+                 "cache_saved")
 
     def __init__(self, deadline: float, ticket_id: Optional[str] = None):
         self.deadline = deadline
@@ -79,6 +80,10 @@ class CallTrace:
         self.prefetched: Optional[str] = None
         self.batch_answers = 0
         self.batch_discount = 0.0
+        # The provider's prompt cache: tokens read and written, and what that saved.
+        self.cache_read_tokens = 0
+        self.cache_write_tokens = 0
+        self.cache_saved = 0.0
 
     def freeze(self) -> CallStats:
         return CallStats(
@@ -87,7 +92,9 @@ class CallTrace:
             throttled_secs=self.throttled, latency_ms=self.latency_ms,
             prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
             cost_usd=self.cost, first_attempt_at=self.first_at, last_attempt_at=self.last_at,
-            batch_answers=self.batch_answers, batch_discount_usd=self.batch_discount)
+            batch_answers=self.batch_answers, batch_discount_usd=self.batch_discount,
+            cache_read_tokens=self.cache_read_tokens, cache_write_tokens=self.cache_write_tokens,
+            cache_saved_usd=self.cache_saved)
 
     def count_error(self, err: errors.ProviderError) -> None:
         if isinstance(err, errors.RateLimited):
@@ -267,7 +274,10 @@ class FlowControl:
             try:
                 prompt_estimate = (self._tokens.estimate(request.messages)
                                    + request.schema_tokens)
-                reserved = c.price.cost(prompt_estimate, request.max_tokens)
+                # At most the whole prompt is a cache write (dearer than input at Anthropic).
+                reserved = c.price.cost(prompt_estimate, request.max_tokens,
+                                        cache_write_tokens=prompt_estimate if c.prompt_cache
+                                        else 0, ttl=c.cache_ttl)
                 if not await self.budget.reserve(reserved):
                     raise errors.BudgetExhausted(
                         f"--max_cost_usd budget reached (${self.budget.spent_usd:.6f} spent"
@@ -383,9 +393,15 @@ class FlowControl:
             return 0.0
         trace.prompt_tokens += completion.prompt_tokens
         trace.completion_tokens += completion.completion_tokens
-        cost = self.config.price.cost(completion.prompt_tokens, completion.completion_tokens,
-                                      completion.cached_tokens)
+        c = self.config
+        cost = c.price.cost(completion.prompt_tokens, completion.completion_tokens,
+                            completion.cached_tokens, completion.cache_write_tokens,
+                            ttl=c.cache_ttl)
         trace.cost += cost
+        trace.cache_read_tokens += completion.cached_tokens
+        trace.cache_write_tokens += completion.cache_write_tokens
+        trace.cache_saved += c.price.cache_saving(completion.cached_tokens,
+                                                  completion.cache_write_tokens, c.cache_ttl)
         if completion.prompt_tokens:
             # The provider charges prompt + max_tokens at admission: correct only the prompt.
             self.limiter.correct(prompt_estimate - completion.prompt_tokens, sent_at=sent)
