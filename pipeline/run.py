@@ -155,7 +155,8 @@ def _projection(config: config_lib.JobConfig, summary: dict,
         requests_per_minute=config.requests_per_minute,
         tokens_per_minute=config.tokens_per_minute, max_tokens=config.llm.max_tokens,
         max_concurrency=config.llm.max_concurrency, worker_processes=config.worker_processes,
-        price=price, batch_price=config.batch_api.price, cpu_secs_per_ticket=cpu_per_ticket)
+        price=price, batch_price=config.batch_api.price, cpu_secs_per_ticket=cpu_per_ticket,
+        cache_ttl=config.llm.cache_ttl)
     costs = ticket_costs(config.output, results_basename(config), dead_letter_basename(config))
     return projection_lib.project(summary, costs, settings)
 

@@ -1,7 +1,8 @@
 """Prices per model and the cost of one response.
 
 A shipped table (``transforms/pricing.json``: USD per 1M input, cached input and output tokens)
-can be replaced with ``--pricing_file``.
+can be replaced with ``--pricing_file``. The driver looks the configured model up once and hands
+the :class:`Price` to the workers inside the LLM config, so workers never read files for it.
 
 Prompt caching: ``cached_input`` is the price of a cache read (Anthropic: 0.1x input; OpenAI and
 Gemini: their cached-input prices); ``cache_write_5m`` and ``cache_write_1h`` the price of a token
@@ -9,8 +10,7 @@ written to the cache with that TTL (Anthropic: 1.25x and 2x input; OpenAI and Ge
 caches charge no surcharge, so there it is the input price). A file without them prices writes as
 plain input and reads as input (``cached_input`` defaults to ``input``), never under-stating a
 cost. :meth:`Price.cost` splits a prompt into reads, writes and plain input;
-:meth:`Price.cache_saving` is what caching saved against sending the same tokens as plain input. The driver looks the configured model up once and hands
-the :class:`Price` to the workers inside the LLM config, so workers never read files for it.
+:meth:`Price.cache_saving` is what caching saved against sending the same tokens as plain input.
 
 Batch API prices (``--api batch``): a model's entry may hold its own ``"batch": {"input", ...}``
 prices; otherwise a top-level ``"batch_multiplier"`` (the shipped file: 0.5, OpenAI's half price)
