@@ -404,7 +404,10 @@ class FlowControl:
                                                   completion.cache_write_tokens, c.cache_ttl)
         if completion.prompt_tokens:
             # The provider charges prompt + max_tokens at admission: correct only the prompt.
-            self.limiter.correct(prompt_estimate - completion.prompt_tokens, sent_at=sent)
+            # Anthropic's input-token limit does not count cache reads: they come back too.
+            charged = completion.prompt_tokens - (completion.cached_tokens
+                                                  if c.provider == "anthropic" else 0)
+            self.limiter.correct(prompt_estimate - charged, sent_at=sent)
             self._tokens.learn(request.messages, completion.prompt_tokens)
         return cost
 
