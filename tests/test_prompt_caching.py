@@ -1,6 +1,8 @@
 """Prompt caching: cache read/write prices, the cache figures of a run, --prompt_prefix_file,
 OpenAI's prompt_cache_key and the simulator's OpenAI prompt cache."""
 
+import asyncio
+import dataclasses
 import json
 
 import pytest
@@ -15,6 +17,7 @@ from transforms.pricing import Price, PricingError, load_pricing
 from transforms.prompts import PromptRenderer
 from transforms.records import Ticket
 from transforms.validate import FieldMapping
+from tests.llm_fakes import FakeCaller, FakeClock, llm_config
 
 SONNET = Price(input=3.0, cached_input=0.3, output=15.0, cache_write_5m=3.75, cache_write_1h=6.0)
 # About 2,000 tokens (the simulator and the pipeline count 4 characters a token).
@@ -261,3 +264,57 @@ def test_openai_run_reports_cached_tokens_and_prices_them(run_pipeline, tmp_path
         price.cost(summary["prompt_tokens"], summary["completion_tokens"],
                    summary["cache_read_tokens"]), abs=1e-6)
     assert summary["cost_usd"] + summary["cache_saved_usd"] == pytest.approx(full, abs=1e-6)
+
+
+# ---- flow: cost, counters and the input-token limit --------------------------------------------
+
+class _CachingCaller(FakeCaller):
+    """Answers like Anthropic with a cached prefix: the first call writes it, later ones read."""
+
+    async def call(self, params, timeout):
+        completion, headers = await super().call(params, timeout)
+        first = len(self.calls) == 1
+        return dataclasses.replace(completion, prompt_tokens=2100,
+                                   cached_tokens=0 if first else 2000,
+                                   cache_write_tokens=2000 if first else 0), headers
+
+
+def test_flow_prices_reads_and_writes_and_charges_the_limiter_without_reads():
+    from transforms.llm.caller import Request
+    from transforms.llm.flow import CallTrace, FlowControl
+    from transforms.llm.stop import StopSignal
+
+    clock = FakeClock()
+    config = llm_config(provider="anthropic", price=SONNET, cache_ttl="5m",
+                        worker_tokens_per_sec=100_000.0)
+    flow = FlowControl(config, _CachingCaller(prompt_tokens=2100, completion_tokens=10),
+                       StopSignal(), clock=clock, wall=lambda: 1.7e9, sleep=clock.sleep)
+    charged = []
+    acquire = flow._acquire  # pylint: disable=protected-access
+
+    async def recording(tokens):
+        charged.append(tokens)
+        return await acquire(tokens)
+
+    flow._acquire = recording  # what the limiter is charged, request by request
+
+    async def go():
+        await flow.start()
+        traces = []
+        for i in range(3):
+            trace = CallTrace(clock() + 600, f"t{i}")
+            await flow.answer(Request({"model": "m", "max_tokens": 50, "messages": [
+                {"role": "system", "content": MANUAL}, {"role": "user", "content": f"t{i}"}]}),
+                trace)
+            traces.append(trace)
+        return traces
+
+    first, second, _ = [t.freeze() for t in asyncio.run(go())]
+    assert (first.cache_write_tokens, first.cache_read_tokens) == (2000, 0)
+    assert (second.cache_write_tokens, second.cache_read_tokens) == (0, 2000)
+    assert second.cost_usd == pytest.approx(SONNET.cost(2100, 10, 2000, 0))
+    assert first.cost_usd == pytest.approx(SONNET.cost(2100, 10, 0, 2000))
+    assert second.cache_saved_usd == pytest.approx(SONNET.cache_saving(2000, 0))
+    # Once an answer read the prefix from the cache, the next request is charged to the
+    # input-token limit without those 2,000 tokens (the first read came with the second answer).
+    assert charged[1] - charged[2] == pytest.approx(2000, abs=50)  # (the estimate learns too)

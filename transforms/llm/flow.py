@@ -141,6 +141,9 @@ class FlowControl:
         self._secrets = list(secrets)
         self._rng = random.Random(config.seed)
         self._tokens = TokenEstimator()
+        # Anthropic's input-token limit does not count cache reads: the last answer's reads,
+        # left out of what the limiter is charged for the next request (corrected after it).
+        self._cache_read_hint = 0
         # Wall-clock time with at least one request waiting for the limiter (the summary's
         # "held back"), as opposed to the per-ticket sum of waits (``trace.throttled``).
         self._held = 0.0
@@ -341,7 +344,8 @@ class FlowControl:
 
     async def _send(self, request: Request, trace: CallTrace, prompt_estimate: int,
                     spent: List[float]) -> Completion:
-        trace.throttled += await self._acquire(prompt_estimate + request.max_tokens)
+        limited = prompt_estimate - min(self._cache_read_hint, prompt_estimate)
+        trace.throttled += await self._acquire(limited + request.max_tokens)
         if self.stopping():
             raise errors.Interrupted("the run was stopped before this ticket was sent; replay it")
         timeout = min(self.config.request_timeout_secs, trace.deadline - self._clock())
@@ -379,11 +383,11 @@ class FlowControl:
         self.breaker.on_success(sent)
         self.limiter.observe_limits(self._caller.limits(headers))
         self.limiter.on_success(sent_at=sent)
-        spent[0] = self._account(request, trace, completion, prompt_estimate, sent)
+        spent[0] = self._account(request, trace, completion, prompt_estimate, sent, limited)
         return completion
 
     def _account(self, request: Request, trace: CallTrace, completion: Completion,
-                 prompt_estimate: int, sent: float) -> float:
+                 prompt_estimate: int, sent: float, limited: Optional[int] = None) -> float:
         """Tokens and cost of an answer; the limiter's and the estimator's corrections.
 
         Returns:
@@ -404,10 +408,14 @@ class FlowControl:
                                                   completion.cache_write_tokens, c.cache_ttl)
         if completion.prompt_tokens:
             # The provider charges prompt + max_tokens at admission: correct only the prompt.
-            # Anthropic's input-token limit does not count cache reads: they come back too.
-            charged = completion.prompt_tokens - (completion.cached_tokens
-                                                  if c.provider == "anthropic" else 0)
-            self.limiter.correct(prompt_estimate - charged, sent_at=sent)
+            # Anthropic's input-token limit does not count cache reads: the limiter was
+            # charged ``limited`` (the estimate less the last answer's reads), corrected here.
+            charged = completion.prompt_tokens
+            if c.provider == "anthropic":
+                charged -= completion.cached_tokens
+                self._cache_read_hint = completion.cached_tokens
+            self.limiter.correct((prompt_estimate if limited is None else limited) - charged,
+                                 sent_at=sent)
             self._tokens.learn(request.messages, completion.prompt_tokens)
         return cost
 
