@@ -130,6 +130,9 @@ def _estimate(config: config_lib.JobConfig) -> int:
         requests_per_minute=config.requests_per_minute,
         tokens_per_minute=config.tokens_per_minute,
         prompt_template=config.llm.prompt_template,
+        prompt_prefix=config.llm.prompt_prefix,
+        prompt_cache=config.llm.prompt_cache, cache_ttl=config.llm.cache_ttl,
+        provider=config.llm.provider,
         # The response schema travels with every request and is billed as prompt.
         extra_prompt_tokens=(schema_overhead_tokens(config.llm.structured.schema)
                              if config.llm.structured else 0)))
@@ -153,7 +156,8 @@ def _projection(config: config_lib.JobConfig, summary: dict,
         requests_per_minute=config.requests_per_minute,
         tokens_per_minute=config.tokens_per_minute, max_tokens=config.llm.max_tokens,
         max_concurrency=config.llm.max_concurrency, worker_processes=config.worker_processes,
-        price=price, batch_price=config.batch_api.price, cpu_secs_per_ticket=cpu_per_ticket)
+        price=price, batch_price=config.batch_api.price, cpu_secs_per_ticket=cpu_per_ticket,
+        cache_ttl=config.llm.cache_ttl)
     costs = ticket_costs(config.output, results_basename(config), dead_letter_basename(config))
     return projection_lib.project(summary, costs, settings)
 
