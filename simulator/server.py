@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from simulator.anthropic import AnthropicRoutes
+from simulator.anthropic_batch import MessageBatchRoutes
 from simulator.batch import BatchStore
 from simulator.batch_http import BatchRoutes
 from simulator.config import SimulatorConfig
@@ -254,11 +255,16 @@ class Simulator:
         p99 = config.latency_p99_ms / 1000
         self._latency_sigma = (math.log(p99 / median) / _Z99
                                if median > 0 and p99 > median else 0.0)
-        self.batches = BatchStore(config, self.answer, self.stats, clock, wall_clock)
-        self._batch_routes = BatchRoutes(self.batches, self.authorized)
         self.anthropic = AnthropicRoutes(config, self.stats, self._faults, self.latency_secs,
                                          self._fail_attempts, self._invalid_attempts, clock,
                                          wall_clock)
+        self.batches = BatchStore(config, self.answer, self.stats, clock, wall_clock,
+                                  anthropic_answer=self.anthropic.answer)
+        self._batch_routes = BatchRoutes(self.batches, self.authorized)
+        # Anthropic's Message Batches: the same store and lifecycle, Anthropic's wire.
+        self._message_batch_routes = MessageBatchRoutes(
+            self.batches, self.anthropic, self._batch_routes.stall,
+            self._batch_routes.catch_up)
 
     # ---- application -------------------------------------------------------------------------
 
@@ -278,6 +284,7 @@ class Simulator:
         app.router.add_post("/reset", self.handle_reset)
         app.router.add_get("/health", self.handle_health)
         self._batch_routes.add_routes(app)
+        self._message_batch_routes.add_routes(app)
         app.router.add_route("*", "/{tail:.*}", by_version(self.handle_not_found,
                                                            self.anthropic.handle_not_found))
         return app
