@@ -82,7 +82,9 @@ class BatchDriver:
 
     Args:
       settings: The job's batch settings.
-      client: A :class:`~transforms.llm.providers.openai_batch.BatchClient` (or a fake in tests).
+      client: The provider's batch client: :class:`~transforms.llm.providers.openai_batch.
+        BatchClient` (its docstring lists what the driver asks of one) or :class:`~transforms.
+        llm.providers.anthropic_batch.AnthropicBatchClient`.
       journal: The job's journal.
       events: The journal's events so far (the job's "job" and "packed" events included).
       wall: Wall clock (the deadline, progress).
@@ -190,7 +192,7 @@ class BatchDriver:
                       tokens=part.tokens, why="token_limit_exceeded with nothing of ours running")
                 self._log("skipped", round=part.round, part=part.name)
                 continue
-            if part.state != "uploaded":
+            if self._client.uploads and part.state != "uploaded":
                 self._upload(part)
             self._create(self.state.parts[part.key])
 
@@ -215,7 +217,9 @@ class BatchDriver:
 
     def _settle(self, part: Part) -> bool:
         """Looks for the batch of a creation in doubt by listing; True when found."""
-        found = self._client.find(self._metadata(part), part.creating_at)
+        claimed = {p.batch_id for p in self.state.parts.values() if p.batch_id}
+        found = self._client.find(self._metadata(part), part.creating_at, lines=part.lines,
+                                  claimed=claimed)
         if found is None:
             return False
         event(_LOG, logging.INFO, "batch_found", part=part.name, batch_id=found.id)
@@ -231,7 +235,9 @@ class BatchDriver:
         event(_LOG, logging.INFO, "batch_creating", round=part.round, part=part.name,
               attempt=part.attempt)
         try:
-            info = self._client.create(part.file_id, metadata)
+            # Without an upload step (Anthropic), the part's requests go in the create call.
+            source = part.file_id if self._client.uploads else part.path
+            info = self._client.create(source, metadata)
         except errors.RetryableError as exc:
             # It may exist anyway: the next pass looks for it before creating again.
             event(_LOG, logging.WARNING, "batch_create_failed", part=part.name,
