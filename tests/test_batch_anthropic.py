@@ -103,6 +103,22 @@ def test_results_are_classified_as_online_errors_are():
         classify_line({"result": {"type": "expired"}})
 
 
+def test_batch_max_lines_is_the_providers_limit():
+    from pipeline import config as config_lib
+    from pipeline.options import TicketflowOptions
+
+    def batch_api(*flags):
+        return config_lib.from_options(TicketflowOptions(
+            ["--input", "x.jsonl", "--output", "out", "--simulate", "--api", "batch",
+             *flags])).batch_api
+
+    assert batch_api("--model", MODEL, "--batch_max_lines", "100000").max_lines == 100_000
+    with pytest.raises(config_lib.ConfigError, match="between 1 and 50000"):
+        batch_api("--batch_max_lines", "100000")  # OpenAI's limit
+    with pytest.raises(config_lib.ConfigError, match="between 1 and 100000"):
+        batch_api("--model", MODEL, "--batch_max_lines", "100001")
+
+
 # ---- the simulator's Message Batches through the SDK -----------------------------------------
 
 def test_the_simulator_speaks_message_batches(simulator_factory):
@@ -146,25 +162,29 @@ def test_the_simulator_speaks_message_batches(simulator_factory):
 def anthropic_world(tmp_path):
     sims = []
 
-    def make(n, max_lines=10, **flags):
+    def make(n, max_lines=10, system=None, cache_ttl="5m", **flags):
         clock = Clock()
         sim = start(SimulatorConfig(port=0, **flags), clock=clock)
         sims.append(sim)
-        config = LlmConfig(base_url=None, model=MODEL, provider="anthropic")
+        config = LlmConfig(base_url=None, model=MODEL, provider="anthropic",
+                           cache_ttl=cache_ttl)
         writer = PartWriter(str(tmp_path / "batch" / "J1" / "round-1" / "requests"), max_lines,
                             MAX_BYTES)
         for i in range(n):
-            line = request_line(_params(i), config)
+            params = _params(i)
+            if system:
+                params["messages"][0]["content"] = system
+            line = request_line(params, config)
             writer.add(line, line_tokens(request_body(json.loads(line))))
         journal = Journal(str(tmp_path), wall=clock)
         journal.append("job", job="J1", fingerprint="f")
         journal.append("packed", job="J1", round=1, parts=writer.close())
 
-        def driver(max_rounds=3, deadline=0.0):
+        def driver(max_rounds=3, deadline=0.0, poll=1.0):
             settings = DriverSettings(
                 work_dir=str(tmp_path / "batch" / "J1"), max_lines=max_lines,
                 max_bytes=MAX_BYTES, max_enqueued_tokens=0, deadline_secs=deadline,
-                poll_secs=1.0, max_rounds=max_rounds, prices=(HALF, FULL))
+                poll_secs=poll, max_rounds=max_rounds, prices=(HALF, FULL))
             client = AnthropicBatchClient(sim.base_url, "test", timeout=10,
                                           retry=RetryPolicy(max_retries=2), sleep=lambda s: None)
             return BatchDriver(settings, client, journal, Journal(str(tmp_path)).read(),
@@ -193,6 +213,20 @@ def test_the_driver_resubmits_only_expired_requests_in_rounds(anthropic_world, t
     assert all(o["provider"] == "anthropic" for o in outcomes)
     assert [o["code"] for o in outcomes if "completion" not in o] == ["batch_expired"]
     assert len(done) == 19 and all(o["cost_usd"] > 0 for o in done)
+
+
+def test_a_batch_reads_its_one_hour_cached_prefix(anthropic_world, tmp_path):
+    # The requests of a 2-hour batch run minutes apart: a 1-hour cached system prompt is written
+    # by the first and read by the others (a 5-minute one would have expired between them).
+    manual = "You triage support tickets by our refund policy. " * 400  # > Haiku's minimum
+    driver, _ = anthropic_world(10, system=manual, cache_ttl="1h", batch_secs=7200)
+    assert driver(poll=600).run() is True
+    done = [o["completion"] for o in _outcomes(tmp_path)]
+    assert len(done) == 10
+    assert sum(1 for c in done if c["cache_creation_input_tokens"] > 2048) == 1
+    reads = [c for c in done if c["cache_read_input_tokens"] > 2048]
+    assert len(reads) == 9 and all(c["cached_tokens"] == c["cache_read_input_tokens"]
+                                   for c in reads)
 
 
 def test_a_creation_in_doubt_is_found_by_listing(anthropic_world, tmp_path):
