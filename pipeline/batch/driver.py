@@ -1,15 +1,16 @@
 """The batch driver: submit the parts in waves, wait, collect, resubmit what failed, in rounds.
 
 :class:`BatchDriver` runs on the driver (no workers) once the pack pipeline has written round 1's
-request files. Each round: every part is uploaded and created in WAVES that fit the enqueued-token
-limit (:mod:`pipeline.batch.policy`), the running batches are polled every ``--batch_poll_secs``
-(one progress line per poll), each finished batch is collected (:func:`pipeline.batch.files.
-collect_part`), and the lines that failed retryably become the next round's parts — until none
-is left, ``--max_retries`` rounds were made, or ``--batch_deadline_secs`` passed (then running
-batches are cancelled, what they finished is kept, and the rest is answered online). A cancelled
-batch gets ``--batch_cancel_wait_secs`` from its cancel to end; one still ``cancelling`` then is
-ABANDONED: its tickets are answered online, and :meth:`BatchDriver.look_at_abandoned` later
-counts what it answered anyway (billed twice).
+request files. Each round: every part is uploaded (OpenAI; Anthropic's Message Batches take the
+requests in the create call: the client's ``uploads`` says which) and created in WAVES that fit the
+enqueued-token limit (:mod:`pipeline.batch.policy`), the running batches are polled every
+``--batch_poll_secs`` (one progress line per poll), each finished batch is collected
+(:func:`pipeline.batch.files.collect_part`), and the lines that failed retryably become the next
+round's parts — until none is left, ``--max_retries`` rounds were made, or
+``--batch_deadline_secs`` passed (then running batches are cancelled, what they finished is kept,
+and the rest is answered online). A cancelled batch gets ``--batch_cancel_wait_secs`` from its
+cancel to end; one still ``cancelling`` then is ABANDONED: its tickets are answered online, and
+:meth:`BatchDriver.look_at_abandoned` later counts what it answered anyway (billed twice).
 
 Every step is written to the journal BEFORE it is done and after (:mod:`pipeline.batch.journal`),
 so a run killed at any moment is resumed without a ticket being submitted twice: a creation in
