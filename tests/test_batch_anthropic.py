@@ -215,6 +215,32 @@ def test_the_driver_resubmits_only_expired_requests_in_rounds(anthropic_world, t
     assert len(done) == 19 and all(o["cost_usd"] > 0 for o in done)
 
 
+def test_a_create_refused_for_the_queue_limit_waits_for_room(anthropic_world, tmp_path):
+    # Room for one part of 10 requests: Anthropic refuses the second create with a 429, so the
+    # driver settles it by listing (nothing created), then creates it once the first has ended.
+    # Failed lines (api_error) go to the next round, alone.
+    driver, sim = anthropic_world(20, batch_secs=10, batch_max_enqueued_tokens=1500,
+                                  batch_p_line_fail=0.2, seed=5)
+    d = driver(max_rounds=2)
+    assert d.run() is True
+    assert sim.stats()["batches_created"] == 3  # 2 parts, then one of the 4 failed lines
+    assert sim.stats()["batch_requests"] == 20 + 4
+    outcomes = _outcomes(tmp_path)
+    assert len(outcomes) == 20 and all(o["provider"] == "anthropic" for o in outcomes)
+    failed = [o for o in outcomes if "completion" not in o]
+    # round(20% of 4) of the second round's lines fail again: exhausted after --max_retries 1.
+    assert [(o["code"], o["round"]) for o in failed] == [("api_error", 2)]
+
+
+def test_a_part_refused_with_nothing_running_goes_online(anthropic_world, tmp_path):
+    # A queue limit no part fits: refused max_rounds + 1 times alone, then skipped, not looped.
+    driver, sim = anthropic_world(10, batch_secs=10, batch_max_enqueued_tokens=500)
+    d = driver(max_rounds=2)
+    assert d.run() is True
+    assert sim.stats()["batches_created"] == 0 and not _outcomes(tmp_path)
+    assert d.state.round_parts(1)[0].state == "skipped"
+
+
 def test_a_batch_reads_its_one_hour_cached_prefix(anthropic_world, tmp_path):
     # The requests of a 2-hour batch run minutes apart: a 1-hour cached system prompt is written
     # by the first and read by the others (a 5-minute one would have expired between them).
@@ -281,10 +307,12 @@ def test_batch_costs_half_of_online_with_the_same_answers(simulator_factory, run
 
 
 def test_the_deadline_answers_the_rest_online(simulator_factory, run_pipeline, tmp_path):
-    sim = simulator_factory(batch_secs=10)
+    # The deadline counts from the job's start, packing included (seconds on a busy machine):
+    # 7 s leaves the batch a few seconds of its 12 before it is cancelled.
+    sim = simulator_factory(batch_secs=12)
     path = write_jsonl(tmp_path / "t.jsonl", [_ticket(i) for i in range(20)])
     run = run_pipeline("--input", str(path), "--base_url", sim.base_url, *FAST,
-                       "--batch_deadline_secs", "3", env=ENV)
+                       "--batch_deadline_secs", "7", env=ENV)
     assert run.returncode == 0, run.stderr
     summary = run.summary()
     assert summary["ledger_balanced"] and summary["succeeded"] == 20

@@ -231,6 +231,14 @@ class BatchDriver:
         metadata = self._metadata(part)
         if part.state == "creating" and self._settle(part):
             return
+        running = any(p.running for p in self.state.round_parts(part.round))
+        if not running and part.lonely_token_failures > self._s.max_rounds:
+            # Refused again and again with nothing of ours in the queue: it never fits.
+            event(_LOG, logging.WARNING, "batch_part_skipped", part=part.name,
+                  tokens=part.tokens, why="the provider refused its creation with nothing of "
+                  "ours running")
+            self._log("skipped", round=part.round, part=part.name)
+            return
         self._log("creating", round=part.round, part=part.name, attempt=part.attempt,
                   file_id=part.file_id)
         event(_LOG, logging.INFO, "batch_creating", round=part.round, part=part.name,
@@ -243,6 +251,10 @@ class BatchDriver:
             # It may exist anyway: the next pass looks for it before creating again.
             event(_LOG, logging.WARNING, "batch_create_failed", part=part.name,
                   error=type(exc).__name__, message=exc.message[:200])
+            # Anthropic refuses a create over its queue limit (429): with nothing of ours
+            # running, a part refused more than --max_retries + 1 times goes online.
+            self._log("create_failed", round=part.round, part=part.name,
+                      error=type(exc).__name__, alone=not running)
             return
         except errors.ProviderError as exc:
             raise BatchJobError(f"the provider refused to create a batch of {part.path}: "
