@@ -415,6 +415,20 @@ class AnthropicRoutes:
             _LOG.exception("unexpected error answering a message batch request")
             return 500, self._error_body(500, "Internal server error")
 
+    # ---- for the Message Batches routes (simulator.anthropic_batch) -------------------------
+
+    def check_request(self, request: web.Request) -> web.Response | None:
+        """The key and ``anthropic-version`` checks of every Anthropic route (None: passed)."""
+        return self._check_headers(request)
+
+    def error_response(self, status: int, message: str) -> web.Response:
+        """Anthropic's error body and headers, without the rate-limit headers."""
+        return self._error(status, message, limits=False)
+
+    def id_headers(self) -> dict[str, str]:
+        """A response's ``request-id`` header."""
+        return {"request-id": self._next_id("req")}
+
     def _error_body(self, status: int, message: str) -> dict[str, Any]:
         return {"type": "error", "error": {"type": _ERROR_TYPES[status], "message": message}}
 

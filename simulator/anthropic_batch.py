@@ -166,22 +166,21 @@ class MessageBatchRoutes:
 
     def _wrap(self, handler):
         async def handle(request: web.Request) -> web.StreamResponse:
-            refused = self._messages._check_headers(request)  # pylint: disable=protected-access
+            refused = self._messages.check_request(request)
             if refused is not None:
                 return refused
             try:
                 return await handler(request)
             except BatchApiError as exc:
                 status = exc.status if exc.status in _TYPES else 400
-                return self._messages._error(status, exc.message,  # pylint: disable=protected-access
-                                             limits=False)
+                return self._messages.error_response(status, exc.message)
         return handle
 
     def _json(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         return web.json_response(self._absolute(request, body), headers=self._headers())
 
     def _headers(self) -> dict[str, str]:
-        return {"request-id": self._messages._next_id("req")}  # pylint: disable=protected-access
+        return self._messages.id_headers()
 
     async def create(self, request: web.Request) -> web.Response:
         """``POST /v1/messages/batches``."""
