@@ -151,6 +151,8 @@ class BatchStore:
             ``batch_requests``.
         clock: Monotonic seconds; the batches progress on it (injected for tests).
         wall_clock: Epoch seconds, for the ``*_at`` timestamps.
+        anthropic_answer: Answers one Message Batches request as ``POST /v1/messages`` would
+            (None: ``/v1/messages/batches`` answers 404); settable after construction.
     """
 
     def __init__(self, config: SimulatorConfig, answer: Answer, stats: Stats,
@@ -159,7 +161,7 @@ class BatchStore:
                  anthropic_answer: Answer | None = None):
         self.config = config
         self._answer = answer
-        self._anthropic_answer = anthropic_answer
+        self.anthropic_answer = anthropic_answer
         self._stats = stats
         self._clock = clock
         self._wall_clock = wall_clock
@@ -230,7 +232,7 @@ class BatchStore:
             BatchApiError: 400 for a body Anthropic refuses (or ``--batch_fail_validation``),
                 413 for too many requests, 429 over ``--batch_max_enqueued_tokens``.
         """
-        if self._anthropic_answer is None:
+        if self.anthropic_answer is None:
             raise BatchApiError(404, "Message Batches are not served here.")
         config, now = self.config, self._clock()
         lines, model = anthropic_batch.parse_requests(params, config.default_max_tokens)
@@ -386,7 +388,7 @@ class BatchStore:
         if index in batch.failing:
             status, body = 500, anthropic_batch.LINE_FAILURE if anthropic else _LINE_FAILURE
         else:
-            answer = self._anthropic_answer if anthropic else self._answer
+            answer = self.anthropic_answer if anthropic else self._answer
             status, body = answer(line.body, batch.epoch(batch.line_time(i)))
         if anthropic:
             self._count(batch, status, body, anthropic_batch.result_line(line.custom_id, status,

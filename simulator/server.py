@@ -255,12 +255,12 @@ class Simulator:
         p99 = config.latency_p99_ms / 1000
         self._latency_sigma = (math.log(p99 / median) / _Z99
                                if median > 0 and p99 > median else 0.0)
+        self.batches = BatchStore(config, self.answer, self.stats, clock, wall_clock)
+        self._batch_routes = BatchRoutes(self.batches, self.authorized)
         self.anthropic = AnthropicRoutes(config, self.stats, self._faults, self.latency_secs,
                                          self._fail_attempts, self._invalid_attempts, clock,
                                          wall_clock)
-        self.batches = BatchStore(config, self.answer, self.stats, clock, wall_clock,
-                                  anthropic_answer=self.anthropic.answer)
-        self._batch_routes = BatchRoutes(self.batches, self.authorized)
+        self.batches.anthropic_answer = self.anthropic.answer
         # Anthropic's Message Batches: the same store and lifecycle, Anthropic's wire.
         self._message_batch_routes = MessageBatchRoutes(
             self.batches, self.anthropic, self._batch_routes.stall,
