@@ -21,7 +21,7 @@ from pipeline.stream.config import DEFAULT_MAX_BUFFERING_SECS, StreamConfig, str
 from transforms import errors, prompts, secrets, structured
 from transforms.batch import BatchConfig
 from transforms.llm.config import DEFAULT_SYSTEM_PROMPT, LlmConfig
-from transforms.llm.providers import provider_of
+from transforms.llm.providers import batch_wire, provider_of
 from transforms.llm.providers.openai import MAX_LINES as BATCH_MAX_LINES
 from transforms.pricing import Price, PricingError, load_pricing
 from transforms.retry import RetryPolicy
@@ -382,8 +382,10 @@ def _batch_api(o: TicketflowOptions, price: Price) -> BatchApiConfig:
     _positive("batch_deadline_secs", o.batch_deadline_secs, allow_zero=True)
     _positive("batch_cancel_wait_secs", o.batch_cancel_wait_secs, allow_zero=True)
     _positive("batch_max_enqueued_tokens", o.batch_max_enqueued_tokens, allow_zero=True)
-    if not 1 <= o.batch_max_lines <= BATCH_MAX_LINES:
-        raise ConfigError(f"--batch_max_lines must be between 1 and {BATCH_MAX_LINES} (the "
+    # The provider's limit: OpenAI's 50,000 lines per file, Anthropic's 100,000 per batch.
+    most = batch_wire(provider_of(o.model, o.provider)).MAX_LINES
+    if not 1 <= o.batch_max_lines <= most:
+        raise ConfigError(f"--batch_max_lines must be between 1 and {most} (the "
                           f"provider's limit), got {o.batch_max_lines}.")
     if o.api != "batch" and o.batch_submit_only:
         raise ConfigError("--batch_submit_only needs --api batch.")

@@ -212,7 +212,7 @@ class TicketflowOptions(PipelineOptions):
                            "learnt from token_limit_exceeded).")
         batch.add_argument("--batch_max_lines", type=int, default=50000,
                            help="With --api batch: most requests per batch (the provider's "
-                           "limit is 50000).")
+                           "limit: 50000 at OpenAI, 100000 at Anthropic).")
 
         run = parser.add_argument_group("run")
         _switch(run, "--simulate",

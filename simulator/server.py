@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from simulator.anthropic import AnthropicRoutes
+from simulator.anthropic_batch import MessageBatchRoutes
 from simulator.batch import BatchStore
 from simulator.batch_http import BatchRoutes
 from simulator.config import SimulatorConfig
@@ -269,6 +270,11 @@ class Simulator:
         self.anthropic = AnthropicRoutes(config, self.stats, self._faults, self.latency_secs,
                                          self._fail_attempts, self._invalid_attempts, clock,
                                          wall_clock)
+        self.batches.anthropic_answer = self.anthropic.answer
+        # Anthropic's Message Batches: the same store and lifecycle, Anthropic's wire.
+        self._message_batch_routes = MessageBatchRoutes(
+            self.batches, self.anthropic, self._batch_routes.stall,
+            self._batch_routes.catch_up)
 
     # ---- application -------------------------------------------------------------------------
 
@@ -288,6 +294,7 @@ class Simulator:
         app.router.add_post("/reset", self.handle_reset)
         app.router.add_get("/health", self.handle_health)
         self._batch_routes.add_routes(app)
+        self._message_batch_routes.add_routes(app)
         app.router.add_route("*", "/{tail:.*}", by_version(self.handle_not_found,
                                                            self.anthropic.handle_not_found))
         return app

@@ -309,8 +309,10 @@ MAX_LINES = 50_000
 MAX_BYTES = 200_000_000
 
 
-def batch_request_line(custom_id: str, params: Mapping[str, Any]) -> str:
-    """One line of a batch input file (JSON, no newline) for a chat request."""
+def batch_request_line(custom_id: str, params: Mapping[str, Any], config: Any = None) -> str:
+    """One line of a batch input file (JSON, no newline) for a chat request (``config``, the
+    ``LlmConfig``, is for wire formats whose body depends on it: not this one)."""
+    del config
     return json.dumps({"custom_id": custom_id, "method": "POST", "url": BATCH_ENDPOINT,
                        "body": dict(params)}, ensure_ascii=False, separators=(",", ":"))
 
