@@ -45,6 +45,7 @@ from simulator.content import (
 )
 from simulator.faults import (NO_MARKERS, AttemptCounter, FaultDraw, Markers,
                               conversation_root, find_markers)
+from simulator.gemini import GeminiRoutes
 from simulator.limits import Decision, RateLimiter, format_duration
 from simulator.stats import STATUS_RESET, Stats
 from simulator.tokens import count_tokens, message_text, prompt_tokens
@@ -259,6 +260,8 @@ class Simulator:
         self.anthropic = AnthropicRoutes(config, self.stats, self._faults, self.latency_secs,
                                          self._fail_attempts, self._invalid_attempts, clock,
                                          wall_clock)
+        self.gemini = GeminiRoutes(config, self.stats, self._faults, self.latency_secs,
+                                   self._fail_attempts, self._invalid_attempts, clock)
 
     # ---- application -------------------------------------------------------------------------
 
@@ -274,6 +277,7 @@ class Simulator:
         app.router.add_get("/v1/models/{model}", by_version(self.handle_model,
                                                             self.anthropic.handle_model))
         self.anthropic.add_routes(app)
+        self.gemini.add_routes(app)
         app.router.add_get("/stats", self.handle_stats)
         app.router.add_post("/reset", self.handle_reset)
         app.router.add_get("/health", self.handle_health)
@@ -291,6 +295,7 @@ class Simulator:
         self._invalid_attempts.clear()
         self.batches.reset()
         self.anthropic.reset()
+        self.gemini.reset()
 
     # ---- helpers -----------------------------------------------------------------------------
 
