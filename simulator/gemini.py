@@ -271,8 +271,8 @@ class GeminiRoutes:
         if request.transport is None or request.transport.is_closing():
             return web.Response(status=_STATUS_CANCELLED)  # the client went away: no answer
         self.cache.commit(plan)
-        outcome.status, outcome.input_tokens, outcome.output_tokens = 200, ask.input_tokens, n_output
-        outcome.cached = plan.read_tokens
+        outcome.status, outcome.cached = 200, plan.read_tokens
+        outcome.input_tokens, outcome.output_tokens = ask.input_tokens, n_output
         usage: dict[str, Any] = {"promptTokenCount": ask.input_tokens,
                                  "candidatesTokenCount": n_output,
                                  "totalTokenCount": ask.input_tokens + n_output,
