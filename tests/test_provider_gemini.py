@@ -209,3 +209,21 @@ def test_simulate_speaks_gemini_without_a_key(run_pipeline, tmp_path):
     summary = simulated.summary()
     assert summary["succeeded"] == 40 and summary["ledger_balanced"] is True
     assert summary["simulator"]["gemini_requests"] == 40
+
+
+def test_the_key_variable_and_batch_mode_are_resolved_at_the_driver(monkeypatch):
+    from pipeline import config as config_lib
+    from pipeline.options import TicketflowOptions
+
+    def config(*flags):
+        return config_lib.from_options(TicketflowOptions(
+            ["--input", "x.jsonl", "--output", "out", "--model", "gemini-2.5-flash", *flags]))
+
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.setenv("GOOGLE_API_KEY", "g-key")
+    assert config().llm.api_key_env == "GOOGLE_API_KEY" and config().llm.provider == "gemini"
+    monkeypatch.setenv("GEMINI_API_KEY", "g-key")
+    assert config().llm.api_key_env == "GEMINI_API_KEY"
+    assert config("--api_key_env", "MY_KEY", "--simulate").llm.api_key_env == "MY_KEY"
+    with pytest.raises(config_lib.ConfigError, match="--api batch --provider gemini"):
+        config("--simulate", "--api", "batch")
