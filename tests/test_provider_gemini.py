@@ -227,3 +227,36 @@ def test_the_key_variable_and_batch_mode_are_resolved_at_the_driver(monkeypatch)
     assert config("--api_key_env", "MY_KEY", "--simulate").llm.api_key_env == "MY_KEY"
     with pytest.raises(config_lib.ConfigError, match="--api batch --provider gemini"):
         config("--simulate", "--api", "batch")
+
+
+def test_the_simulator_counts_requests_per_day_and_says_when_to_retry(simulator_factory):
+    from google import genai
+    from google.genai import errors as genai_errors
+
+    now = [1000.0]
+    sim = simulator_factory(port=0, gemini_rpd=2, gemini_tpm=100_000, clock=lambda: now[0])
+    client = genai.Client(api_key="k", http_options={"base_url": sim.root_url,
+                                                     "retry_options": {"attempts": 1}})
+    for _ in range(2):
+        client.models.generate_content(model="gemini-2.5-flash", contents="Hi")
+    now[0] += 3600  # an hour later the day's two requests are still spent
+    with pytest.raises(genai_errors.ClientError) as caught:
+        client.models.generate_content(model="gemini-2.5-flash", contents="Hi")
+    error = error_from_body(caught.value.code, caught.value.details)
+    assert caught.value.status == "RESOURCE_EXHAUSTED" and isinstance(error, errors.RateLimited)
+    assert error.retry_after == 86_400 - 3600  # the rest of the simulated day
+    now[0] += 86_400 - 3600
+    assert client.models.generate_content(model="gemini-2.5-flash", contents="Hi").text
+    client.close()
+
+
+def test_a_refused_connection_is_one_quick_connection_error(simulator_factory):
+    import time
+
+    sim = simulator_factory(port=0)
+    caller = _caller(sim)
+    sim.close()  # nothing listens on its port any more
+    started = time.monotonic()
+    refused, = _calls(caller, CHAT)
+    # The SDK's own implicit retry (a sleep of 1-10 s, then again) is off as well.
+    assert isinstance(refused, errors.ConnectionFailed) and time.monotonic() - started < 1.0

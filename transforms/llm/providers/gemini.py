@@ -292,7 +292,8 @@ class GeminiCaller:
         try:
             # The client's request layer: the documented REST body as is (see the class doc).
             response = await self._client._api_client.async_request(  # noqa: SLF001
-                "post", f"models/{params['model']}:generateContent", body, options)
+                "post", f"models/{params['model'].removeprefix('models/')}:generateContent", body,
+                options)
             headers = response.headers or {}
             completion = parse_response(response.body or b"")
         except asyncio.CancelledError:
