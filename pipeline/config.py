@@ -160,6 +160,17 @@ def _prompt_template(path: Optional[str]) -> Optional[str]:
     return source
 
 
+def _prompt_prefix(path: Optional[str]) -> Optional[str]:
+    """--prompt_prefix_file's text, read once here (workers get the text, not the path)."""
+    if path is None:
+        return None
+    text = _read_flag_file("prompt_prefix_file", path).strip()
+    if not text:
+        raise ConfigError(f"--prompt_prefix_file {path!r}: the file is empty; pass a document "
+                          "to share in every request, or drop the flag.")
+    return text
+
+
 def _response_schema(path: Optional[str], output_format: str
                      ) -> Optional[structured.StructuredOutput]:
     if path is None:
@@ -233,6 +244,7 @@ def from_options(options: PipelineOptions) -> JobConfig:
         raise ConfigError(f"--temperature must be between 0 and 2, got {o.temperature}.")
 
     template = _prompt_template(o.prompt_template)
+    prompt_prefix = _prompt_prefix(o.prompt_prefix_file)
     response_schema = _response_schema(o.response_schema, o.output_format)
 
     processes = worker_processes(options)
@@ -329,6 +341,7 @@ def from_options(options: PipelineOptions) -> JobConfig:
         budget_key=run_id,
         max_outage_secs=o.max_outage_secs,
         prompt_template=template,
+        prompt_prefix=prompt_prefix,
         structured=response_schema,
     )
     return JobConfig(
@@ -405,6 +418,7 @@ def redacted(config: JobConfig) -> dict:
     out = dataclasses.asdict(config)
     out["llm"].pop("system_prompt", None)
     out["llm"].pop("prompt_template", None)
+    out["llm"].pop("prompt_prefix", None)
     if out["llm"].get("public_api_key") not in (None, SIMULATOR_PUBLIC_KEY, NO_KEY_PLACEHOLDER):
         out["llm"]["public_api_key"] = "[REDACTED]"
     if out["llm"].get("shared_quota"):

@@ -47,6 +47,7 @@ from simulator.faults import (NO_MARKERS, AttemptCounter, FaultDraw, Markers,
                               conversation_root, find_markers)
 from simulator.gemini import GeminiRoutes
 from simulator.limits import Decision, RateLimiter, format_duration
+from simulator.openai_cache import OpenAIPromptCache
 from simulator.stats import STATUS_RESET, Stats
 from simulator.tokens import count_tokens, message_text, prompt_tokens
 
@@ -125,7 +126,8 @@ class ChatRequest:
         _BadRequest: If the body does not follow OpenAI's request schema.
     """
 
-    __slots__ = ("max_tokens", "messages", "model", "response_format", "schema", "seed", "text")
+    __slots__ = ("cache_key", "max_tokens", "messages", "model", "response_format", "schema",
+                 "seed", "text")
 
     def __init__(self, body: Any):
         if not isinstance(body, dict):
@@ -188,6 +190,12 @@ class ChatRequest:
         if body.get("stream"):
             raise _BadRequest("The simulator does not support 'stream': true.", "stream",
                               "unsupported_value")
+        cache_key = body.get("prompt_cache_key")
+        if cache_key is not None and not isinstance(cache_key, str):
+            raise _BadRequest(f"Invalid type for 'prompt_cache_key': expected a string, but got "
+                              f"{_type_name(cache_key)} instead.", "prompt_cache_key",
+                              "invalid_type")
+        self.cache_key = cache_key
         self.response_format, self.schema = _parse_response_format(body.get("response_format"))
         self.model = model
         self.messages = messages
@@ -255,6 +263,8 @@ class Simulator:
         p99 = config.latency_p99_ms / 1000
         self._latency_sigma = (math.log(p99 / median) / _Z99
                                if median > 0 and p99 > median else 0.0)
+        # OpenAI's automatic prompt cache: cached_tokens for repeated prefixes of 1,024+ tokens.
+        self.prompt_cache = OpenAIPromptCache(clock)
         self.batches = BatchStore(config, self.answer, self.stats, clock, wall_clock)
         self._batch_routes = BatchRoutes(self.batches, self.authorized)
         self.anthropic = AnthropicRoutes(config, self.stats, self._faults, self.latency_secs,
@@ -296,6 +306,7 @@ class Simulator:
         self.batches.reset()
         self.anthropic.reset()
         self.gemini.reset()
+        self.prompt_cache.clear()
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -435,6 +446,8 @@ class Simulator:
         if status != 200:
             outcome[0] = status
             return web.Response(status=status, body=_dumps(body), headers=self._headers())
+        cached, cache_keys = self.prompt_cache.lookup(chat.model, chat.cache_key, chat.messages)
+        body["usage"]["prompt_tokens_details"] = {"cached_tokens": min(cached, n_prompt)}
         n_completion = body["usage"]["completion_tokens"]
         delay = self.latency_secs(n_completion)
         if delay > 0:
@@ -446,6 +459,7 @@ class Simulator:
             # completion, so tests can count exactly what a client received (status 499).
             return web.Response(status=_STATUS_CANCELLED)
         outcome[:3] = [200, n_prompt, n_completion]
+        self.prompt_cache.store(cache_keys)
         return web.Response(body=_dumps(body), headers=self._headers())
 
     async def _inject(self, fault: str, request: web.Request,

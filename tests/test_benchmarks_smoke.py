@@ -82,3 +82,21 @@ def test_smoke_stream_benchmark_writes_every_figure(tmp_path):
     assert figures["sigint_exit_code"] == 130 and figures["sigint_restart_exit_code"] == 130
     assert figures["steady_lost"] == figures["overload_lost"] == figures["sigint_lost"] == 0
     assert figures["priority_lost"] == 0
+
+
+@pytest.mark.timeout(300)
+def test_smoke_caching_benchmark_writes_every_figure(tmp_path):
+    """``python -m benchmarks.caching --smoke``: both scenarios at a few tickets, every key."""
+    from benchmarks.caching import FIGURES as CACHING_FIGURES
+
+    out = tmp_path / "caching.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.caching", "--smoke", "--json",
+                           str(out)], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    for key in CACHING_FIGURES:
+        assert isinstance(figures.get(key), (int, float)), f"{key} missing or not a number"
+        assert key in proc.stdout, f"{key} not in the printed table"
+    assert figures["details"]["details_anthropic"]["runs"]["on"]["summary"]["provider"] == \
+        "anthropic"

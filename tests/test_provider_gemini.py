@@ -181,6 +181,8 @@ def test_a_job_on_gemini_retries_429s_and_503s_and_reads_its_cached_prefix(
     stats = sim.stats()
     assert stats["gemini_requests"] == stats["requests"]
     assert stats["cache_read_input_tokens"] >= 150 * 1024
+    assert summary["cache_read_tokens"] == stats["cache_read_input_tokens"]  # read, and priced
+    assert summary["cache_saved_usd"] > 0
     assert "sim-key" not in run.stderr + run.stdout
 
 

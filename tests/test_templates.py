@@ -101,6 +101,7 @@ EXAMPLES = {
     "replay": ["true", "false"],
     "pricing_file": ["gs://my-bucket/pricing.json", "/template/pricing.json"],
     "prompt_template": ["gs://my-bucket/triage_template.j2", "/template/prompt.j2"],
+    "prompt_prefix_file": ["gs://my-bucket/policy_manual.md", "/template/examples.txt"],
     "response_schema": ["gs://my-bucket/triage_schema.json", "/template/schema.json"],
     "max_cost_usd": ["25", "0.5"],
     "sample": ["50", "1000"],

@@ -7,7 +7,9 @@ summary with :func:`summarize`.
 Counters: ``tickets_read``, ``parse_errors``, ``duplicates``, ``requests``, ``succeeded``,
 ``dead_lettered``, ``retries``, ``rate_limited``, ``server_errors``, ``timeouts``, ``prompt_tokens``,
 ``completion_tokens``, ``throttled_ms``, ``cache_hits``, ``cost_nano_usd``, ``already_done``,
-``replay_skipped``, ``not_sampled`` and Dataflow's ``cumulativeThrottlingSeconds``.
+``replay_skipped``, ``not_sampled``, the provider's prompt cache (``cache_read_tokens``,
+``cache_write_tokens``, ``cache_saved_nano_usd``: what it saved against plain input, may be
+negative) and Dataflow's ``cumulativeThrottlingSeconds``.
 Distributions: ``latency_ms``, ``attempts`` and, in streaming jobs, ``first_response_ms`` (from
 a ticket's arrival — its message's publish time or its file's modification time — to its result,
 counted in ``first_response_bucket_le_<N>ms`` buckets too).
@@ -40,7 +42,8 @@ COUNTERS = (
     "tickets_read", "parse_errors", "duplicates", "requests", "succeeded", "dead_lettered",
     "retries", "rate_limited", "server_errors", "timeouts", "prompt_tokens", "completion_tokens",
     "throttled_ms", "cache_hits", "cost_nano_usd", "already_done", "replay_skipped",
-    "not_sampled", "quota_fallbacks",
+    "not_sampled", "quota_fallbacks", "cache_read_tokens", "cache_write_tokens",
+    "cache_saved_nano_usd",
 )
 # Per worker process, cumulative (their max is the job's): wall-clock time its requests were
 # held back by the limiter, its provider was down (circuit breaker open), its shared quota was
@@ -190,6 +193,9 @@ class TicketflowMetrics:
         self.inc("prompt_tokens", stats.prompt_tokens)
         self.inc("completion_tokens", stats.completion_tokens)
         self.inc("cost_nano_usd", int(round(stats.cost_usd * 1e9)))
+        self.inc("cache_read_tokens", stats.cache_read_tokens)
+        self.inc("cache_write_tokens", stats.cache_write_tokens)
+        self.inc("cache_saved_nano_usd", int(round(stats.cache_saved_usd * 1e9)))
         if stats.attempts:
             self.distributions["attempts"].update(stats.attempts)
         if stats.throttled_secs:

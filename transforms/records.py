@@ -144,6 +144,9 @@ class CallStats:
         ``attempts`` too, one per round it was submitted in).
       batch_discount_usd: What those answers would have cost more online (so the online cost
         of the run is the cost plus the sum of this); not written to the files.
+      cache_read_tokens: Prompt tokens the provider read from its prompt cache.
+      cache_write_tokens: Prompt tokens the provider wrote to its prompt cache.
+      cache_saved_usd: Those tokens' cost as plain input minus their cost (not in the files).
     """
     attempts: int = 0
     retries: int = 0
@@ -159,6 +162,9 @@ class CallStats:
     last_attempt_at: Optional[float] = None
     batch_answers: int = 0
     batch_discount_usd: float = 0.0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_saved_usd: float = 0.0
 
 
 NO_CALLS = CallStats()

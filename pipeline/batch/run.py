@@ -82,7 +82,7 @@ def fingerprint(config: config_lib.JobConfig) -> str:
     c = config.llm
     material = [config.input, config.replay, config.sample, dataclasses.asdict(config.fields),
                 c.model,
-                c.system_prompt, c.prompt_template, c.max_tokens, c.temperature,
+                c.system_prompt, c.prompt_template, c.prompt_prefix, c.max_tokens, c.temperature,
                 c.structured.schema if c.structured is not None else None]
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()
                           ).hexdigest()[:16]

@@ -54,7 +54,8 @@ class TicketAnswerer:
         self._wall = wall
         self._secrets = list(secrets)
         # Compiled once per process, not per ticket (the driver already checked both compile).
-        self._prompts = PromptRenderer(config.prompt_template, config.system_prompt)
+        self._prompts = PromptRenderer(config.prompt_template, config.system_prompt,
+                                       prefix=getattr(config, "prompt_prefix", None))
         self._response_format = None
         self._schema_tokens = 0
         # A ticket carrying a Batch API outcome is answered from it; any other goes online.

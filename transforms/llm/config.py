@@ -46,7 +46,8 @@ class LlmConfig:
     Attributes:
       provider: The wire format: ``openai`` (and every compatible server) or ``anthropic``
         (:mod:`transforms.llm.providers`).
-      prompt_cache: Mark the static prefix (the system prompt) for the provider's prompt cache.
+      prompt_cache: Mark the static prefix (the system prompt and ``prompt_prefix``) for the
+        provider's prompt cache.
       cache_ttl: Anthropic's cache lifetime for it: ``5m`` or ``1h``.
       worker_requests_per_sec: This worker process's share of the request rate (0: none).
       worker_tokens_per_sec: This worker process's share of the token rate (0: none).
@@ -97,6 +98,8 @@ class LlmConfig:
     max_outage_secs: float = 900.0
     # --prompt_template's text (None: the built-in prompt); compiled once per worker process.
     prompt_template: Optional[str] = None
+    # --prompt_prefix_file's text: a shared document after the system prompt (the static prefix).
+    prompt_prefix: Optional[str] = None
     # --response_schema, when answers must be JSON valid against it.
     structured: Optional[StructuredOutput] = None
 

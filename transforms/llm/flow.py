@@ -57,7 +57,8 @@ class CallTrace:
     __slots__ = ("deadline", "ticket_id", "attempts", "call_attempts", "retries", "rate_limited",
                  "server_errors", "timeouts", "throttled", "latency_ms", "prompt_tokens",
                  "completion_tokens", "cost", "first_at", "last_at", "prefetched",
-                 "batch_answers", "batch_discount")
+                 "batch_answers", "batch_discount", "cache_read_tokens", "cache_write_tokens",
+                 "cache_saved")
 
     def __init__(self, deadline: float, ticket_id: Optional[str] = None):
         self.deadline = deadline
@@ -79,6 +80,10 @@ class CallTrace:
         self.prefetched: Optional[str] = None
         self.batch_answers = 0
         self.batch_discount = 0.0
+        # The provider's prompt cache: tokens read and written, and what that saved.
+        self.cache_read_tokens = 0
+        self.cache_write_tokens = 0
+        self.cache_saved = 0.0
 
     def freeze(self) -> CallStats:
         return CallStats(
@@ -87,7 +92,9 @@ class CallTrace:
             throttled_secs=self.throttled, latency_ms=self.latency_ms,
             prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
             cost_usd=self.cost, first_attempt_at=self.first_at, last_attempt_at=self.last_at,
-            batch_answers=self.batch_answers, batch_discount_usd=self.batch_discount)
+            batch_answers=self.batch_answers, batch_discount_usd=self.batch_discount,
+            cache_read_tokens=self.cache_read_tokens, cache_write_tokens=self.cache_write_tokens,
+            cache_saved_usd=self.cache_saved)
 
     def count_error(self, err: errors.ProviderError) -> None:
         if isinstance(err, errors.RateLimited):
@@ -134,6 +141,9 @@ class FlowControl:
         self._secrets = list(secrets)
         self._rng = random.Random(config.seed)
         self._tokens = TokenEstimator()
+        # Anthropic's input-token limit does not count cache reads: the last answer's reads,
+        # left out of what the limiter is charged for the next request (corrected after it).
+        self._cache_read_hint = 0
         # Wall-clock time with at least one request waiting for the limiter (the summary's
         # "held back"), as opposed to the per-ticket sum of waits (``trace.throttled``).
         self._held = 0.0
@@ -267,7 +277,10 @@ class FlowControl:
             try:
                 prompt_estimate = (self._tokens.estimate(request.messages)
                                    + request.schema_tokens)
-                reserved = c.price.cost(prompt_estimate, request.max_tokens)
+                # At most the whole prompt is a cache write (dearer than input at Anthropic).
+                reserved = c.price.cost(prompt_estimate, request.max_tokens,
+                                        cache_write_tokens=prompt_estimate if c.prompt_cache
+                                        else 0, ttl=c.cache_ttl)
                 if not await self.budget.reserve(reserved):
                     raise errors.BudgetExhausted(
                         f"--max_cost_usd budget reached (${self.budget.spent_usd:.6f} spent"
@@ -331,7 +344,8 @@ class FlowControl:
 
     async def _send(self, request: Request, trace: CallTrace, prompt_estimate: int,
                     spent: List[float]) -> Completion:
-        trace.throttled += await self._acquire(prompt_estimate + request.max_tokens)
+        limited = prompt_estimate - min(self._cache_read_hint, prompt_estimate)
+        trace.throttled += await self._acquire(limited + request.max_tokens)
         if self.stopping():
             raise errors.Interrupted("the run was stopped before this ticket was sent; replay it")
         timeout = min(self.config.request_timeout_secs, trace.deadline - self._clock())
@@ -369,11 +383,11 @@ class FlowControl:
         self.breaker.on_success(sent)
         self.limiter.observe_limits(self._caller.limits(headers))
         self.limiter.on_success(sent_at=sent)
-        spent[0] = self._account(request, trace, completion, prompt_estimate, sent)
+        spent[0] = self._account(request, trace, completion, prompt_estimate, sent, limited)
         return completion
 
     def _account(self, request: Request, trace: CallTrace, completion: Completion,
-                 prompt_estimate: int, sent: float) -> float:
+                 prompt_estimate: int, sent: float, limited: Optional[int] = None) -> float:
         """Tokens and cost of an answer; the limiter's and the estimator's corrections.
 
         Returns:
@@ -383,12 +397,25 @@ class FlowControl:
             return 0.0
         trace.prompt_tokens += completion.prompt_tokens
         trace.completion_tokens += completion.completion_tokens
-        cost = self.config.price.cost(completion.prompt_tokens, completion.completion_tokens,
-                                      completion.cached_tokens)
+        c = self.config
+        cost = c.price.cost(completion.prompt_tokens, completion.completion_tokens,
+                            completion.cached_tokens, completion.cache_write_tokens,
+                            ttl=c.cache_ttl)
         trace.cost += cost
+        trace.cache_read_tokens += completion.cached_tokens
+        trace.cache_write_tokens += completion.cache_write_tokens
+        trace.cache_saved += c.price.cache_saving(completion.cached_tokens,
+                                                  completion.cache_write_tokens, c.cache_ttl)
         if completion.prompt_tokens:
             # The provider charges prompt + max_tokens at admission: correct only the prompt.
-            self.limiter.correct(prompt_estimate - completion.prompt_tokens, sent_at=sent)
+            # Anthropic's input-token limit does not count cache reads: the limiter was
+            # charged ``limited`` (the estimate less the last answer's reads), corrected here.
+            charged = completion.prompt_tokens
+            if c.provider == "anthropic":
+                charged -= completion.cached_tokens
+                self._cache_read_hint = completion.cached_tokens
+            self.limiter.correct((prompt_estimate if limited is None else limited) - charged,
+                                 sent_at=sent)
             self._tokens.learn(request.messages, completion.prompt_tokens)
         return cost
 
