@@ -15,7 +15,8 @@ What each provider caches and reports:
 * ``openai`` — any prefix of 1,024 tokens or more, in 128-token steps, marker or not; no write
   surcharge (the first request is plain input), reads at the cached-input price; they still count
   against the token limit;
-* ``gemini`` — implicit caching of prefixes of 1,024 tokens or more; reads at the cached price.
+* ``gemini`` — implicit caching of prefixes of 1,024 tokens or more (2,048 for Pro models);
+  reads at the cached price.
 
 Example::
 
@@ -52,6 +53,8 @@ def minimum_prefix(provider: str, model: str) -> int:
     """The shortest prefix the provider caches for ``model``."""
     if provider == "anthropic" and "haiku" in model.lower():
         return 2048
+    if provider == "gemini" and "pro" in model.lower():
+        return 2048  # Gemini's implicit cache: 2,048 for 2.5 Pro, 1,024 for 2.5 Flash
     return 1024
 
 

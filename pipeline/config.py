@@ -22,6 +22,7 @@ from transforms import errors, prompts, secrets, structured
 from transforms.batch import BatchConfig
 from transforms.llm.config import DEFAULT_SYSTEM_PROMPT, LlmConfig
 from transforms.llm.providers import batch_wire, provider_of
+from transforms.llm.providers.gemini import KEY_ENVS as GEMINI_KEY_ENVS
 from transforms.llm.providers.openai import MAX_LINES as BATCH_MAX_LINES
 from transforms.pricing import Price, PricingError, load_pricing
 from transforms.retry import RetryPolicy
@@ -274,12 +275,16 @@ def from_options(options: PipelineOptions) -> JobConfig:
     batch_api = _batch_api(o, pricing.lookup_batch(o.model)[0])
 
     provider = provider_of(o.model, o.provider)
-    if provider == "gemini":
-        raise ConfigError("--provider gemini: Gemini's own API is not supported yet; use its "
-                          "OpenAI-compatible endpoint with --provider openai and --base_url.")
+    if provider == "gemini" and batch_api.batch:
+        raise ConfigError("--api batch --provider gemini: Gemini's Batch API is not supported "
+                          "yet; use --api online (the default).")
     api_key_env = o.api_key_env
     if provider == "anthropic" and api_key_env == "OPENAI_API_KEY":
         api_key_env = "ANTHROPIC_API_KEY"
+    if provider == "gemini" and api_key_env == "OPENAI_API_KEY":
+        # As Google's client: GEMINI_API_KEY, else GOOGLE_API_KEY.
+        api_key_env = next((name for name in GEMINI_KEY_ENVS if os.environ.get(name)),
+                           GEMINI_KEY_ENVS[0])
     base_url = o.base_url
     public_key = None
     if o.simulate or o.estimate:
@@ -294,8 +299,10 @@ def from_options(options: PipelineOptions) -> JobConfig:
             # A local OpenAI-compatible server (vLLM, Ollama, ...) often needs no key.
             public_key = NO_KEY_PLACEHOLDER
         else:
+            wanted = (" or ".join(GEMINI_KEY_ENVS) if provider == "gemini"
+                      and api_key_env == GEMINI_KEY_ENVS[0] else api_key_env)
             raise ConfigError(
-                f"no API key: set the environment variable {api_key_env} (or name another "
+                f"no API key: set the environment variable {wanted} (or name another "
                 "with --api_key_env, or use --api_key_secret), point --base_url at a provider that needs none, or pass "
                 "--simulate to use the bundled simulator.")
 

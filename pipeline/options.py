@@ -78,7 +78,8 @@ class TicketflowOptions(PipelineOptions):
                          "write; it suits batches and sparse streams).")
         llm.add_argument("--api_key_env", default="OPENAI_API_KEY",
                          help="Name of the environment variable holding the API key "
-                         "(with --provider anthropic the default is ANTHROPIC_API_KEY).")
+                         "(with --provider anthropic the default is ANTHROPIC_API_KEY; with --provider gemini "
+                         "GEMINI_API_KEY, else GOOGLE_API_KEY, as Google's client).")
         llm.add_argument("--api_key_secret", default=None,
                          help="Secret Manager version holding the API key, "
                          "projects/P/secrets/S/versions/V (V a number or latest); read by each "

@@ -46,6 +46,7 @@ from simulator.content import (
 )
 from simulator.faults import (NO_MARKERS, AttemptCounter, FaultDraw, Markers,
                               conversation_root, find_markers)
+from simulator.gemini import GeminiRoutes
 from simulator.limits import Decision, RateLimiter, format_duration
 from simulator.openai_cache import OpenAIPromptCache
 from simulator.stats import STATUS_RESET, Stats
@@ -275,6 +276,8 @@ class Simulator:
         self._message_batch_routes = MessageBatchRoutes(
             self.batches, self.anthropic, self._batch_routes.stall,
             self._batch_routes.catch_up)
+        self.gemini = GeminiRoutes(config, self.stats, self._faults, self.latency_secs,
+                                   self._fail_attempts, self._invalid_attempts, clock)
 
     # ---- application -------------------------------------------------------------------------
 
@@ -290,6 +293,7 @@ class Simulator:
         app.router.add_get("/v1/models/{model}", by_version(self.handle_model,
                                                             self.anthropic.handle_model))
         self.anthropic.add_routes(app)
+        self.gemini.add_routes(app)
         app.router.add_get("/stats", self.handle_stats)
         app.router.add_post("/reset", self.handle_reset)
         app.router.add_get("/health", self.handle_health)
@@ -308,6 +312,7 @@ class Simulator:
         self._invalid_attempts.clear()
         self.batches.reset()
         self.anthropic.reset()
+        self.gemini.reset()
         self.prompt_cache.clear()
 
     # ---- helpers -----------------------------------------------------------------------------

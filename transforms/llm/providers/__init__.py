@@ -3,8 +3,9 @@
 One module per wire format sits here: :mod:`transforms.llm.providers.openai` (OpenAI and every
 OpenAI-compatible server: vLLM, gateways, the simulator),
 :mod:`transforms.llm.providers.openai_batch` (its Files and Batches API),
-:mod:`transforms.llm.providers.anthropic` (Anthropic's Messages API) and
-:mod:`transforms.llm.providers.anthropic_batch` (its Message Batches API).
+:mod:`transforms.llm.providers.anthropic` (Anthropic's Messages API),
+:mod:`transforms.llm.providers.anthropic_batch` (its Message Batches API) and
+:mod:`transforms.llm.providers.gemini` (Google's Gemini API, ``generateContent``).
 :func:`provider_caller` builds the caller of ``LlmConfig.provider``. A provider module
 holds the request body, the response and usage parsing, the error mapping to
 :mod:`transforms.errors`, the reading of its limit headers into
@@ -35,9 +36,13 @@ def provider_of(model: str, given: Optional[str] = None) -> str:
 def provider_caller(config, api_key: str):
     """The caller of ``config.provider`` (the default ``caller_factory`` of ``CallModel``)."""
     # pylint: disable=import-outside-toplevel
-    if getattr(config, "provider", "openai") == "anthropic":
+    provider = getattr(config, "provider", "openai")
+    if provider == "anthropic":
         from transforms.llm.providers.anthropic import AnthropicCaller
         return AnthropicCaller(config, api_key)
+    if provider == "gemini":
+        from transforms.llm.providers.gemini import GeminiCaller
+        return GeminiCaller(config, api_key)
     from transforms.llm.providers.openai import OpenAICaller
     return OpenAICaller(config, api_key)
 
