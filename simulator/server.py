@@ -580,6 +580,8 @@ class Simulator:
             return 500, _error_dict(_SERVER_ERRORS[500], "server_error", None)
         if status == 200:
             payload["created"] = created
+            # The online shape; a batch line reads no prompt cache here.
+            payload["usage"]["prompt_tokens_details"] = {"cached_tokens": 0}
         return status, payload
 
     def authorized(self, request: web.Request) -> bool:
