@@ -377,7 +377,8 @@ def _with_endpoints(o: TicketflowOptions, llm: LlmConfig, share: float, pricing)
         raise ConfigError("--endpoints names every endpoint: it does not go with --base_url, "
                           "--simulate or --api batch.")
     try:
-        entries = endpoints_file.load_endpoints(o.endpoints)
+        entries = endpoints_file.parse_endpoints(_read_flag_file("endpoints", o.endpoints),
+                                                 o.endpoints)
     except endpoints_file.EndpointsFileError as exc:
         raise ConfigError(str(exc)) from None
 
