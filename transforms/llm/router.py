@@ -69,9 +69,11 @@ class Endpoint:
         c = self.config
         factor = getattr(self.flow.limiter, "factor", 1.0)
         queued = self.pending + 1
-        wait = queued / c.max_concurrency * _WINDOW_SECS
+        if c.worker_requests_per_sec <= 0 and c.worker_tokens_per_sec <= 0:
+            return queued / c.max_concurrency * _WINDOW_SECS  # no rate limit: the window
+        wait = 0.0
         if c.worker_requests_per_sec > 0:
-            wait = max(wait, queued / (c.worker_requests_per_sec * factor))
+            wait = queued / (c.worker_requests_per_sec * factor)
         if c.worker_tokens_per_sec > 0:
             wait = max(wait, queued * tokens / (c.worker_tokens_per_sec * factor))
         return wait
@@ -112,20 +114,22 @@ class Router:
     def pick(self, tokens: float, avoid=()) -> Optional[Endpoint]:
         """The endpoint for a ticket now, or None when it must wait.
 
-        The primaries that are not out compete on :meth:`Endpoint.wait_secs`; the fallbacks
-        only when every primary is out. An endpoint in ``avoid`` (it just failed this ticket)
-        is skipped; if that leaves none in the group that is up, None (back off, then retry).
+        The primaries that are up compete on :meth:`Endpoint.wait_secs`; the fallbacks only
+        when no primary can take the ticket: every one is out, or just failed this ticket
+        (``avoid``: it answered a 429 or 5xx, or did not answer).
         """
         now = self._clock()
         for group in (self.primaries, self.fallbacks):
-            up = [e for e in group if e.out_for(now) <= 0]
-            if not up:
-                continue
-            choices = [e for e in up if e not in avoid]
-            if not choices:
-                return None
-            return min(choices, key=lambda e: (e.wait_secs(tokens), -e.config.max_concurrency))
+            choices = [e for e in group if e not in avoid and e.out_for(now) <= 0]
+            if choices:
+                return min(choices, key=lambda e: (e.wait_secs(tokens),
+                                                   -e.config.max_concurrency))
         return None
+
+    def outage_secs(self) -> float:
+        """How long every endpoint has been down (breaker open; 0 while one is not)."""
+        return min(math.inf if e.flow.misconfigured is not None else
+                   e.flow.breaker.outage_secs() for e in self.endpoints)
 
     def out_for(self) -> float:
         """Seconds until some endpoint may take a request (0: one can now)."""
@@ -150,13 +154,16 @@ class Router:
         avoid: set = set()
         failures = 0
         last: Optional[errors.ProviderError] = None
-        out_since: Optional[float] = None
         while True:
+            outage = self.outage_secs()
+            if outage >= c.max_outage_secs:
+                raise errors.ProviderUnavailable(
+                    f"every endpoint was out for {outage:.0f} s (more than --max_outage_secs="
+                    f"{c.max_outage_secs:g}); replay it")
             endpoint = self.pick(tokens, avoid)
             if endpoint is None:
-                out_since = await self._wait(trace, failures, last, avoid, out_since)
+                await self._wait(trace, failures, last, avoid)
                 continue
-            out_since = None
             endpoint.pending += 1
             try:
                 completion = await endpoint.flow.try_once(request, trace)
@@ -181,14 +188,13 @@ class Router:
             return Answer(completion)
 
     async def _wait(self, trace: CallTrace, failures: int,
-                    last: Optional[errors.ProviderError], avoid: set,
-                    out_since: Optional[float]) -> float:
+                    last: Optional[errors.ProviderError], avoid: set) -> None:
         """Waits while no endpoint can take the ticket: a backoff when the ones that are up all
-        just failed it, else until the first comes back. Returns when the outage began.
+        just failed it, else until the first comes back (not the ticket's time: its deadline
+        moves on by as much).
 
         Raises:
           errors.ProviderError: the deadline passed (the last error, or a timeout).
-          errors.ProviderUnavailable: every endpoint out for more than ``max_outage_secs``.
         """
         now = self._clock()
         down = self.out_for()
@@ -198,23 +204,16 @@ class Router:
             secs = self.config.retry.backoff(max(1, failures), self._rng,
                                              getattr(last, "retry_after", None))
             avoid.clear()
-            out_since = None
         else:
-            out_since = now if out_since is None else out_since
-            outage = now - out_since
-            if outage >= self.config.max_outage_secs:
-                raise errors.ProviderUnavailable(
-                    f"every endpoint was out for {outage:.0f} s (more than --max_outage_secs="
-                    f"{self.config.max_outage_secs:g}); replay it")
-            secs = min(down, _POLL_SECS, self.config.max_outage_secs - outage + 1e-3)
-            trace.deadline += secs  # held back by the providers, not by the ticket
+            left = self.config.max_outage_secs - self.outage_secs()
+            secs = min(down, _POLL_SECS, max(left, 0.0) + 1e-3)
+            trace.deadline += secs
             trace.throttled += secs
         if now + secs > trace.deadline:
             if last is not None:
                 raise last
             raise errors.RequestTimeout("per-ticket deadline reached before the request")
         await self._sleep_for(secs)
-        return out_since
 
     async def _sleep_for(self, secs: float) -> None:
         sleep = self._sleep or self.endpoints[0].flow.sleep
