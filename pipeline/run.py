@@ -303,9 +303,9 @@ def run(argv: Optional[List[str]] = None) -> int:
             config = config_lib.with_base_url(config, sim.base_url)
             event(_LOG, logging.DEBUG, "simulator_started", base_url=sim.base_url)
         # Preflight speaks OpenAI's routes; another provider's first requests are the check.
-        if not config.skip_preflight and not dry_run and config.llm.provider == "openai":
+        if not config.skip_preflight and not dry_run:
             try:
-                preflight_lib.check_endpoint(config.llm)
+                preflight_lib.check_endpoints(config.llm)
             except UsageError as exc:
                 print(f"ticketflow: error: {exc}", file=sys.stderr)
                 return EXIT_USAGE

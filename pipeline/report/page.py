@@ -10,7 +10,8 @@ nothing fetched from the network when it is opened):
 * latency — the histogram of the log-spaced latency buckets, with p50/p90/p99 marked;
 * requests by outcome — answered, retries, rate limited, server errors, timeouts, and dead
   letters by reason;
-* tokens — prompt and completion (and the cost, when the summary has ``cost_usd``).
+* tokens — prompt and completion (and the cost, when the summary has ``cost_usd``);
+* with ``--endpoints``, a table of each endpoint's requests, answers, 429s, errors and share.
 
 Example::
 
@@ -86,6 +87,19 @@ def _table(items: Iterable[Tuple[str, object]]) -> str:
     return "<table>" + "".join(cells) + "</table>"
 
 
+def _endpoints_table(endpoints: Dict[str, dict]) -> str:
+    """``--endpoints``: one row per endpoint, its requests, answers, 429s, errors and share."""
+    head = "".join(f'<th class="n">{name}</th>' for name in
+                   ("requests", "answered", "rate limited", "errors", "share"))
+    rows = [f"<tr><th>endpoint</th>{head}</tr>"]
+    for name, e in endpoints.items():
+        cells = "".join(f'<td class="n">{_fmt(e[k])}</td>' for k in
+                        ("requests", "succeeded", "rate_limited", "errors"))
+        rows.append(f"<tr><th>{html.escape(name)}</th>{cells}"
+                    f'<td class="n">{e["share"]:.1%}</td></tr>')
+    return "<table>" + "".join(rows) + "</table>"
+
+
 def render(summary: dict, timeline: Timeline, histogram: Histogram,
            quota: Optional[Quota] = None, stream: Optional[StreamData] = None) -> str:
     """The report's HTML.
@@ -147,6 +161,8 @@ def render(summary: dict, timeline: Timeline, histogram: Histogram,
         "<h2>Tokens</h2>",
         figure("tokens", tokens_caption, bars_svg("tokens", tokens_rows)),
     ]
+    if summary.get("endpoints"):
+        sections += ["<h2>Endpoints</h2>", _endpoints_table(summary["endpoints"])]
     reasons = summary.get("dead_letter_reasons") or {}
     if reasons:
         sections += ["<h2>Dead letters by reason</h2>", _table(sorted(reasons.items()))]
