@@ -69,14 +69,17 @@ class Endpoint:
         c = self.config
         factor = getattr(self.flow.limiter, "factor", 1.0)
         queued = self.pending + 1
+        # Until its first answer an endpoint takes only a few requests (its trial): one that
+        # has answered is preferred meanwhile (a dead one is not waited for in a queue).
+        wait = _WINDOW_SECS if self.flow.trial.full() else 0.0
         if c.worker_requests_per_sec <= 0 and c.worker_tokens_per_sec <= 0:
-            return queued / c.max_concurrency * _WINDOW_SECS  # no rate limit: the window
-        wait = 0.0
+            return wait + queued / c.max_concurrency * _WINDOW_SECS  # no rate limit: the window
+        rate_wait = 0.0
         if c.worker_requests_per_sec > 0:
-            wait = queued / (c.worker_requests_per_sec * factor)
+            rate_wait = queued / (c.worker_requests_per_sec * factor)
         if c.worker_tokens_per_sec > 0:
-            wait = max(wait, queued * tokens / (c.worker_tokens_per_sec * factor))
-        return wait
+            rate_wait = max(rate_wait, queued * tokens / (c.worker_tokens_per_sec * factor))
+        return wait + rate_wait
 
 
 class Router:
