@@ -373,9 +373,9 @@ def from_options(options: PipelineOptions) -> JobConfig:
 def _with_endpoints(o: TicketflowOptions, llm: LlmConfig, share: float, pricing) -> LlmConfig:
     """The job's configuration spread over ``--endpoints FILE`` (its first primary stands for
     the job where one endpoint is named: the preflight, the summary's model)."""
-    if o.simulate or o.api == "batch" or o.base_url:
+    if o.simulate or o.estimate or o.api == "batch" or o.base_url:
         raise ConfigError("--endpoints names every endpoint: it does not go with --base_url, "
-                          "--simulate or --api batch.")
+                          "--simulate, --estimate or --api batch.")
     try:
         entries = endpoints_file.parse_endpoints(_read_flag_file("endpoints", o.endpoints),
                                                  o.endpoints)
@@ -383,8 +383,6 @@ def _with_endpoints(o: TicketflowOptions, llm: LlmConfig, share: float, pricing)
         raise ConfigError(str(exc)) from None
 
     def key_for(api_key_env: str, base_url: Optional[str], name: str) -> Optional[str]:
-        if o.estimate:
-            return SIMULATOR_PUBLIC_KEY
         if o.api_key_secret or os.environ.get(api_key_env):
             return None
         if base_url:

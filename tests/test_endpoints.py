@@ -4,6 +4,7 @@ and a fake clock (no HTTP, no sleeping)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import textwrap
 
 import pytest
@@ -252,3 +253,27 @@ def test_one_endpoint_is_its_flow_control_as_before():
     # The flow's own retry loop: a backoff, the same endpoint again.
     assert len(caller.calls) == 2 and trace.retries == 1 and clock.sleeps
     assert trace.endpoint is None
+
+
+def test_endpoints_file_builds_one_config_per_endpoint(tmp_path, monkeypatch):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline import config as config_lib
+    monkeypatch.setenv("EAST_KEY", "sk-east")
+    path = tmp_path / "e.yaml"
+    path.write_text(GOOD)
+    argv = ["--input", "t.jsonl", "--output", str(tmp_path / "out"), "--endpoints", str(path),
+            "--max_concurrency", "8", "--requests_per_minute", "120"]
+    config = config_lib.from_options(PipelineOptions(argv))
+    east, west, cheap = config.llm.endpoints
+    assert (east.endpoint_name, east.max_concurrency, east.public_api_key) == ("east", 16, None)
+    assert east.job_requests_per_sec == 10.0 and east.quota_key == "east-quota"
+    assert (west.provider, west.api_key_env, west.max_concurrency) == (
+        "anthropic", "ANTHROPIC_API_KEY", 8)  # auto: the job's window, for now
+    assert west.job_requests_per_sec == 2.0  # not in the file: the job's --requests_per_minute
+    assert cheap.endpoint_role == "fallback" and cheap.model == "gpt-4o-mini"
+    assert config.llm.max_concurrency == 16 + 8 + 8 and config.llm.base_url == east.base_url
+    dumped = json.dumps(config_lib.redacted(config))
+    assert "sk-east" not in dumped and '"name": "west"' in dumped
+    with pytest.raises(config_lib.ConfigError, match="does not go with --base_url"):
+        config_lib.from_options(PipelineOptions(argv + ["--base_url", "http://x/v1"]))
