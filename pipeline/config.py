@@ -439,13 +439,5 @@ def redacted(config: JobConfig) -> dict:
         out["llm"]["public_api_key"] = "[REDACTED]"
     if out["llm"].get("shared_quota"):
         out["llm"]["shared_quota"] = errors.redact_url(out["llm"]["shared_quota"])
-    # --endpoints: what differs from endpoint to endpoint (the rest is the job's, above).
-    out["llm"]["endpoints"] = [
-        {"name": e.endpoint_name, "role": e.endpoint_role,
-         "base_url": errors.redact_url(e.base_url) if e.base_url else None,
-         "model": e.model, "provider": e.provider, "api_key_env": e.api_key_env,
-         "requests_per_minute": e.job_requests_per_sec * 60.0,
-         "tokens_per_minute": e.job_tokens_per_sec * 60.0,
-         "max_concurrency": e.max_concurrency, "quota_key": e.quota_key}
-        for e in config.llm.endpoints]
+    out["llm"]["endpoints"] = endpoints_file.describe(config.llm.endpoints)
     return out

@@ -228,3 +228,16 @@ def endpoint_configs(entries: List[EndpointEntry], base, *, share: float, pricin
             price=pricing.lookup(model)[0], endpoint_name=e.name, endpoint_role=e.role,
             endpoints=()))
     return tuple(out)
+
+
+def describe(endpoints) -> List[dict]:
+    """What differs from endpoint to endpoint, safe to log (the config dump of ``summary.json``).
+    """
+    from transforms.errors import redact_url  # pylint: disable=import-outside-toplevel
+    return [{"name": e.endpoint_name, "role": e.endpoint_role,
+             "base_url": redact_url(e.base_url) if e.base_url else None, "model": e.model,
+             "provider": e.provider, "api_key_env": e.api_key_env,
+             "requests_per_minute": e.job_requests_per_sec * 60.0,
+             "tokens_per_minute": e.job_tokens_per_sec * 60.0,
+             "max_concurrency": e.max_concurrency, "quota_key": e.quota_key}
+            for e in endpoints]
