@@ -100,7 +100,7 @@ def build(p: beam.Pipeline, config: config_lib.JobConfig,
                     | "AllDeadLetters" >> beam.Flatten())
     called["results"] | "WriteResults" >> sinks.WriteResults(
         config.output, config.output_format, basename=results_basename(config, index),
-        structured=config.llm.structured)
+        structured=config.llm.structured, endpoints=bool(config.llm.endpoints))
     dead_letters | "WriteDeadLetters" >> sinks.WriteDeadLetters(
         config.output, basename=dead_letter_basename(config, index))
     return {"results": called["results"], "dead_letters": dead_letters}

@@ -70,7 +70,7 @@ def test_an_endpoint_down_leaves_every_ticket_to_the_other(
                        "requests_per_minute": 3000},
                       {"name": "up", "base_url": up.base_url, "requests_per_minute": 3000})
     run = run_pipeline("--input", str(_tickets(tmp_path, 120)), "--endpoints", endpoints,
-                       *FAST_RETRIES)
+                       "--output_format", "parquet", *FAST_RETRIES)
     assert run.returncode == 0, run.stderr
     summary = run.summary()
     assert summary["succeeded"] == 120 and summary["dead_lettered"] == 0, summary
