@@ -16,6 +16,7 @@ from typing import Optional
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
                                                   StandardOptions, WorkerOptions)
 
+from pipeline import endpoints_file
 from pipeline.options import TicketflowOptions
 from pipeline.stream.config import DEFAULT_MAX_BUFFERING_SECS, StreamConfig, stream_config
 from transforms import errors, prompts, secrets, structured
@@ -294,7 +295,7 @@ def from_options(options: PipelineOptions) -> JobConfig:
             secrets.parse_secret_version(o.api_key_secret)
         except secrets.SecretError as exc:
             raise ConfigError(f"--api_key_secret: {exc}") from None
-    elif not os.environ.get(api_key_env):
+    elif not os.environ.get(api_key_env) and not o.endpoints:  # each endpoint has its own
         if base_url:
             # A local OpenAI-compatible server (vLLM, Ollama, ...) often needs no key.
             public_key = NO_KEY_PLACEHOLDER
@@ -344,6 +345,12 @@ def from_options(options: PipelineOptions) -> JobConfig:
         prompt_prefix=prompt_prefix,
         structured=response_schema,
     )
+    requests_per_minute, tokens_per_minute = o.requests_per_minute, o.tokens_per_minute
+    if o.endpoints:
+        llm = _with_endpoints(o, llm, share, pricing)
+        primaries = [e for e in llm.endpoints if e.endpoint_role == "primary"]
+        requests_per_minute = sum(e.job_requests_per_sec for e in primaries) * 60.0
+        tokens_per_minute = sum(e.job_tokens_per_sec for e in primaries) * 60.0
     return JobConfig(
         input=o.input or o.input_subscription,
         output=o.output.rstrip("/"),
@@ -361,8 +368,8 @@ def from_options(options: PipelineOptions) -> JobConfig:
         simulator_flags=o.simulator_flags or "",
         worker_processes=processes,
         worker_share=share,
-        requests_per_minute=o.requests_per_minute,
-        tokens_per_minute=o.tokens_per_minute,
+        requests_per_minute=requests_per_minute,
+        tokens_per_minute=tokens_per_minute,
         log_level=o.log_level,
         run_id=run_id,
         resume=o.resume,
@@ -381,6 +388,36 @@ def from_options(options: PipelineOptions) -> JobConfig:
         batch_api=batch_api,
         stream=stream,
     )
+
+
+def _with_endpoints(o: TicketflowOptions, llm: LlmConfig, share: float, pricing) -> LlmConfig:
+    """The job's configuration spread over ``--endpoints FILE`` (its first primary stands for
+    the job where one endpoint is named: the preflight, the summary's model)."""
+    if o.simulate or o.estimate or o.api == "batch" or o.base_url:
+        raise ConfigError("--endpoints names every endpoint: it does not go with --base_url, "
+                          "--simulate, --estimate or --api batch.")
+    try:
+        entries = endpoints_file.parse_endpoints(_read_flag_file("endpoints", o.endpoints),
+                                                 o.endpoints)
+    except endpoints_file.EndpointsFileError as exc:
+        raise ConfigError(str(exc)) from None
+
+    def key_for(api_key_env: str, base_url: Optional[str], name: str) -> Optional[str]:
+        if o.api_key_secret or os.environ.get(api_key_env):
+            return None
+        if base_url:
+            return NO_KEY_PLACEHOLDER  # a local server often needs no key
+        raise ConfigError(f"--endpoints {o.endpoints}: endpoint {name}: no API key: set the "
+                          f"environment variable {api_key_env} (or name another with "
+                          "api_key_env).")
+
+    endpoints = endpoints_file.endpoint_configs(entries, llm, share=share, pricing=pricing,
+                                                key_for=key_for)
+    first = next(e for e in endpoints if e.endpoint_role == "primary")
+    return dataclasses.replace(
+        llm, base_url=first.base_url, model=first.model, provider=first.provider,
+        api_key_env=first.api_key_env, public_api_key=first.public_api_key,
+        max_concurrency=sum(e.max_concurrency for e in endpoints), endpoints=endpoints)
 
 
 def _batch_api(o: TicketflowOptions, price: Price) -> BatchApiConfig:
@@ -425,4 +462,5 @@ def redacted(config: JobConfig) -> dict:
         out["llm"]["public_api_key"] = "[REDACTED]"
     if out["llm"].get("shared_quota"):
         out["llm"]["shared_quota"] = errors.redact_url(out["llm"]["shared_quota"])
+    out["llm"]["endpoints"] = endpoints_file.describe(config.llm.endpoints)
     return out

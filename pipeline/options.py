@@ -64,6 +64,11 @@ class TicketflowOptions(PipelineOptions):
         llm = parser.add_argument_group("model")
         llm.add_argument("--base_url", default=None,
                          help="OpenAI-compatible API base URL (default: OpenAI's).")
+        llm.add_argument("--endpoints", default=None, metavar="FILE",
+                         help="A YAML file of several endpoints for one job (each with its "
+                         "base_url, model, key and limits; role primary or fallback): tickets "
+                         "go to the primary with the most capacity now, fallbacks only while "
+                         "every primary is out (docs/throughput.md, Endpoint files).")
         llm.add_argument("--provider", default=None, choices=("openai", "anthropic", "gemini"),
                          help="The API's wire format; default: from --model (claude-* is "
                          "anthropic, gemini-* is gemini, anything else openai, which also "

@@ -101,7 +101,7 @@ def build(p: beam.Pipeline, config: config_lib.JobConfig,
                     | "AllDeadLetters" >> beam.Flatten())
     called["results"] | "WriteResults" >> sinks.WriteResults(
         config.output, config.output_format, basename=results_basename(config, index),
-        structured=config.llm.structured)
+        structured=config.llm.structured, endpoints=bool(config.llm.endpoints))
     dead_letters | "WriteDeadLetters" >> sinks.WriteDeadLetters(
         config.output, basename=dead_letter_basename(config, index))
     return {"results": called["results"], "dead_letters": dead_letters}
@@ -310,9 +310,9 @@ def run(argv: Optional[List[str]] = None) -> int:
             config = config_lib.with_base_url(config, sim.base_url)
             event(_LOG, logging.DEBUG, "simulator_started", base_url=sim.base_url)
         # Preflight speaks OpenAI's routes; another provider's first requests are the check.
-        if not config.skip_preflight and not dry_run and config.llm.provider == "openai":
+        if not config.skip_preflight and not dry_run:
             try:
-                preflight_lib.check_endpoint(config.llm)
+                preflight_lib.check_endpoints(config.llm)
             except UsageError as exc:
                 print(f"ticketflow: error: {exc}", file=sys.stderr)
                 return EXIT_USAGE

@@ -113,6 +113,9 @@ def summarize(counts: dict, config: config_lib.JobConfig, wall_secs: float,
         "output": config.output,
         "api": config.batch_api.api,
     }
+    if config.llm.endpoints:
+        summary["endpoints"] = metrics_lib.endpoint_figures(
+            counts, [e.endpoint_name for e in config.llm.endpoints])
     if config.stream is not None:
         first = metrics_lib.latency_percentiles(
             counts, (0.5, 0.9, 0.99), max_ms=counts.get("first_response_ms_max"),
@@ -212,6 +215,10 @@ def format_summary(summary: dict) -> str:
     if summary.get("outage_secs"):
         rows.append(("outage", f"{summary['outage_secs']} s with the provider down (circuit "
                                "breaker open; tickets waited, keeping their retries)"))
+    for name, e in (summary.get("endpoints") or {}).items():
+        rows.append((f"endpoint {name}", f"{e['succeeded']} answered ({e['share']:.0%}), "
+                     f"{e['requests']} requests, rate limited {e['rate_limited']}, errors "
+                     f"{e['errors']}"))
     quota = summary.get("quota") or {}
     if quota.get("shared"):
         fallback = (f"; Redis unreachable {quota['fallback_events']} time(s), "

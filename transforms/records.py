@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import orjson
 
@@ -165,6 +165,8 @@ class CallStats:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     cache_saved_usd: float = 0.0
+    # --endpoints: (name, requests, rate limited, other errors) per endpoint tried.
+    endpoints: Tuple[Tuple[str, int, int, int], ...] = ()
 
 
 NO_CALLS = CallStats()
@@ -187,6 +189,7 @@ class Result:
       output: The validated answer, with --response_schema.
       stats: Requests, waits, tokens and cost (see :class:`CallStats`).
       origin: The ticket's :attr:`Ticket.origin` (streaming jobs; written as ``origin``).
+      endpoint: With ``--endpoints``: the name of the endpoint that answered.
     """
     id: str
     response: str
@@ -200,6 +203,7 @@ class Result:
     output: Optional[Mapping[str, Any]] = None
     stats: CallStats = NO_CALLS
     origin: Optional[Mapping[str, Any]] = None
+    endpoint: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {
@@ -222,6 +226,8 @@ class Result:
             out["output"] = dict(self.output)
         if self.origin is not None:
             out["origin"] = dict(self.origin)
+        if self.endpoint is not None:
+            out["endpoint"] = self.endpoint
         return out
 
     def to_json(self) -> str:

@@ -11,7 +11,8 @@ nothing fetched from the network when it is opened):
 * requests by outcome — answered, retries, rate limited, server errors, timeouts, and dead
   letters by reason;
 * tokens — prompt and completion (and the cost, when the summary has ``cost_usd``), and the
-  provider's prompt cache: tokens read and written, and what caching saved.
+  provider's prompt cache: tokens read and written, and what caching saved;
+* with ``--endpoints``, a table of each endpoint's requests, answers, 429s, errors and share.
 
 Example::
 
@@ -103,6 +104,19 @@ def _table(items: Iterable[Tuple[str, object]]) -> str:
     return "<table>" + "".join(cells) + "</table>"
 
 
+def _endpoints_table(endpoints: Dict[str, dict]) -> str:
+    """``--endpoints``: one row per endpoint, its requests, answers, 429s, errors and share."""
+    head = "".join(f'<th class="n">{name}</th>' for name in
+                   ("requests", "answered", "rate limited", "errors", "share"))
+    rows = [f"<tr><th>endpoint</th>{head}</tr>"]
+    for name, e in endpoints.items():
+        cells = "".join(f'<td class="n">{_fmt(e[k])}</td>' for k in
+                        ("requests", "succeeded", "rate_limited", "errors"))
+        rows.append(f"<tr><th>{html.escape(name)}</th>{cells}"
+                    f'<td class="n">{e["share"]:.1%}</td></tr>')
+    return "<table>" + "".join(rows) + "</table>"
+
+
 def render(summary: dict, timeline: Timeline, histogram: Histogram,
            quota: Optional[Quota] = None, stream: Optional[StreamData] = None) -> str:
     """The report's HTML.
@@ -170,6 +184,8 @@ def render(summary: dict, timeline: Timeline, histogram: Histogram,
                      '<p class="note">Cache reads are billed at the cached-input price, writes at '
                      "the write price of --cache_ttl; the saving is those tokens at the plain "
                      "input price minus what they cost.</p>", _table(cache)]
+    if summary.get("endpoints"):
+        sections += ["<h2>Endpoints</h2>", _endpoints_table(summary["endpoints"])]
     reasons = summary.get("dead_letter_reasons") or {}
     if reasons:
         sections += ["<h2>Dead letters by reason</h2>", _table(sorted(reasons.items()))]

@@ -20,7 +20,7 @@ import dataclasses
 import hashlib
 import os
 import re
-from typing import Optional
+from typing import Optional, Tuple
 
 from transforms import errors
 from transforms.pricing import Price
@@ -102,6 +102,12 @@ class LlmConfig:
     prompt_prefix: Optional[str] = None
     # --response_schema, when answers must be JSON valid against it.
     structured: Optional[StructuredOutput] = None
+    # --endpoints: the deployments one job spreads over, each an LlmConfig of its own (its
+    # endpoint, key, limits, concurrency, price), with endpoint_name and endpoint_role set.
+    # Empty: the one endpoint above (today's path).
+    endpoints: Tuple["LlmConfig", ...] = ()
+    endpoint_name: Optional[str] = None
+    endpoint_role: str = "primary"
 
     def engine_key(self) -> str:
         """What one per-process engine serves: the endpoint (base URL, model, key's name) and
@@ -118,7 +124,7 @@ class LlmConfig:
                 self.shared_quota, self.quota_key, self.quota_priority,
                 self.job_requests_per_sec,
                 self.job_tokens_per_sec, self.job_budget_usd, self.budget_key,
-                self.max_outage_secs)
+                self.max_outage_secs, self.endpoints, self.endpoint_name, self.endpoint_role)
         return "engine-" + hashlib.sha256(repr(flow).encode()).hexdigest()[:16]
 
     def fingerprint(self) -> str:

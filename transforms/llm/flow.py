@@ -43,6 +43,10 @@ from transforms.records import CallStats
 
 _LOG = logging.getLogger(__name__)
 
+class EndpointOut(Exception):
+    """The endpoint cannot take a request now (its breaker is open): a router moves on."""
+
+
 # An admitted attempt that ended before an answer (cancelled): frees its place in the trial.
 _NOT_SENT = errors.Interrupted("not sent")
 
@@ -58,7 +62,7 @@ class CallTrace:
                  "server_errors", "timeouts", "throttled", "latency_ms", "prompt_tokens",
                  "completion_tokens", "cost", "first_at", "last_at", "prefetched",
                  "batch_answers", "batch_discount", "cache_read_tokens", "cache_write_tokens",
-                 "cache_saved")
+                 "cache_saved", "endpoint", "model", "by_endpoint")
 
     def __init__(self, deadline: float, ticket_id: Optional[str] = None):
         self.deadline = deadline
@@ -84,6 +88,26 @@ class CallTrace:
         self.cache_read_tokens = 0
         self.cache_write_tokens = 0
         self.cache_saved = 0.0
+        # --endpoints: who answered, and each endpoint's [requests, rate limited, errors].
+        self.endpoint: Optional[str] = None
+        self.model: Optional[str] = None
+        self.by_endpoint: Optional[dict] = None
+
+    def note_endpoint(self, name: Optional[str], err: Optional[errors.ProviderError] = None
+                      ) -> None:
+        """Counts a request sent to the endpoint ``name`` (None: the one endpoint), or its error."""
+        if name is None:
+            return
+        counts = (self.by_endpoint if self.by_endpoint is not None
+                  else self._new_by_endpoint()).setdefault(name, [0, 0, 0])
+        if err is None:
+            counts[0] += 1
+        else:
+            counts[1 if isinstance(err, errors.RateLimited) else 2] += 1
+
+    def _new_by_endpoint(self) -> dict:
+        self.by_endpoint = {}
+        return self.by_endpoint
 
     def freeze(self) -> CallStats:
         return CallStats(
@@ -94,7 +118,8 @@ class CallTrace:
             cost_usd=self.cost, first_attempt_at=self.first_at, last_attempt_at=self.last_at,
             batch_answers=self.batch_answers, batch_discount_usd=self.batch_discount,
             cache_read_tokens=self.cache_read_tokens, cache_write_tokens=self.cache_write_tokens,
-            cache_saved_usd=self.cache_saved)
+            cache_saved_usd=self.cache_saved,
+            endpoints=tuple((name, *counts) for name, counts in (self.by_endpoint or {}).items()))
 
     def count_error(self, err: errors.ProviderError) -> None:
         if isinstance(err, errors.RateLimited):
@@ -252,6 +277,18 @@ class FlowControl:
                     continue
                 raise
 
+    async def try_once(self, request: Request, trace: CallTrace) -> Completion:
+        """One attempt now, without waiting for the breaker and without retrying: the
+        :class:`~transforms.llm.router.Router`'s call, which moves a failed ticket elsewhere.
+
+        Raises:
+          EndpointOut: the breaker is open (or another ticket is its probe).
+          errors.ProviderError: the attempt's error.
+        """
+        if self.breaker.before_send() > 0:
+            raise EndpointOut(self.config.endpoint_name)
+        return await self._attempt_once(request, trace)
+
     async def _wait_for_provider(self, trace: CallTrace) -> None:
         """Waits while the circuit breaker is open (one probe goes through at a time)."""
         try:
@@ -353,12 +390,16 @@ class FlowControl:
             raise errors.RequestTimeout("per-ticket deadline reached before the request")
         trace.attempts += 1
         trace.call_attempts += 1
+        trace.note_endpoint(self.config.endpoint_name)
+        params = request.params
+        if params.get("model") != self.config.model:  # --endpoints: this endpoint's own model
+            params = {**params, "model": self.config.model}
         now = self._wall()
         trace.first_at = trace.first_at or now
         trace.last_at = now
         sent = self._clock()
         # A task of its own, so that an abort (after --drain_secs) cancels just the request.
-        call = asyncio.ensure_future(self._caller.call(request.params, timeout))
+        call = asyncio.ensure_future(self._caller.call(params, timeout))
         self._in_flight.add(call)
         metrics_lib.live_in_flight(1)
         try:
@@ -372,6 +413,7 @@ class FlowControl:
         except errors.ProviderError as err:
             self._note_first(err)
             trace.count_error(err)
+            trace.note_endpoint(self.config.endpoint_name, err)
             self.breaker.on_failure(err.reason, sent)
             if isinstance(err, errors.RateLimited):
                 self.limiter.on_rate_limited(err.retry_after, sent_at=sent)
