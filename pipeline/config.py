@@ -16,25 +16,22 @@ from typing import Optional
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
                                                   StandardOptions, WorkerOptions)
 
-from pipeline import endpoints_file
+from pipeline import endpoints_file, flag_files
+from pipeline.flag_files import ConfigError
 from pipeline.options import TicketflowOptions
 from pipeline.stream.config import DEFAULT_MAX_BUFFERING_SECS, StreamConfig, stream_config
-from transforms import errors, prompts, secrets, structured
+from transforms import errors, secrets, structured
 from transforms.batch import BatchConfig
-from transforms.llm.config import DEFAULT_SYSTEM_PROMPT, LlmConfig
+from transforms.llm.config import LlmConfig
 from transforms.llm.providers import batch_wire, provider_of
 from transforms.llm.providers.gemini import KEY_ENVS as GEMINI_KEY_ENVS
 from transforms.llm.providers.openai import MAX_LINES as BATCH_MAX_LINES
 from transforms.pricing import Price, PricingError, load_pricing
 from transforms.retry import RetryPolicy
-from transforms.sinks import RESULT_SCHEMA
 from transforms.validate import FieldMapping
 
 SIMULATOR_PUBLIC_KEY = "sk-simulated-not-a-secret"
 NO_KEY_PLACEHOLDER = "no-key"
-
-class ConfigError(Exception):
-    """A flag is missing, malformed or inconsistent; the message says how to fix it."""
 
 @dataclasses.dataclass(frozen=True)
 class BatchApiConfig:
@@ -121,71 +118,6 @@ def worker_processes(options: PipelineOptions) -> int:
         return max(1, direct.direct_num_workers or 1)
     return 1
 
-def _read_system_prompt(value: Optional[str]) -> str:
-    if value is None:
-        return DEFAULT_SYSTEM_PROMPT
-    if value.startswith("@"):
-        path = value[1:]
-        try:
-            with open(path, encoding="utf-8") as handle:
-                return handle.read().strip()
-        except OSError as exc:
-            raise ConfigError(f"--system_prompt: cannot read {path!r}: {exc.strerror}. "
-                              "Pass the prompt text, or @PATH to an existing file.") from None
-    return value
-
-def _read_flag_file(flag: str, path: str) -> str:
-    """The text of a file named by a flag (local or gs://), or a ConfigError saying why not."""
-    from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
-
-    try:
-        with FileSystems.open(path) as handle:
-            return handle.read().decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"--{flag} {path!r}: the file is not UTF-8 text.") from None
-    except Exception as exc:  # noqa: BLE001 - any filesystem error is the user's to fix
-        detail = getattr(exc, "strerror", None) or type(exc).__name__
-        raise ConfigError(f"--{flag} {path!r}: cannot read it ({detail}); pass an existing "
-                          "file.") from None
-
-
-def _prompt_template(path: Optional[str]) -> Optional[str]:
-    """The template's text, compiled once here so that syntax errors stop the job early."""
-    if path is None:
-        return None
-    source = _read_flag_file("prompt_template", path)
-    try:
-        prompts.compile_template(source)
-    except prompts.TemplateLoadError as exc:
-        raise ConfigError(f"--prompt_template {path!r}: {exc}.") from None
-    return source
-
-
-def _prompt_prefix(path: Optional[str]) -> Optional[str]:
-    """--prompt_prefix_file's text, read once here (workers get the text, not the path)."""
-    if path is None:
-        return None
-    text = _read_flag_file("prompt_prefix_file", path).strip()
-    if not text:
-        raise ConfigError(f"--prompt_prefix_file {path!r}: the file is empty; pass a document "
-                          "to share in every request, or drop the flag.")
-    return text
-
-
-def _response_schema(path: Optional[str], output_format: str
-                     ) -> Optional[structured.StructuredOutput]:
-    if path is None:
-        return None
-    try:
-        result = structured.parse_schema(_read_flag_file("response_schema", path), path)
-        if output_format == "parquet":
-            structured.parquet_fields(result.schema, RESULT_SCHEMA.names)
-    except structured.SchemaLoadError as exc:
-        message = " ".join(str(exc).split())[:300]
-        raise ConfigError(f"--response_schema {path!r}: {message}.") from None
-    return result
-
-
 def _shared_quota(url: Optional[str], name: Optional[str], priority: str) -> None:
     """``--shared_quota`` is a Redis URL; ``--quota_key`` a name Redis keys can carry;
     ``--quota_priority`` other than normal orders jobs on a shared quota, so needs one."""
@@ -244,9 +176,9 @@ def from_options(options: PipelineOptions) -> JobConfig:
     if o.temperature is not None and not 0 <= o.temperature <= 2:
         raise ConfigError(f"--temperature must be between 0 and 2, got {o.temperature}.")
 
-    template = _prompt_template(o.prompt_template)
-    prompt_prefix = _prompt_prefix(o.prompt_prefix_file)
-    response_schema = _response_schema(o.response_schema, o.output_format)
+    template = flag_files.prompt_template(o.prompt_template)
+    prompt_prefix = flag_files.prompt_prefix(o.prompt_prefix_file)
+    response_schema = flag_files.response_schema(o.response_schema, o.output_format)
 
     processes = worker_processes(options)
     share = o.worker_share if o.worker_share is not None else 1.0 / processes
@@ -317,7 +249,7 @@ def from_options(options: PipelineOptions) -> JobConfig:
         api_key_env=api_key_env,
         public_api_key=public_key,
         api_key_secret=None if public_key else o.api_key_secret,
-        system_prompt=_read_system_prompt(o.system_prompt),
+        system_prompt=flag_files.read_system_prompt(o.system_prompt),
         temperature=o.temperature,
         max_tokens=o.max_tokens,
         request_timeout_secs=o.request_timeout_secs,
@@ -397,7 +329,7 @@ def _with_endpoints(o: TicketflowOptions, llm: LlmConfig, share: float, pricing)
         raise ConfigError("--endpoints names every endpoint: it does not go with --base_url, "
                           "--simulate, --estimate or --api batch.")
     try:
-        entries = endpoints_file.parse_endpoints(_read_flag_file("endpoints", o.endpoints),
+        entries = endpoints_file.parse_endpoints(flag_files.read_flag_file("endpoints", o.endpoints),
                                                  o.endpoints)
     except endpoints_file.EndpointsFileError as exc:
         raise ConfigError(str(exc)) from None
