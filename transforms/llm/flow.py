@@ -40,67 +40,16 @@ from transforms.llm.providers import limited_input_tokens
 from transforms.llm.stop import ABORT, StopSignal
 from transforms.llm.tokens import ChargedShare, TokenEstimator
 from transforms.logs import event
-from transforms.records import CallStats
+from transforms.llm.trace import CallTrace
 
 _LOG = logging.getLogger(__name__)
 
+class EndpointOut(Exception):
+    """The endpoint cannot take a request now (its breaker is open): a router moves on."""
+
+
 # An admitted attempt that ended before an answer (cancelled): frees its place in the trial.
 _NOT_SENT = errors.Interrupted("not sent")
-
-
-class CallTrace:
-    """Per-ticket bookkeeping while its attempts run (the engine's loop thread only).
-
-    Args:
-      deadline: Clock time after which no attempt starts (``--max_ticket_secs``).
-      ticket_id: For log lines.
-    """
-    __slots__ = ("deadline", "ticket_id", "attempts", "call_attempts", "retries", "rate_limited",
-                 "server_errors", "timeouts", "throttled", "latency_ms", "prompt_tokens",
-                 "completion_tokens", "cost", "first_at", "last_at", "prefetched",
-                 "batch_answers", "batch_discount")
-
-    def __init__(self, deadline: float, ticket_id: Optional[str] = None):
-        self.deadline = deadline
-        self.ticket_id = ticket_id
-        self.attempts = 0
-        self.call_attempts = 0  # attempts of the current logical call (the original or a repair)
-        self.retries = 0
-        self.rate_limited = 0
-        self.server_errors = 0
-        self.timeouts = 0
-        self.throttled = 0.0
-        self.latency_ms = 0.0
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
-        self.cost = 0.0
-        self.first_at: Optional[float] = None
-        self.last_at: Optional[float] = None
-        # --api batch: the ticket's Batch API outcome line, used once by BatchOutcomeLayer.
-        self.prefetched: Optional[str] = None
-        self.batch_answers = 0
-        self.batch_discount = 0.0
-
-    def freeze(self) -> CallStats:
-        return CallStats(
-            attempts=self.attempts, retries=self.retries, rate_limited=self.rate_limited,
-            server_errors=self.server_errors, timeouts=self.timeouts,
-            throttled_secs=self.throttled, latency_ms=self.latency_ms,
-            prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
-            cost_usd=self.cost, first_attempt_at=self.first_at, last_attempt_at=self.last_at,
-            batch_answers=self.batch_answers, batch_discount_usd=self.batch_discount)
-
-    def count_error(self, err: errors.ProviderError) -> None:
-        if isinstance(err, errors.RateLimited):
-            self.rate_limited += 1
-        elif isinstance(err, errors.ServerError):
-            self.server_errors += 1
-        elif isinstance(err, errors.RequestTimeout):
-            self.timeouts += 1
-
-    def exhausted_reason(self, max_retries: int) -> str:
-        """The dead-letter reason of a retryable error that ended the ticket."""
-        return "retries_exhausted" if self.call_attempts > max_retries else "deadline_exceeded"
 
 
 class FlowControl:
@@ -138,6 +87,10 @@ class FlowControl:
         # What the input- and output-token limits are charged, as shares of the prompt (cache
         # reads are free on some providers) and of max_tokens.
         self._input_share, self._output_share = ChargedShare(), ChargedShare()
+        # Anthropic's input-token limit does not count cache reads: the last answer's reads,
+        # left out of what the combined token limit is charged for the next request (corrected
+        # after it).
+        self._cache_read_hint = 0
         # Wall-clock time with at least one request waiting for the limiter (the summary's
         # "held back"), as opposed to the per-ticket sum of waits (``trace.throttled``).
         self._held = 0.0
@@ -246,6 +199,18 @@ class FlowControl:
                     continue
                 raise
 
+    async def try_once(self, request: Request, trace: CallTrace) -> Completion:
+        """One attempt now, without waiting for the breaker and without retrying: the
+        :class:`~transforms.llm.router.Router`'s call, which moves a failed ticket elsewhere.
+
+        Raises:
+          EndpointOut: the breaker is open (or another ticket is its probe).
+          errors.ProviderError: the attempt's error.
+        """
+        if self.breaker.before_send() > 0:
+            raise EndpointOut(self.config.endpoint_name)
+        return await self._attempt_once(request, trace)
+
     async def _wait_for_provider(self, trace: CallTrace) -> None:
         """Waits while the circuit breaker is open (one probe goes through at a time)."""
         try:
@@ -271,7 +236,10 @@ class FlowControl:
             try:
                 prompt_estimate = (self._tokens.estimate(request.messages)
                                    + request.schema_tokens)
-                reserved = c.price.cost(prompt_estimate, request.max_tokens)
+                # At most the whole prompt is a cache write (dearer than input at Anthropic).
+                reserved = c.price.cost(prompt_estimate, request.max_tokens,
+                                        cache_write_tokens=prompt_estimate if c.prompt_cache
+                                        else 0, ttl=c.cache_ttl)
                 if not await self.budget.reserve(reserved):
                     raise errors.BudgetExhausted(
                         f"--max_cost_usd budget reached (${self.budget.spent_usd:.6f} spent"
@@ -338,10 +306,10 @@ class FlowControl:
         daily = self.limits.daily
         if daily.exhausted():
             raise self._daily_limit()
+        limited = prompt_estimate - min(self._cache_read_hint, prompt_estimate)
         estimates = (prompt_estimate, self._input_share.of(prompt_estimate),
-                     self._output_share.of(request.max_tokens))
-        trace.throttled += await self._acquire(prompt_estimate + request.max_tokens,
-                                               *estimates[1:])
+                     self._output_share.of(request.max_tokens), limited)
+        trace.throttled += await self._acquire(limited + request.max_tokens, *estimates[1:3])
         if self.stopping():
             raise errors.Interrupted("the run was stopped before this ticket was sent; replay it")
         if not await daily.take():
@@ -351,12 +319,16 @@ class FlowControl:
             raise errors.RequestTimeout("per-ticket deadline reached before the request")
         trace.attempts += 1
         trace.call_attempts += 1
+        trace.note_endpoint(self.config.endpoint_name)
+        params = request.params
+        if params.get("model") != self.config.model:  # --endpoints: this endpoint's own model
+            params = {**params, "model": self.config.model}
         now = self._wall()
         trace.first_at = trace.first_at or now
         trace.last_at = now
         sent = self._clock()
         # A task of its own, so that an abort (after --drain_secs) cancels just the request.
-        call = asyncio.ensure_future(self._caller.call(request.params, timeout))
+        call = asyncio.ensure_future(self._caller.call(params, timeout))
         self._in_flight.add(call)
         metrics_lib.live_in_flight(1)
         try:
@@ -370,6 +342,7 @@ class FlowControl:
         except errors.ProviderError as err:
             self._note_first(err)
             trace.count_error(err)
+            trace.note_endpoint(self.config.endpoint_name, err)
             self.breaker.on_failure(err.reason, sent)
             if isinstance(err, errors.RateLimited):
                 self.limiter.on_rate_limited(err.retry_after, sent_at=sent)
@@ -404,16 +377,25 @@ class FlowControl:
             return 0.0
         trace.prompt_tokens += completion.prompt_tokens
         trace.completion_tokens += completion.completion_tokens
-        cost = self.config.price.cost(completion.prompt_tokens, completion.completion_tokens,
-                                      completion.cached_tokens)
+        c = self.config
+        cost = c.price.cost(completion.prompt_tokens, completion.completion_tokens,
+                            completion.cached_tokens, completion.cache_write_tokens,
+                            ttl=c.cache_ttl)
         trace.cost += cost
-        prompt_estimate, input_estimate, output_estimate = estimates
+        trace.cache_read_tokens += completion.cached_tokens
+        trace.cache_write_tokens += completion.cache_write_tokens
+        trace.cache_saved += c.price.cache_saving(completion.cached_tokens,
+                                                  completion.cache_write_tokens, c.cache_ttl)
+        prompt_estimate, input_estimate, output_estimate, limited = estimates
         if completion.prompt_tokens:
             # The provider charges prompt + max_tokens at admission: correct only the prompt.
-            self.limiter.correct(prompt_estimate - completion.prompt_tokens, sent_at=sent)
-            self._tokens.learn(request.messages, completion.prompt_tokens)
-            charged = limited_input_tokens(self.config.provider, completion.prompt_tokens,
+            # Where cache reads are free (Anthropic) the limiter was charged ``limited`` (the
+            # estimate less the last answer's reads), corrected here.
+            charged = limited_input_tokens(c.provider, completion.prompt_tokens,
                                            completion.cached_tokens)
+            self._cache_read_hint = completion.prompt_tokens - charged
+            self.limiter.correct(limited - charged, sent_at=sent)
+            self._tokens.learn(request.messages, completion.prompt_tokens)
             self.limiter.correct(input_estimate - charged, sent_at=sent, kind="input_tokens")
             self._input_share.learn(charged, completion.prompt_tokens)
         # The output-token limit is charged what was produced (Anthropic settles its max_tokens
