@@ -240,6 +240,7 @@ class GeminiBatchRoutes:
         stored = self.store.files.add(bytes(pending["data"]), meta.get("displayName") or "",
                                       "gemini_upload", int(self.store.wall()))
         self.store.count_upload()
+        await self._stall()
         return web.json_response({"file": self._file(stored, meta.get("mimeType"))},
                                  headers={"X-Goog-Upload-Status": "final"})
 
