@@ -242,10 +242,28 @@ class GeminiBatchClient(RetriedCalls):
             self._retried(pager.next_page)
 
     def download(self, file_id: str, dest: str) -> int:
-        """Downloads a batch's result file to ``dest`` (local or gs://); returns its bytes."""
+        """Streams a batch's result file to ``dest`` (local or gs://); returns its bytes."""
         def call() -> int:
-            data = self._client.files.download(file=file_id)
-            with FileSystems.create(dest, mime_type="application/jsonl") as out:
-                out.write(data)
-            return len(data)
+            with FileSystems.create(dest, mime_type="application/jsonl",
+                                    compression_type=CompressionTypes.UNCOMPRESSED) as out:
+                counted = _Counting(out)
+                self._client.files.download(file=file_id, destination=counted)
+            return counted.written
         return self._retried(call)
+
+
+class _Counting(io.RawIOBase):
+    """A writable stream that counts what it passes on (the SDK streams into an ``IOBase``)."""
+
+    def __init__(self, out: Any):
+        super().__init__()
+        self._out = out
+        self.written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self._out.write(data)
+        self.written += len(data)
+        return len(data)
