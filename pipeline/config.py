@@ -221,9 +221,6 @@ def from_options(options: PipelineOptions) -> JobConfig:
     batch_api = _batch_api(o, pricing.lookup_batch(o.model)[0])
 
     provider = provider_of(o.model, o.provider)
-    if provider == "gemini" and batch_api.batch:
-        raise ConfigError("--api batch --provider gemini: Gemini's Batch API is not supported "
-                          "yet; use --api online (the default).")
     api_key_env = o.api_key_env
     if provider == "anthropic" and api_key_env == "OPENAI_API_KEY":
         api_key_env = "ANTHROPIC_API_KEY"
