@@ -214,7 +214,11 @@ def from_options(options: PipelineOptions) -> JobConfig:
     if not o.output:
         raise ConfigError("--output is required: a directory for results, dead letters and the "
                           "summary, e.g. --output out/run1")
-    for name in ("batch_size", "max_concurrency", "max_tokens", "max_input_chars",
+    try:
+        max_concurrency, adaptive = concurrency_setting(o.max_concurrency)
+    except ValueError as exc:
+        raise ConfigError(f"--{exc}.") from None
+    for name in ("batch_size", "max_tokens", "max_input_chars",
                  "num_key_shards", "request_timeout_secs", "max_ticket_secs",
                  "progress_interval_secs"):
         _positive(name, getattr(o, name))
@@ -301,7 +305,8 @@ def from_options(options: PipelineOptions) -> JobConfig:
         temperature=o.temperature,
         max_tokens=o.max_tokens,
         request_timeout_secs=o.request_timeout_secs,
-        max_concurrency=o.max_concurrency,
+        max_concurrency=max_concurrency,
+        adaptive_concurrency=adaptive,
         max_ticket_secs=o.max_ticket_secs,
         worker_requests_per_sec=o.requests_per_minute * share / 60.0,
         worker_tokens_per_sec=o.tokens_per_minute * share / 60.0,

@@ -42,8 +42,8 @@ from pipeline.options import TicketflowOptions
 from pipeline import projection as projection_lib
 from pipeline.outputs import completion_times, count_input, ticket_costs
 from pipeline.preflight import UsageError
-from pipeline.summary import (dead_letter_basename, format_summary, results_basename,
-                              summarize)
+from pipeline.summary import (concurrency_figure, dead_letter_basename, format_summary,
+                              results_basename, summarize)
 from transforms import errors
 from transforms import metrics as metrics_lib
 from transforms import sinks
@@ -402,6 +402,7 @@ def run(argv: Optional[List[str]] = None) -> int:
             summary["sample"] = config.sample
             summary["projection"] = _projection(config, summary, cpu.per_ticket())
         summary["interrupted"] = stopper.signal_name
+        summary["concurrency"] = concurrency_figure(config)
         if sim is not None:
             summary["simulator"] = {k: v for k, v in sim.stats().items() if k != "per_second"}
         summary["config"] = config_lib.redacted(config)

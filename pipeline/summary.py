@@ -22,6 +22,7 @@ from pipeline.outputs import count_written
 from pipeline.projection import projection_rows
 from transforms import errors
 from transforms import metrics as metrics_lib
+from transforms.limits import concurrency as concurrency_lib
 from transforms.sinks import DEAD_LETTER_BASENAME, RESULTS_BASENAME
 
 
@@ -42,6 +43,23 @@ def results_basename(config: config_lib.JobConfig, chunk: Optional[int] = None) 
 def dead_letter_basename(config: config_lib.JobConfig, chunk: Optional[int] = None) -> str:
     """Like :func:`results_basename`, for dead letters."""
     return f"{DEAD_LETTER_BASENAME}-{config.run_id}{_chunk_suffix(chunk)}"
+
+
+def concurrency_figure(config: config_lib.JobConfig) -> dict:
+    """The summary's ``concurrency``: the fixed number, or what ``auto`` chose over time.
+
+    ``auto``'s figure (:meth:`transforms.limits.concurrency.AdaptiveConcurrency.figure`) is read
+    from the controller of the endpoint when the workers ran in the driver's process (the local
+    runners' default); otherwise only the mode and the ceiling are known here.
+    """
+    llm = config.llm
+    if llm.adaptive_concurrency is None:
+        return {"mode": "fixed", "final": llm.max_concurrency}
+    figure = concurrency_lib.live_figures().get(llm.endpoint_name())
+    if figure is None:
+        return {"mode": "auto", "ceiling": llm.max_concurrency,
+                "note": "the workers ran in other processes: no figure in the driver"}
+    return {**figure, "ceiling": llm.max_concurrency}
 
 
 def summarize(counts: dict, config: config_lib.JobConfig, wall_secs: float,
@@ -147,6 +165,14 @@ def _billed_twice(batch: dict) -> str:
     return text
 
 
+def _concurrency_row(figure: Optional[dict]) -> list:
+    if not figure or figure.get("mode") != "auto" or "final" not in figure:
+        return []
+    return [("concurrency", f"auto: {figure['final']} at the end (p50 {figure['p50']}, "
+                            f"{figure['min']}..{figure['max']}; {figure['drops']} drops, "
+                            f"{figure['probes']} probes)")]
+
+
 def format_summary(summary: dict) -> str:
     """A short human-readable table."""
     rows = [
@@ -169,6 +195,7 @@ def format_summary(summary: dict) -> str:
         ("latency", f"p50 {summary.get('latency_ms_p50')} ms, p90 {summary.get('latency_ms_p90')}"
                     f" ms, p99 {summary.get('latency_ms_p99')} ms (max "
                     f"{summary.get('latency_ms_max')} ms)"),
+        *_concurrency_row(summary.get("concurrency")),
         ("wall time", f"{summary['wall_secs']} s ({summary['tickets_per_sec']} tickets/s)"),
         ("ledger", "balanced: read == succeeded + dead lettered + skipped, and matches the files"
          if summary["ledger_balanced"] else

@@ -23,6 +23,7 @@ import re
 from typing import Optional
 
 from transforms import errors
+from transforms.limits.concurrency import AdaptiveSettings
 from transforms.pricing import Price
 from transforms.retry import RetryPolicy
 from transforms.structured import StructuredOutput
@@ -60,7 +61,10 @@ class LlmConfig:
       budget_key: Names the job-wide budget in the shared quota's Redis (the run id), and the
         job's own lane in the shared quota.
       max_outage_secs: How long tickets wait for a provider that is down.
-      max_concurrency: Requests in flight per worker process.
+      max_concurrency: Requests in flight per worker process (with ``adaptive_concurrency``:
+        the most the controller may choose).
+      adaptive_concurrency: ``--max_concurrency auto``: the settings of the controller that
+        chooses the limit (:mod:`transforms.limits.concurrency`); None: the fixed number.
       dispatch: ``continuous`` (keep the window full) or ``barrier`` (a benchmark baseline).
     """
     base_url: Optional[str]
@@ -76,6 +80,7 @@ class LlmConfig:
     max_tokens: int = 256
     request_timeout_secs: float = 60.0
     max_concurrency: int = 32
+    adaptive_concurrency: Optional[AdaptiveSettings] = None
     max_ticket_secs: float = 600.0
     worker_requests_per_sec: float = 0.0
     worker_tokens_per_sec: float = 0.0
@@ -109,6 +114,7 @@ class LlmConfig:
         """
         flow = (self.base_url, self.model, self.api_key_env, self.api_key_secret,
                 self.public_api_key is not None, self.request_timeout_secs, self.max_concurrency,
+                self.adaptive_concurrency,
                 self.worker_requests_per_sec, self.worker_tokens_per_sec,
                 self.rate_slice_secs, self.retry,
                 self.seed, self.price, self.worker_budget_usd, self.max_ticket_secs,
@@ -117,6 +123,10 @@ class LlmConfig:
                 self.job_tokens_per_sec, self.job_budget_usd, self.budget_key,
                 self.max_outage_secs)
         return "engine-" + hashlib.sha256(repr(flow).encode()).hexdigest()[:16]
+
+    def endpoint_name(self) -> str:
+        """The endpoint, for figures: base URL and model (never the key)."""
+        return f"{self.base_url or _OPENAI_URL} {self.model}"
 
     def fingerprint(self) -> str:
         """Identifies the whole configuration (the step: prompt, schema and store included)."""
