@@ -20,6 +20,7 @@ from pipeline.options import TicketflowOptions
 from pipeline.stream.config import DEFAULT_MAX_BUFFERING_SECS, StreamConfig, stream_config
 from transforms import errors, prompts, secrets, structured
 from transforms.batch import BatchConfig
+from transforms.limits.concurrency import concurrency_setting
 from transforms.llm.config import DEFAULT_SYSTEM_PROMPT, LlmConfig
 from transforms.llm.providers import provider_of
 from transforms.llm.providers.openai import MAX_LINES as BATCH_MAX_LINES

@@ -43,6 +43,7 @@ from simulator.content import (
     support_reply,
     truncate_to_tokens,
 )
+from simulator.gpu import GpuModel, GpuSettings
 from simulator.faults import (NO_MARKERS, AttemptCounter, FaultDraw, Markers,
                               conversation_root, find_markers)
 from simulator.limits import Decision, RateLimiter, format_duration
@@ -255,6 +256,11 @@ class Simulator:
         self._latency_sigma = (math.log(p99 / median) / _Z99
                                if median > 0 and p99 > median else 0.0)
         self.batches = BatchStore(config, self.answer, self.stats, clock, wall_clock)
+        #: ``--server_model gpu``: the batch scheduler that times chat completions.
+        self.gpu = GpuModel(GpuSettings(
+            config.gpu_max_batch, config.gpu_decode_ms, config.gpu_decode_ms_per_seq,
+            config.gpu_prefill_ms_per_token, config.gpu_queue)) \
+            if config.server_model == "gpu" else None
         self._batch_routes = BatchRoutes(self.batches, self.authorized)
         self.anthropic = AnthropicRoutes(config, self.stats, self._faults, self.latency_secs,
                                          self._fail_attempts, self._invalid_attempts, clock,
@@ -291,6 +297,8 @@ class Simulator:
         self._invalid_attempts.clear()
         self.batches.reset()
         self.anthropic.reset()
+        if self.gpu is not None:
+            self.gpu.reset()
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -431,8 +439,12 @@ class Simulator:
             outcome[0] = status
             return web.Response(status=status, body=_dumps(body), headers=self._headers())
         n_completion = body["usage"]["completion_tokens"]
-        delay = self.latency_secs(n_completion)
-        if delay > 0:
+        if self.gpu is not None:
+            if not await self.gpu.generate(n_prompt, n_completion):
+                outcome[0] = 503
+                return self._error(503, "The server is overloaded: its queue is full, please "
+                                        "try again later.", "server_error", "overloaded")
+        elif (delay := self.latency_secs(n_completion)) > 0:
             await asyncio.sleep(delay)
         body["created"] = int(self._wall_clock())
         if request.transport is None or request.transport.is_closing():
@@ -600,7 +612,14 @@ class Simulator:
 
     async def handle_stats(self, request: web.Request) -> web.Response:
         """``GET /stats``: the counters (see ``Stats.snapshot``)."""
-        return web.Response(body=_dumps(self.stats.snapshot()), content_type=_JSON)
+        return web.Response(body=_dumps(self.snapshot()), content_type=_JSON)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The body of ``GET /stats``: the counters, and the GPU model's when it runs."""
+        body = self.stats.snapshot()
+        if self.gpu is not None:
+            body["gpu"] = self.gpu.snapshot()
+        return body
 
     async def handle_reset(self, request: web.Request) -> web.Response:
         """``POST /reset``: zero stats, rate-limit windows and marker counters."""
@@ -674,7 +693,7 @@ class SimulatorHandle:
 
     def stats(self) -> dict[str, Any]:
         """Returns the same dict as ``GET /stats``."""
-        return self._call(self.simulator.stats.snapshot)
+        return self._call(self.simulator.snapshot)
 
     def reset(self) -> None:
         """Same as ``POST /reset``: zero stats, rate-limit windows and marker counters."""

@@ -93,7 +93,7 @@ class AdaptiveSettings:
     tolerance: float = 1.15
     backoff: float = 0.75
     smoothing: float = 0.5
-    probe_interval_secs: float = 60.0
+    probe_interval_secs: float = 120.0
     probe_samples: int = 4
     round_samples: int = 8
 
