@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 #: The sliding window of the measured throughput, in seconds.
-WINDOW_SECS = 5.0
+WINDOW_SECS = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
