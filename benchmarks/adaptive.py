@@ -7,7 +7,8 @@ Every setting runs ``python -m pipeline`` against its own simulator in ``--serve
 (the defaults: 48 sequences per batch, 10 ms steps growing 0.02 ms per sequence, a queue of 64,
 503 beyond; docs/simulator.md), one after another, in one invocation:
 
-* ``unloaded`` — a few tickets at ``--max_concurrency 1``: the no-load latency (p50).
+* ``unloaded`` — a few tickets at ``--max_concurrency 2``: the no-load latency (p50, per
+  request and per completion token).
 * ``auto`` — ``--max_concurrency auto`` from a cold start, for ``auto_secs`` of tickets (enough
   to see a re-probe of the no-load latency in the default mode).
 * ``fixed_8``, ``fixed_32``, ``fixed_256`` — the fixed guesses, for ``fixed_secs`` of tickets
@@ -15,13 +16,15 @@ Every setting runs ``python -m pipeline`` against its own simulator in ``--serve
   and 503s: the queue overflows).
 
 Tickets per run = the expected rate of the setting (from the model, on paper) x its seconds.
-Throughput is the simulator's successes per second (``/stats`` ``per_second``), from the first
-second with a request; latency is each result's ``latency_ms``. Per setting: throughput at
-steady state (from ``steady_from`` s after the start to 10 s before the end) as a fraction of
-the server's measured peak (the highest ``gpu.peak_requests_per_sec`` any run's simulator
-measured over 10 s windows), p50 latency at steady state / the unloaded p50, and the 503s and
-timeouts of the whole run. For ``auto`` also: the first second at which the 10 s throughput
-reached 0.95 of the peak (target <= 60 s), and the concurrency figure from its summary.
+Everything is read from the results (``started_at``, ``finished_at``, ``completion_tokens``,
+``latency_ms``), time counted from the first ticket's start. Per setting: throughput at steady
+state (from ``steady_from`` s to 10 s before the last answer), in completion tokens per second,
+as a fraction of the server's measured peak (``gpu.peak_tokens_per_sec`` of ``/stats``: tokens
+per second of the steps it ran with a full batch; the highest of the runs); p50 latency per
+completion token at steady state / the unloaded one (per token, because the answers' lengths
+vary: a few unloaded tickets are not the same mix as thousands); and the 503s and timeouts of
+the whole run. For ``auto`` also: the first second at which the last 10 s reached 0.95 of the
+peak (target <= 60 s), and the concurrency figure from its summary.
 The load average is recorded before each run and at the end: this box is shared.
 """
 
@@ -60,7 +63,7 @@ class Sizes:
     gpu_flags: tuple[str, ...]
 
 
-DEFAULT = Sizes(auto_secs=150, fixed_secs=60, steady_from=60, unloaded_tickets=16, gpu_flags=())
+DEFAULT = Sizes(auto_secs=150, fixed_secs=60, steady_from=60, unloaded_tickets=24, gpu_flags=())
 # Every key, no figure worth reading: what CI runs (tests/test_benchmarks_smoke.py).
 SMOKE = Sizes(auto_secs=14, fixed_secs=6, steady_from=6, unloaded_tickets=4,
               gpu_flags=("--gpu_max_batch", "8", "--gpu_queue", "8", "--gpu_decode_ms", "2"))
@@ -68,7 +71,8 @@ SMOKE = Sizes(auto_secs=14, fixed_secs=6, steady_from=6, unloaded_tickets=4,
 SETTINGS = ("auto", "8", "32", "256")
 
 #: Every key the JSON carries (the smoke test checks them).
-FIGURES = ("peak_requests_per_sec", "unloaded_latency_ms_p50", "auto_secs_to_95pct_peak",
+FIGURES = ("peak_tokens_per_sec", "peak_requests_per_sec", "unloaded_latency_ms_p50",
+           "unloaded_ms_per_token_p50", "auto_secs_to_95pct_peak",
            "auto_throughput_fraction", "auto_latency_ratio", "auto_errors",
            "auto_concurrency_final", "auto_concurrency_p50", "fixed_8_throughput_fraction",
            "fixed_8_latency_ratio", "fixed_8_errors", "fixed_32_throughput_fraction",
@@ -76,11 +80,13 @@ FIGURES = ("peak_requests_per_sec", "unloaded_latency_ms_p50", "auto_secs_to_95p
            "fixed_256_latency_ratio", "fixed_256_errors")
 
 _ROWS = (
-    ("peak_requests_per_sec", "{:.2f}", "the server's measured peak (10 s windows)"),
-    ("unloaded_latency_ms_p50", "{:.0f}", "--max_concurrency 1"),
+    ("peak_tokens_per_sec", "{:.0f}", "the server's measured peak (its full-batch steps)"),
+    ("peak_requests_per_sec", "{:.2f}", "the same, at its answers' mean length"),
+    ("unloaded_latency_ms_p50", "{:.0f}", "--max_concurrency 2"),
+    ("unloaded_ms_per_token_p50", "{:.2f}", "--max_concurrency 2"),
     ("auto_secs_to_95pct_peak", "{:.0f}", "<= 60"),
     ("auto_throughput_fraction", "{:.3f}", ">= 0.95 of the peak, at steady state"),
-    ("auto_latency_ratio", "{:.2f}", "<= 1.5 x unloaded (p50, steady state)"),
+    ("auto_latency_ratio", "{:.2f}", "<= 1.5 x unloaded (p50 per token, steady state)"),
     ("auto_errors", "{:d}", "0 (503s + timeouts)"),
     ("auto_concurrency_final", "{}", "the limit at the end"),
     ("auto_concurrency_p50", "{}", "time-weighted, probes left out"),
@@ -148,33 +154,45 @@ def run_setting(bench: Bench, sizes: Sizes, setting: str, secs: float,
     return {"summary": summary, "stats": stats, "results": results, "tickets": tickets}
 
 
-def figures_of(run: dict, steady_from: float, peak: float, unloaded_ms: float) -> dict:
+def _timeline(run: dict) -> tuple[float, list[tuple[float, int, float]]]:
+    """(first request's time, [(finished, completion tokens, ms per token)] sorted)."""
+    results = run["results"]
+    t0 = min(parse_utc(r["started_at"]) for r in results)
+    rows = sorted((parse_utc(r["finished_at"]) - t0, r["completion_tokens"],
+                   r["latency_ms"] / max(1, r["completion_tokens"]), r["latency_ms"])
+                  for r in results)
+    return t0, rows
+
+
+def figures_of(run: dict, steady_from: float, peak_tokens: float,
+               unloaded_ms_per_token: float) -> dict:
     """Steady-state throughput fraction, latency ratio and errors of one run."""
-    per_second = {b["t"]: b["ok"] for b in run["stats"]["per_second"]}
-    first = min((b["t"] for b in run["stats"]["per_second"] if b["requests"]), default=0)
-    last = max(per_second, default=0)
-    start, end = first + steady_from, max(first + steady_from + 1, last - 10)
-    ok = [per_second.get(t, 0) for t in range(int(start), int(end))]
-    finished = [(parse_utc(r["finished_at"]), r["latency_ms"]) for r in run["results"]]
-    t0 = min(t for t, _ in finished)
-    t1 = max(t for t, _ in finished)
-    lat = [ms for t, ms in finished if t0 + steady_from <= t <= max(t0 + steady_from, t1 - 10)]
+    _, rows = _timeline(run)
+    end = rows[-1][0] - 10  # the last seconds: the input runs out, the window empties
+    steady = [row for row in rows if steady_from <= row[0] <= max(end, steady_from + 1)]
+    span = max(1.0, max(end, steady_from + 1) - steady_from)
     summary = run["summary"]
-    return {"throughput_fraction": round(sum(ok) / max(1, len(ok)) / peak, 3),
-            "latency_ratio": round((percentile(lat, 0.5) or 0.0) / unloaded_ms, 3),
+    return {"throughput_fraction": round(sum(r[1] for r in steady) / span / peak_tokens, 3),
+            "latency_ratio": round((percentile([r[2] for r in steady], 0.5) or 0.0)
+                                   / unloaded_ms_per_token, 3),
             "errors": int(summary["server_errors"] + summary["timeouts"]),
-            "latency_ms_p50": percentile(lat, 0.5), "dead_lettered": summary["dead_lettered"],
-            "tickets": run["tickets"],
+            "latency_ms_p50": percentile([r[3] for r in steady], 0.5),
+            "ms_per_token_p50": percentile([r[2] for r in steady], 0.5),
+            "tokens_per_sec": round(sum(r[1] for r in steady) / span, 1),
+            "dead_lettered": summary["dead_lettered"], "tickets": run["tickets"],
             "server_503s": int(run["stats"]["by_status"].get("503", 0))}
 
 
-def secs_to_fraction(run: dict, peak: float, fraction: float = 0.95) -> float | None:
-    """The first second at which the last 10 s averaged ``fraction`` of the peak."""
-    buckets = run["stats"]["per_second"]
-    first = min((b["t"] for b in buckets if b["requests"]), default=0)
-    ok = {b["t"] - first: b["ok"] for b in buckets}
-    for t in range(_WINDOW, max(ok, default=0) + 1):
-        if sum(ok.get(s, 0) for s in range(t - _WINDOW, t)) / _WINDOW >= fraction * peak:
+def secs_to_fraction(run: dict, peak_tokens: float, fraction: float = 0.95) -> float | None:
+    """The first second (from the first request) at which the completion tokens answered over
+    the last 10 s reached ``fraction`` of the peak."""
+    _, rows = _timeline(run)
+    per_second: dict[int, int] = {}
+    for finished, tokens, *_ in rows:
+        per_second[int(finished)] = per_second.get(int(finished), 0) + tokens
+    for t in range(_WINDOW, max(per_second, default=0) + 1):
+        window = sum(per_second.get(s, 0) for s in range(t - _WINDOW, t)) / _WINDOW
+        if window >= fraction * peak_tokens:
             return float(t)
     return None
 
@@ -182,23 +200,29 @@ def secs_to_fraction(run: dict, peak: float, fraction: float = 0.95) -> float | 
 def measure(bench: Bench, sizes: Sizes, load: list) -> dict[str, Any]:
     """All runs; the figures."""
     load.append(round(os.getloadavg()[0], 2))
-    unloaded = run_setting(bench, sizes, "1", 0, tickets=sizes.unloaded_tickets)
+    unloaded = run_setting(bench, sizes, "2", 0, tickets=sizes.unloaded_tickets)
     unloaded_ms = percentile([r["latency_ms"] for r in unloaded["results"]], 0.5)
+    unloaded_per_token = percentile([r["latency_ms"] / max(1, r["completion_tokens"])
+                                     for r in unloaded["results"]], 0.5)
     runs = {}
     for setting in SETTINGS:
         load.append(round(os.getloadavg()[0], 2))
         bench.log(f"--max_concurrency {setting} (load average {load[-1]:.1f})")
         secs = sizes.auto_secs if setting == "auto" else sizes.fixed_secs
         runs[setting] = run_setting(bench, sizes, setting, secs)
-    peak = max(r["stats"]["gpu"]["peak_requests_per_sec"] for r in runs.values())
-    out: dict[str, Any] = {"peak_requests_per_sec": peak,
-                           "peak_on_paper": round(expected_rate(_gpu(sizes),
-                                                                _gpu(sizes).max_batch), 2),
-                           "unloaded_latency_ms_p50": unloaded_ms}
+    gpu = max((r["stats"]["gpu"] for r in runs.values()),
+              key=lambda g: g["peak_tokens_per_sec"])
+    peak = gpu["peak_tokens_per_sec"]
+    out: dict[str, Any] = {"peak_tokens_per_sec": peak,
+                           "peak_requests_per_sec": gpu["peak_requests_per_sec"],
+                           "peak_on_paper_requests_per_sec": round(
+                               expected_rate(_gpu(sizes), _gpu(sizes).max_batch), 2),
+                           "unloaded_latency_ms_p50": unloaded_ms,
+                           "unloaded_ms_per_token_p50": round(unloaded_per_token, 3)}
     for setting, run in runs.items():
         name = "auto" if setting == "auto" else f"fixed_{setting}"
         steady = sizes.steady_from if setting == "auto" else sizes.steady_from / 3
-        figures = figures_of(run, steady, peak, unloaded_ms)
+        figures = figures_of(run, steady, peak, unloaded_per_token)
         for key in ("throughput_fraction", "latency_ratio", "errors"):
             out[f"{name}_{key}"] = figures.pop(key)
         out[f"details_{name}"] = figures

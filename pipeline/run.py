@@ -151,7 +151,9 @@ def _projection(config: config_lib.JobConfig, summary: dict,
     settings = projection_lib.Settings(
         requests_per_minute=config.requests_per_minute,
         tokens_per_minute=config.tokens_per_minute, max_tokens=config.llm.max_tokens,
-        max_concurrency=config.llm.max_concurrency, worker_processes=config.worker_processes,
+        # auto: what it held (time-weighted median), not its ceiling
+        max_concurrency=summary["concurrency"].get("p50") or config.llm.max_concurrency,
+        worker_processes=config.worker_processes,
         price=price, batch_price=config.batch_api.price, cpu_secs_per_ticket=cpu_per_ticket)
     costs = ticket_costs(config.output, results_basename(config), dead_letter_basename(config))
     return projection_lib.project(summary, costs, settings)
@@ -398,11 +400,11 @@ def run(argv: Optional[List[str]] = None) -> int:
         if chunked is not None:
             summary["chunks"] = chunked.chunks
             summary["not_read"] = chunked.not_read
+        summary["concurrency"] = concurrency_figure(config)
         if config.sample:
             summary["sample"] = config.sample
             summary["projection"] = _projection(config, summary, cpu.per_ticket())
         summary["interrupted"] = stopper.signal_name
-        summary["concurrency"] = concurrency_figure(config)
         if sim is not None:
             summary["simulator"] = {k: v for k, v in sim.stats().items() if k != "per_second"}
         summary["config"] = config_lib.redacted(config)

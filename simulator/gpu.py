@@ -17,8 +17,10 @@ the running batch, and admits waiting sequences into the batch as others finish.
   a gateway, or TGI's ``--max-concurrent-requests``, answer overloaded the same way).
 
 Throughput against concurrency therefore has a knee at ``max_batch``. The server measures its
-own throughput (answers and tokens per second over a sliding window) and reports the peak in
-``GET /stats`` under ``gpu``. docs/simulator.md says where the default numbers come from.
+own peak throughput and reports it in ``GET /stats`` under ``gpu``: tokens decoded per second
+of the steps it ran with a full batch (its capacity, measured, whatever the clients did; the
+best 10-second window until a batch was ever full), and that in answers per second at the mean
+length of its answers. docs/simulator.md says where the default numbers come from.
 
 Example::
 
@@ -103,8 +105,11 @@ class GpuModel:
         self.answered = 0
         self.steps = 0
         self.peak_batch = 0
-        self.peak_tokens_per_sec = 0.0
-        self.peak_requests_per_sec = 0.0
+        self.best_tokens_per_sec = 0.0
+        self.best_requests_per_sec = 0.0
+        self._full_tokens = 0  # decoded in steps with a full batch
+        self._full_secs = 0.0  # how long those steps took
+        self._answered_tokens = 0
         self._started = self._clock()
         self._finished: collections.deque[tuple[float, int]] = collections.deque()
         self._window_tokens = 0
@@ -142,9 +147,13 @@ class GpuModel:
                 running.append(seq)
                 prefill += seq.prompt
             self.peak_batch = max(self.peak_batch, len(running))
+            before = self._clock()
             await self._sleep(s.step_secs(len(running), prefill))
             self.steps += 1
             now = self._clock()
+            if len(running) >= s.max_batch:
+                self._full_tokens += len(running)
+                self._full_secs += now - before
             still = []
             for seq in running:
                 seq.left -= 1
@@ -157,23 +166,36 @@ class GpuModel:
 
     def _finish(self, now: float, seq: _Sequence) -> None:
         self.answered += 1
+        self._answered_tokens += seq.tokens
         self._finished.append((now, seq.tokens))
         self._window_tokens += seq.tokens
         while self._finished and self._finished[0][0] <= now - WINDOW_SECS:
             self._window_tokens -= self._finished.popleft()[1]
         if now - self._started >= WINDOW_SECS:  # a full window: a fair rate
-            self.peak_requests_per_sec = max(self.peak_requests_per_sec,
+            self.best_requests_per_sec = max(self.best_requests_per_sec,
                                              len(self._finished) / WINDOW_SECS)
-            self.peak_tokens_per_sec = max(self.peak_tokens_per_sec,
+            self.best_tokens_per_sec = max(self.best_tokens_per_sec,
                                            self._window_tokens / WINDOW_SECS)
+
+    def peak_tokens_per_sec(self) -> float:
+        """The measured capacity: over the full-batch steps (at least one second of them), else
+        the best window."""
+        if self._full_secs >= 1.0:
+            return self._full_tokens / self._full_secs
+        return self.best_tokens_per_sec
 
     def snapshot(self) -> dict[str, Any]:
         """The ``gpu`` block of ``GET /stats``."""
         s = self.settings
+        peak = self.peak_tokens_per_sec()
+        mean_tokens = self._answered_tokens / self.answered if self.answered else 0
         return {"max_batch": s.max_batch, "queue": s.queue, "running": len(self._running),
                 "waiting": len(self._waiting), "peak_batch": self.peak_batch,
                 "answered": self.answered, "rejected_queue_full": self.rejected,
                 "steps": self.steps,
-                "peak_requests_per_sec": round(self.peak_requests_per_sec, 3),
-                "peak_tokens_per_sec": round(self.peak_tokens_per_sec, 1),
+                "peak_tokens_per_sec": round(peak, 1),
+                "peak_requests_per_sec": round(peak / mean_tokens, 3) if mean_tokens else 0.0,
+                "full_batch_secs": round(self._full_secs, 3),
+                "best_window_tokens_per_sec": round(self.best_tokens_per_sec, 1),
+                "best_window_requests_per_sec": round(self.best_requests_per_sec, 3),
                 "window_secs": WINDOW_SECS}
