@@ -211,6 +211,11 @@ def test_gpu_rejects_when_the_queue_is_full_and_measures_its_peak():
     assert rejected == 8 and gpu.rejected == 8  # 20 - (8 running + 4 waiting)
     rate, _, _, gpu = _gpu_run(48, rounds=40, tokens=20)
     snapshot = gpu.snapshot()
+    # The peak is measured over the full-batch steps: the capacity at the knee (here every
+    # 20 steps the whole batch is prefilled again: 48 prompts of 150 tokens).
+    capacity = 48 * 20 / (20 * GpuSettings().step_secs(48) + GpuSettings().step_secs(0, 48 * 150)
+                          - GpuSettings().step_secs(0))
+    assert snapshot["peak_tokens_per_sec"] == pytest.approx(capacity, rel=0.1)
     assert snapshot["peak_requests_per_sec"] == pytest.approx(rate, rel=0.15)
     assert snapshot["peak_batch"] == 48 and snapshot["rejected_queue_full"] == 0
 
