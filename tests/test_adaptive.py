@@ -62,9 +62,11 @@ def test_backs_off_on_503s_once_per_round():
     for stamp in stamps:  # a burst of 503s sent under the same limit: one cut
         c.on_done(stamp, 0.01, 0, DROP)
     assert c.limit == 30 and c.drops == 10
-    stamp = c.on_sent()
+    stamps = [c.on_sent() for _ in range(2)]
     clock[0] = 3.0
-    c.on_done(stamp, 30.0, 0, DROP)  # a timeout of a request sent after the cut: cut again
+    c.on_done(stamps[0], 30.0, 0, DROP)  # a lone timeout after the cut: a fault, no cut
+    assert c.limit == 30
+    c.on_done(stamps[1], 30.0, 0, DROP)  # a second one in the round: cut again
     assert c.limit == 22
 
 
@@ -147,20 +149,25 @@ def test_gate_follows_the_limit():
     async def main():
         c = AdaptiveConcurrency(AdaptiveSettings(), clock=lambda: 0.0)
         gate = ConcurrencyGate(c)
-        entered = []
+        entered, release = [], [asyncio.Event() for _ in range(10)]
 
         async def one(i):
             async with gate:
                 entered.append(i)
-                await asyncio.sleep(0.01)
+                await release[i].wait()
         tasks = [asyncio.ensure_future(one(i)) for i in range(10)]
-        await asyncio.sleep(0)
-        assert len(entered) == 4  # the limit
-        c._limit = 8.0  # the controller grew it: the next release lets more in
-        await asyncio.sleep(0.015)
-        assert len(entered) == 10 or len(entered) >= 8
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert entered == [0, 1, 2, 3]  # the limit, in order
+        c._limit = 8.0  # the controller grew it: the next release lets 5 more in
+        release[0].set()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert entered == list(range(9))
+        for event in release:
+            event.set()
         await asyncio.gather(*tasks)
-        assert gate._in_use == 0
+        assert gate._in_use == 0 and entered == list(range(10))
     asyncio.run(main())
 
 

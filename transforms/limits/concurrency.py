@@ -28,8 +28,9 @@ Two additions suit LLM calls: a slow start (the limit doubles each round while l
 within the tolerance: by Little's law, throughput = in flight / latency, so flat latency means
 throughput grows with the limit; Vegas and Envoy grow much more slowly) and the sample is
 seconds per completion token (a TPOT-like figure), so that a round of long answers does not look
-like a queue. A 503, an overload or a timeout is a drop: the limit is cut by ``backoff`` at once
-(once per round, as TCP does once per window). The limit never goes over ``max_limit``; rate
+like a queue. A 503, an overload or a timeout is a drop: at the second drop of a round (a lone one is a
+fault, not an overload) the limit is cut by ``backoff`` (once per round, as TCP does once per
+window). The limit never goes over ``max_limit``; rate
 limits (RPM/TPM) still apply after the gate, so the lower bound wins, and while they hold
 requests back the gate is not full and the limit does not grow (Gradient2's "app-limited" rule).
 
@@ -86,6 +87,8 @@ class AdaptiveSettings:
       probe_interval_secs: How often the no-load latency is measured again (with jitter).
       probe_samples: Answers at the probe's concurrency that make one baseline.
       round_samples: The fewest answers per round (a round also waits for half the limit).
+      drops_to_cut: Drops within one round that make a cut (2: a lone 5xx or timeout, which
+        hosted APIs give now and then, is not taken for an overload; a full queue gives many).
     """
     initial: int = 4
     min_limit: int = 2
@@ -96,6 +99,7 @@ class AdaptiveSettings:
     probe_interval_secs: float = 120.0
     probe_samples: int = 4
     round_samples: int = 8
+    drops_to_cut: int = 2
 
     def __post_init__(self):
         if not 1 <= self.min_limit <= self.initial <= self.max_limit:
@@ -165,6 +169,7 @@ class AdaptiveConcurrency:
         self._round_start = clock()
         self._round: List[float] = []
         self._all: List[float] = []
+        self._round_drops = 0
         self._round_peak = 0
         self._round_done = 0
         self._next_probe = 0.0
@@ -232,6 +237,9 @@ class AdaptiveConcurrency:
         self.drops += 1
         if sent_at < self._round_start and self.state not in (STARTUP, PROBE):
             return  # one cut per round: the drops of the same burst count once
+        self._round_drops += 1
+        if self._round_drops < self.settings.drops_to_cut:
+            return  # a lone 5xx or timeout is a fault, not an overload
         s = self.settings
         if self.state == PROBE:
             self._held_limit = max(s.min_limit, self._held_limit * s.backoff)
@@ -283,6 +291,7 @@ class AdaptiveConcurrency:
         self._round_start = now
         self._round = []
         self._all = []
+        self._round_drops = 0
         self._round_peak = self.in_flight
         self._record()
 
