@@ -28,9 +28,9 @@ Two additions suit LLM calls: a slow start (the limit doubles each round while l
 within the tolerance: by Little's law, throughput = in flight / latency, so flat latency means
 throughput grows with the limit; Vegas and Envoy grow much more slowly) and the sample is
 seconds per completion token (a TPOT-like figure), so that a round of long answers does not look
-like a queue. A 503, an overload or a timeout is a drop: at the second drop of a round (a lone one is a
-fault, not an overload) the limit is cut by ``backoff`` (once per round, as TCP does once per
-window). The limit never goes over ``max_limit``; rate
+like a queue. A 503, an overload or a timeout is a drop: at the second drop of a round (a lone
+one is a fault, not an overload) the limit is cut by ``backoff`` (once per round, as TCP does
+once per window). The limit never goes over ``max_limit``; rate
 limits (RPM/TPM) still apply after the gate, so the lower bound wins, and while they hold
 requests back the gate is not full and the limit does not grow (Gradient2's "app-limited" rule).
 
