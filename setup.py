@@ -26,6 +26,9 @@ setuptools.setup(
         "openai[aiohttp]>=3.57,<4",
         # --provider anthropic: the Messages API through the official SDK (its retries off).
         "anthropic>=0.40",
+        # --provider gemini: generateContent through the official SDK (its retries off). The
+        # caller posts through the client's request layer, so the major version is bounded.
+        "google-genai>=2.30,<3",
         "tenacity>=8.2",
         "pyarrow>=14",
         "google-cloud-storage>=2.10",

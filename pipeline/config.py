@@ -16,13 +16,15 @@ from typing import Optional
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
                                                   StandardOptions, WorkerOptions)
 
+from pipeline import endpoints_file
 from pipeline.options import TicketflowOptions
 from pipeline.stream.config import DEFAULT_MAX_BUFFERING_SECS, StreamConfig, stream_config
 from transforms import errors, prompts, secrets, structured
 from transforms.batch import BatchConfig
 from transforms.limits.concurrency import concurrency_setting
 from transforms.llm.config import DEFAULT_SYSTEM_PROMPT, LlmConfig
-from transforms.llm.providers import provider_of
+from transforms.llm.providers import batch_wire, provider_of
+from transforms.llm.providers.gemini import KEY_ENVS as GEMINI_KEY_ENVS
 from transforms.llm.providers.openai import MAX_LINES as BATCH_MAX_LINES
 from transforms.pricing import Price, PricingError, load_pricing
 from transforms.retry import RetryPolicy
@@ -160,6 +162,17 @@ def _prompt_template(path: Optional[str]) -> Optional[str]:
     return source
 
 
+def _prompt_prefix(path: Optional[str]) -> Optional[str]:
+    """--prompt_prefix_file's text, read once here (workers get the text, not the path)."""
+    if path is None:
+        return None
+    text = _read_flag_file("prompt_prefix_file", path).strip()
+    if not text:
+        raise ConfigError(f"--prompt_prefix_file {path!r}: the file is empty; pass a document "
+                          "to share in every request, or drop the flag.")
+    return text
+
+
 def _response_schema(path: Optional[str], output_format: str
                      ) -> Optional[structured.StructuredOutput]:
     if path is None:
@@ -237,6 +250,7 @@ def from_options(options: PipelineOptions) -> JobConfig:
         raise ConfigError(f"--temperature must be between 0 and 2, got {o.temperature}.")
 
     template = _prompt_template(o.prompt_template)
+    prompt_prefix = _prompt_prefix(o.prompt_prefix_file)
     response_schema = _response_schema(o.response_schema, o.output_format)
 
     processes = worker_processes(options)
@@ -267,12 +281,16 @@ def from_options(options: PipelineOptions) -> JobConfig:
     batch_api = _batch_api(o, pricing.lookup_batch(o.model)[0])
 
     provider = provider_of(o.model, o.provider)
-    if provider == "gemini":
-        raise ConfigError("--provider gemini: Gemini's own API is not supported yet; use its "
-                          "OpenAI-compatible endpoint with --provider openai and --base_url.")
+    if provider == "gemini" and batch_api.batch:
+        raise ConfigError("--api batch --provider gemini: Gemini's Batch API is not supported "
+                          "yet; use --api online (the default).")
     api_key_env = o.api_key_env
     if provider == "anthropic" and api_key_env == "OPENAI_API_KEY":
         api_key_env = "ANTHROPIC_API_KEY"
+    if provider == "gemini" and api_key_env == "OPENAI_API_KEY":
+        # As Google's client: GEMINI_API_KEY, else GOOGLE_API_KEY.
+        api_key_env = next((name for name in GEMINI_KEY_ENVS if os.environ.get(name)),
+                           GEMINI_KEY_ENVS[0])
     base_url = o.base_url
     public_key = None
     if o.simulate or o.estimate:
@@ -282,13 +300,15 @@ def from_options(options: PipelineOptions) -> JobConfig:
             secrets.parse_secret_version(o.api_key_secret)
         except secrets.SecretError as exc:
             raise ConfigError(f"--api_key_secret: {exc}") from None
-    elif not os.environ.get(api_key_env):
+    elif not os.environ.get(api_key_env) and not o.endpoints:  # each endpoint has its own
         if base_url:
             # A local OpenAI-compatible server (vLLM, Ollama, ...) often needs no key.
             public_key = NO_KEY_PLACEHOLDER
         else:
+            wanted = (" or ".join(GEMINI_KEY_ENVS) if provider == "gemini"
+                      and api_key_env == GEMINI_KEY_ENVS[0] else api_key_env)
             raise ConfigError(
-                f"no API key: set the environment variable {api_key_env} (or name another "
+                f"no API key: set the environment variable {wanted} (or name another "
                 "with --api_key_env, or use --api_key_secret), point --base_url at a provider that needs none, or pass "
                 "--simulate to use the bundled simulator.")
 
@@ -328,8 +348,15 @@ def from_options(options: PipelineOptions) -> JobConfig:
         budget_key=run_id,
         max_outage_secs=o.max_outage_secs,
         prompt_template=template,
+        prompt_prefix=prompt_prefix,
         structured=response_schema,
     )
+    requests_per_minute, tokens_per_minute = o.requests_per_minute, o.tokens_per_minute
+    if o.endpoints:
+        llm = _with_endpoints(o, llm, share, pricing)
+        primaries = [e for e in llm.endpoints if e.endpoint_role == "primary"]
+        requests_per_minute = sum(e.job_requests_per_sec for e in primaries) * 60.0
+        tokens_per_minute = sum(e.job_tokens_per_sec for e in primaries) * 60.0
     return JobConfig(
         input=o.input or o.input_subscription,
         output=o.output.rstrip("/"),
@@ -347,8 +374,8 @@ def from_options(options: PipelineOptions) -> JobConfig:
         simulator_flags=o.simulator_flags or "",
         worker_processes=processes,
         worker_share=share,
-        requests_per_minute=o.requests_per_minute,
-        tokens_per_minute=o.tokens_per_minute,
+        requests_per_minute=requests_per_minute,
+        tokens_per_minute=tokens_per_minute,
         log_level=o.log_level,
         run_id=run_id,
         resume=o.resume,
@@ -369,14 +396,46 @@ def from_options(options: PipelineOptions) -> JobConfig:
     )
 
 
+def _with_endpoints(o: TicketflowOptions, llm: LlmConfig, share: float, pricing) -> LlmConfig:
+    """The job's configuration spread over ``--endpoints FILE`` (its first primary stands for
+    the job where one endpoint is named: the preflight, the summary's model)."""
+    if o.simulate or o.estimate or o.api == "batch" or o.base_url:
+        raise ConfigError("--endpoints names every endpoint: it does not go with --base_url, "
+                          "--simulate, --estimate or --api batch.")
+    try:
+        entries = endpoints_file.parse_endpoints(_read_flag_file("endpoints", o.endpoints),
+                                                 o.endpoints)
+    except endpoints_file.EndpointsFileError as exc:
+        raise ConfigError(str(exc)) from None
+
+    def key_for(api_key_env: str, base_url: Optional[str], name: str) -> Optional[str]:
+        if o.api_key_secret or os.environ.get(api_key_env):
+            return None
+        if base_url:
+            return NO_KEY_PLACEHOLDER  # a local server often needs no key
+        raise ConfigError(f"--endpoints {o.endpoints}: endpoint {name}: no API key: set the "
+                          f"environment variable {api_key_env} (or name another with "
+                          "api_key_env).")
+
+    endpoints = endpoints_file.endpoint_configs(entries, llm, share=share, pricing=pricing,
+                                                key_for=key_for)
+    first = next(e for e in endpoints if e.endpoint_role == "primary")
+    return dataclasses.replace(
+        llm, base_url=first.base_url, model=first.model, provider=first.provider,
+        api_key_env=first.api_key_env, public_api_key=first.public_api_key,
+        max_concurrency=sum(e.max_concurrency for e in endpoints), endpoints=endpoints)
+
+
 def _batch_api(o: TicketflowOptions, price: Price) -> BatchApiConfig:
     """Checks the Batch API flags (they only matter with --api batch)."""
     _positive("batch_poll_secs", o.batch_poll_secs)
     _positive("batch_deadline_secs", o.batch_deadline_secs, allow_zero=True)
     _positive("batch_cancel_wait_secs", o.batch_cancel_wait_secs, allow_zero=True)
     _positive("batch_max_enqueued_tokens", o.batch_max_enqueued_tokens, allow_zero=True)
-    if not 1 <= o.batch_max_lines <= BATCH_MAX_LINES:
-        raise ConfigError(f"--batch_max_lines must be between 1 and {BATCH_MAX_LINES} (the "
+    # The provider's limit: OpenAI's 50,000 lines per file, Anthropic's 100,000 per batch.
+    most = batch_wire(provider_of(o.model, o.provider)).MAX_LINES
+    if not 1 <= o.batch_max_lines <= most:
+        raise ConfigError(f"--batch_max_lines must be between 1 and {most} (the "
                           f"provider's limit), got {o.batch_max_lines}.")
     if o.api != "batch" and o.batch_submit_only:
         raise ConfigError("--batch_submit_only needs --api batch.")
@@ -404,8 +463,10 @@ def redacted(config: JobConfig) -> dict:
     out = dataclasses.asdict(config)
     out["llm"].pop("system_prompt", None)
     out["llm"].pop("prompt_template", None)
+    out["llm"].pop("prompt_prefix", None)
     if out["llm"].get("public_api_key") not in (None, SIMULATOR_PUBLIC_KEY, NO_KEY_PLACEHOLDER):
         out["llm"]["public_api_key"] = "[REDACTED]"
     if out["llm"].get("shared_quota"):
         out["llm"]["shared_quota"] = errors.redact_url(out["llm"]["shared_quota"])
+    out["llm"]["endpoints"] = endpoints_file.describe(config.llm.endpoints)
     return out

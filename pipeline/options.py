@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
 
 
 def _bool_flag(value: str) -> bool:
@@ -64,19 +64,27 @@ class TicketflowOptions(PipelineOptions):
         llm = parser.add_argument_group("model")
         llm.add_argument("--base_url", default=None,
                          help="OpenAI-compatible API base URL (default: OpenAI's).")
+        llm.add_argument("--endpoints", default=None, metavar="FILE",
+                         help="A YAML file of several endpoints for one job (each with its "
+                         "base_url, model, key and limits; role primary or fallback): tickets "
+                         "go to the primary with the most capacity now, fallbacks only while "
+                         "every primary is out (docs/throughput.md, Endpoint files).")
         llm.add_argument("--provider", default=None, choices=("openai", "anthropic", "gemini"),
                          help="The API's wire format; default: from --model (claude-* is "
                          "anthropic, gemini-* is gemini, anything else openai, which also "
                          "serves every OpenAI-compatible endpoint).")
         llm.add_argument("--prompt_cache", default="on", choices=("on", "off"),
-                         help="Mark the static prefix of every request (the system prompt) for "
-                         "the provider's prompt cache (off: the same prompt, unmarked).")
+                         help="Mark the static prefix of every request (the system prompt and "
+                         "--prompt_prefix_file) for the provider's prompt cache (Anthropic: a "
+                         "cache_control breakpoint; OpenAI: a prompt_cache_key; off: the same "
+                         "prompt, unmarked).")
         llm.add_argument("--cache_ttl", default="5m", choices=("5m", "1h"),
                          help="Anthropic: how long a cached prefix lives (1h costs more to "
                          "write; it suits batches and sparse streams).")
         llm.add_argument("--api_key_env", default="OPENAI_API_KEY",
                          help="Name of the environment variable holding the API key "
-                         "(with --provider anthropic the default is ANTHROPIC_API_KEY).")
+                         "(with --provider anthropic the default is ANTHROPIC_API_KEY; with --provider gemini "
+                         "GEMINI_API_KEY, else GOOGLE_API_KEY, as Google's client).")
         llm.add_argument("--api_key_secret", default=None,
                          help="Secret Manager version holding the API key, "
                          "projects/P/secrets/S/versions/V (V a number or latest); read by each "
@@ -88,6 +96,10 @@ class TicketflowOptions(PipelineOptions):
                          help="Jinja2 file whose 'system' and 'user' blocks render the messages "
                          "from any ticket field (sandboxed; a missing field makes the ticket a "
                          "template_error dead letter). Default: the built-in prompt.")
+        llm.add_argument("--prompt_prefix_file", default=None, metavar="PATH",
+                         help="A long document shared by every request (a policy manual, "
+                         "examples), placed after the system prompt and before the ticket; "
+                         "read once at start and marked for the prompt cache.")
         llm.add_argument("--response_schema", default=None, metavar="FILE",
                          help="JSON Schema file: answers must be JSON valid against it "
                          "(structured outputs); an invalid answer is sent back once with the "
@@ -208,7 +220,7 @@ class TicketflowOptions(PipelineOptions):
                            "learnt from token_limit_exceeded).")
         batch.add_argument("--batch_max_lines", type=int, default=50000,
                            help="With --api batch: most requests per batch (the provider's "
-                           "limit is 50000).")
+                           "limit: 50000 at OpenAI, 100000 at Anthropic).")
 
         run = parser.add_argument_group("run")
         _switch(run, "--simulate",
@@ -260,3 +272,13 @@ class TicketflowOptions(PipelineOptions):
                 "run; its first requests still stop a wrong base URL, model or key.")
         watch.add_argument("--log_format", default="text", choices=("text", "json"),
                            help="Log lines as key=value text or as JSON lines.")
+
+
+def no_job_deadline(options: PipelineOptions) -> None:
+    """Beam's portable runner reads the job's state and message streams with
+    ``--job_server_timeout`` (300 s by default) as their gRPC deadline: at 5 minutes
+    ``wait_until_finish`` fails a job that still runs ("Deadline Exceeded"). A job on a local
+    job server gets a year unless the flag was changed."""
+    portable = options.view_as(PortableOptions)
+    if portable.job_server_timeout == 300:
+        portable.job_server_timeout = 365 * 24 * 3600

@@ -113,6 +113,41 @@ def _probe_writable(prefix: str) -> None:
                 break
 
 
+class Unreachable(UsageError):
+    """The endpoint did not answer at all (down, or a wrong host)."""
+
+
+def check_endpoints(llm: LlmConfig, timeout: float = ENDPOINT_TIMEOUT_SECS) -> None:
+    """:func:`check_endpoint` of the job's endpoint, or of each of ``--endpoints`` (OpenAI's
+    routes only: another provider's first requests are the check).
+
+    With several endpoints, one that cannot be reached is only a warning (the router sends its
+    tickets elsewhere until it is back); every one unreachable, or any wrong key, route or
+    model, is an error naming the endpoint.
+
+    Raises:
+      UsageError: see :func:`check_endpoint`.
+    """
+    if not llm.endpoints:
+        if llm.provider == "openai":
+            check_endpoint(llm, timeout)
+        return
+    down = []
+    for endpoint in llm.endpoints:
+        if endpoint.provider != "openai":
+            continue
+        try:
+            check_endpoint(endpoint, timeout)
+        except Unreachable as exc:
+            down.append(f"endpoint {endpoint.endpoint_name}: {exc}")
+            event(_LOG, logging.WARNING, "preflight_endpoint_down",
+                  endpoint=endpoint.endpoint_name, note="its tickets go to the others")
+        except UsageError as exc:
+            raise UsageError(f"endpoint {endpoint.endpoint_name}: {exc}") from None
+    if len(down) == len(llm.endpoints):
+        raise UsageError("no endpoint of --endpoints can be reached: " + "; ".join(down))
+
+
 def check_endpoint(llm: LlmConfig, timeout: float = ENDPOINT_TIMEOUT_SECS) -> None:
     """The endpoint answers, accepts the key, has the chat route and serves the model.
 
@@ -147,13 +182,13 @@ def check_endpoint(llm: LlmConfig, timeout: float = ENDPOINT_TIMEOUT_SECS) -> No
         raise UsageError(f"the endpoint {where} refused the API key access (HTTP 403): "
                          f"{how_key}, one allowed to use the model API.") from None
     except openai.APITimeoutError:
-        raise UsageError(f"the endpoint {where} did not answer within {timeout:g} s: check "
+        raise Unreachable(f"the endpoint {where} did not answer within {timeout:g} s: check "
                          "--base_url and that the server is up (or pass --skip_preflight)."
                          ) from None
     except openai.APIConnectionError as exc:
         cause = exc.__cause__ or exc
         detail = errors.redact(f"{type(cause).__name__}: {cause}", [key])[:200]
-        raise UsageError(f"cannot reach the endpoint {where} ({detail}): check --base_url and "
+        raise Unreachable(f"cannot reach the endpoint {where} ({detail}): check --base_url and "
                          "that the server is running (or pass --skip_preflight).") from None
     except openai.APIStatusError as exc:
         event(_LOG, logging.WARNING, "preflight_endpoint_status", endpoint=where,

@@ -11,6 +11,10 @@ it is a simple random sample of the input's valid tickets. From its real answers
   machine's CPU allow for the full job (``bound`` names it; ``bounds_secs`` has them all).
   Requests per ticket (retries and repairs included), prompt tokens per request and the mean
   latency come from the sample; the limits and concurrency are the run's flags.
+* ``cache_read_tokens``, ``cache_write_tokens``, ``cache_saved_usd`` — the provider's prompt
+  cache over the full job: the sample's writes (the static prefix written once, as when the
+  sample started) and its cached tokens per ticket for every other ticket, read within the TTL
+  (:mod:`pipeline.caching`), and what that saves against plain input.
 * ``dead_letter_rate`` — reason → the share of tickets it will hit: LLM-stage reasons as measured
   on the sample, parse-stage reasons as counted on the whole input (it was all read).
 
@@ -27,6 +31,7 @@ import statistics
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from pipeline.caching import ASSUMPTION
 from transforms.pricing import Price
 from transforms.validate import PARSE_REASONS
 
@@ -49,6 +54,7 @@ class Settings:
     price: Price
     batch_price: Price
     cpu_secs_per_ticket: Optional[float] = None
+    cache_ttl: str = "5m"
 
 
 def _bounds(tickets: float, per_ticket: Dict[str, float], s: Settings) -> Dict[str, float]:
@@ -100,6 +106,9 @@ def project(summary: dict, ticket_costs: List[float], settings: Settings) -> Opt
     total, low, high = _ci(costs, tickets)
     online = settings.price.cost(summary["prompt_tokens"], summary["completion_tokens"])
     batch = settings.batch_price.cost(summary["prompt_tokens"], summary["completion_tokens"])
+    writes = int(summary.get("cache_write_tokens") or 0)
+    cached_per_ticket = (int(summary.get("cache_read_tokens") or 0) + writes) / sampled
+    reads = max(0, int(round(cached_per_ticket * tickets)) - writes)
     reasons = summary.get("dead_letter_reasons") or {}
     rates = {reason: round(count / (summary["read"] if reason in PARSE_REASONS else sampled), 4)
              for reason, count in reasons.items()}
@@ -114,6 +123,10 @@ def project(summary: dict, ticket_costs: List[float], settings: Settings) -> Opt
         "bounds_secs": {k: round(v, 1) for k, v in full.items()},
         "startup_secs": round(startup, 1),
         "requests_per_ticket": round(per_ticket["requests"], 3),
+        "cache_read_tokens": reads,
+        "cache_write_tokens": writes,
+        "cache_saved_usd": round(settings.price.cache_saving(reads, writes, settings.cache_ttl),
+                                 6),
         "dead_letter_rate": rates,
     }
 
@@ -133,6 +146,10 @@ def projection_rows(p: dict) -> List[Tuple[str, str]]:
                    f"${p['batch_cost_usd']:.4f} through the Batch API"),
         ("  wall time", f"{p['wall_secs']} s, bound by {_words(p['bound'])} ({bounds})"),
     ]
+    if p.get("cache_read_tokens") or p.get("cache_write_tokens"):
+        rows.append(("  prompt cache", f"{p['cache_read_tokens']} tokens read, "
+                                       f"{p['cache_write_tokens']} written, saving "
+                                       f"${p['cache_saved_usd']:.4f} (assumes {ASSUMPTION})"))
     if p["dead_letter_rate"]:
         rows.append(("  dead letters", ", ".join(f"{k} {100 * v:.1f}%"
                                                  for k, v in p["dead_letter_rate"].items())))

@@ -38,6 +38,7 @@ from pipeline import preflight as preflight_lib
 from pipeline import progress
 from pipeline.report import page as report_lib
 from pipeline import watch
+from pipeline import options as options_lib
 from pipeline.options import TicketflowOptions
 from pipeline import projection as projection_lib
 from pipeline.outputs import completion_times, count_input, ticket_costs
@@ -100,7 +101,7 @@ def build(p: beam.Pipeline, config: config_lib.JobConfig,
                     | "AllDeadLetters" >> beam.Flatten())
     called["results"] | "WriteResults" >> sinks.WriteResults(
         config.output, config.output_format, basename=results_basename(config, index),
-        structured=config.llm.structured)
+        structured=config.llm.structured, endpoints=bool(config.llm.endpoints))
     dead_letters | "WriteDeadLetters" >> sinks.WriteDeadLetters(
         config.output, basename=dead_letter_basename(config, index))
     return {"results": called["results"], "dead_letters": dead_letters}
@@ -129,6 +130,9 @@ def _estimate(config: config_lib.JobConfig) -> int:
         requests_per_minute=config.requests_per_minute,
         tokens_per_minute=config.tokens_per_minute,
         prompt_template=config.llm.prompt_template,
+        prompt_prefix=config.llm.prompt_prefix,
+        prompt_cache=config.llm.prompt_cache, cache_ttl=config.llm.cache_ttl,
+        provider=config.llm.provider,
         # The response schema travels with every request and is billed as prompt.
         extra_prompt_tokens=(schema_overhead_tokens(config.llm.structured.schema)
                              if config.llm.structured else 0)))
@@ -154,7 +158,8 @@ def _projection(config: config_lib.JobConfig, summary: dict,
         # auto: what it held (time-weighted median), not its ceiling
         max_concurrency=summary["concurrency"].get("p50") or config.llm.max_concurrency,
         worker_processes=config.worker_processes,
-        price=price, batch_price=config.batch_api.price, cpu_secs_per_ticket=cpu_per_ticket)
+        price=price, batch_price=config.batch_api.price, cpu_secs_per_ticket=cpu_per_ticket,
+        cache_ttl=config.llm.cache_ttl)
     costs = ticket_costs(config.output, results_basename(config), dead_letter_basename(config))
     return projection_lib.project(summary, costs, settings)
 
@@ -185,7 +190,9 @@ def local_runner_options(options: PipelineOptions) -> PipelineOptions:
         standard.runner = "FnApiRunner"
     elif _runner_name(options).rsplit(".", 1)[-1].lower() in ("prism", "prismrunner"):
         options.view_as(DebugOptions).add_experiment(PRISM_NO_SPLITS)
+        options_lib.no_job_deadline(options)
     return options
+
 
 
 def _start_fields(config: config_lib.JobConfig, runner: str) -> dict:
@@ -305,9 +312,9 @@ def run(argv: Optional[List[str]] = None) -> int:
             config = config_lib.with_base_url(config, sim.base_url)
             event(_LOG, logging.DEBUG, "simulator_started", base_url=sim.base_url)
         # Preflight speaks OpenAI's routes; another provider's first requests are the check.
-        if not config.skip_preflight and not dry_run and config.llm.provider == "openai":
+        if not config.skip_preflight and not dry_run:
             try:
-                preflight_lib.check_endpoint(config.llm)
+                preflight_lib.check_endpoints(config.llm)
             except UsageError as exc:
                 print(f"ticketflow: error: {exc}", file=sys.stderr)
                 return EXIT_USAGE
@@ -377,9 +384,7 @@ def run(argv: Optional[List[str]] = None) -> int:
                     if dry_run:
                         print("ticketflow: dry run: job built, not submitted")
                         return EXIT_OK
-                    stream_run.running(result)
-                    result.wait_until_finish()
-                    counts = metrics_lib.summarize(result.metrics())
+                    counts = stream_run.finish(result)
         except Exception as exc:  # noqa: BLE001 - one clear line, not a runner traceback
             _LOG.debug("pipeline failed", exc_info=True)
             misconfigured = errors.misconfiguration(exc)

@@ -50,16 +50,26 @@ def concurrency_figure(config: config_lib.JobConfig) -> dict:
 
     ``auto``'s figure (:meth:`transforms.limits.concurrency.AdaptiveConcurrency.figure`) is read
     from the controller of the endpoint when the workers ran in the driver's process (the local
-    runners' default); otherwise only the mode and the ceiling are known here.
+    runners' default); otherwise only the mode and the ceiling are known here. With
+    ``--endpoints``, the first endpoint's figure, and every endpoint's under ``by_endpoint``.
     """
     llm = config.llm
-    if llm.adaptive_concurrency is None:
-        return {"mode": "fixed", "final": llm.max_concurrency}
-    figure = concurrency_lib.live_figures().get(llm.endpoint_name())
-    if figure is None:
-        return {"mode": "auto", "ceiling": llm.max_concurrency,
-                "note": "the workers ran in other processes: no figure in the driver"}
-    return {**figure, "ceiling": llm.max_concurrency}
+    endpoints = llm.endpoints or (llm,)
+    live = concurrency_lib.live_figures()
+    figures = {}
+    for endpoint in endpoints:
+        if endpoint.adaptive_concurrency is None:
+            figures[endpoint.figure_key()] = {"mode": "fixed",
+                                              "final": endpoint.max_concurrency}
+            continue
+        figure = live.get(endpoint.figure_key())
+        figures[endpoint.figure_key()] = (
+            {**figure, "ceiling": endpoint.max_concurrency} if figure is not None else
+            {"mode": "auto", "ceiling": endpoint.max_concurrency,
+             "note": "the workers ran in other processes: no figure in the driver"})
+    first = next((f for f in figures.values() if f["mode"] == "auto"),
+                 next(iter(figures.values())))
+    return {**first, "by_endpoint": figures} if llm.endpoints else first
 
 
 def summarize(counts: dict, config: config_lib.JobConfig, wall_secs: float,
@@ -95,6 +105,11 @@ def summarize(counts: dict, config: config_lib.JobConfig, wall_secs: float,
         # What the same answers would have cost online (equal to cost_usd with --api online).
         "online_cost_usd": round((counts["cost_nano_usd"]
                                   + counts.get("batch_discount_nano_usd", 0)) / 1e9, 6),
+        # The provider's prompt cache: tokens read from it and written to it, and what it saved
+        # against sending them as plain input (negative when writes outweighed the reads).
+        "cache_read_tokens": int(counts.get("cache_read_tokens", 0)),
+        "cache_write_tokens": int(counts.get("cache_write_tokens", 0)),
+        "cache_saved_usd": round(counts.get("cache_saved_nano_usd", 0) / 1e9, 6),
         "parse_errors": int(counts["parse_errors"]),
         "duplicates": int(counts["duplicates"]),
         "requests": int(counts["requests"]),
@@ -121,10 +136,14 @@ def summarize(counts: dict, config: config_lib.JobConfig, wall_secs: float,
         "written_dead_letters": written_dead,
         "ledger_balanced": balanced,
         "model": config.llm.model,
+        "provider": config.llm.provider,
         "quota": _quota(counts, config),
         "output": config.output,
         "api": config.batch_api.api,
     }
+    if config.llm.endpoints:
+        summary["endpoints"] = metrics_lib.endpoint_figures(
+            counts, [e.endpoint_name for e in config.llm.endpoints])
     if config.stream is not None:
         first = metrics_lib.latency_percentiles(
             counts, (0.5, 0.9, 0.99), max_ms=counts.get("first_response_ms_max"),
@@ -173,6 +192,15 @@ def _concurrency_row(figure: Optional[dict]) -> list:
                             f"{figure['probes']} probes)")]
 
 
+def cache_line(figures: dict) -> str:
+    """The prompt cache's tokens and savings, in words (the summary's and the report's)."""
+    saved = figures.get("cache_saved_usd") or 0.0
+    return (f"{figures.get('cache_read_tokens', 0)} prompt tokens read from the provider's "
+            f"cache, {figures.get('cache_write_tokens', 0)} written to it; "
+            + (f"saved ${saved:.6f}" if saved >= 0 else f"cost ${-saved:.6f} more")
+            + " against plain input")
+
+
 def format_summary(summary: dict) -> str:
     """A short human-readable table."""
     rows = [
@@ -205,6 +233,8 @@ def format_summary(summary: dict) -> str:
          "(files: "
          f"{summary['written_results']} results, {summary['written_dead_letters']} dead letters)"),
     ]
+    if summary.get("cache_read_tokens") or summary.get("cache_write_tokens"):
+        rows.insert(5, ("prompt cache", cache_line(summary)))
     batch = summary.get("batch")
     if batch is not None:
         rows.insert(5, ("online cost", f"${summary['online_cost_usd']:.6f} (what the same "
@@ -222,6 +252,10 @@ def format_summary(summary: dict) -> str:
     if summary.get("outage_secs"):
         rows.append(("outage", f"{summary['outage_secs']} s with the provider down (circuit "
                                "breaker open; tickets waited, keeping their retries)"))
+    for name, e in (summary.get("endpoints") or {}).items():
+        rows.append((f"endpoint {name}", f"{e['succeeded']} answered ({e['share']:.0%}), "
+                     f"{e['requests']} requests, rate limited {e['rate_limited']}, errors "
+                     f"{e['errors']}"))
     quota = summary.get("quota") or {}
     if quota.get("shared"):
         fallback = (f"; Redis unreachable {quota['fallback_events']} time(s), "

@@ -347,11 +347,17 @@ class AnthropicRoutes:
         # the headers are written, so that they show what is really left.
         self.limiter.settle_output(outcome.reserved, n_output)
         outcome.reserved = 0
-        n_input = message.input_tokens - plan.read_tokens - plan.creation_tokens
         outcome.status, outcome.output_tokens = 200, n_output
         outcome.input_tokens = message.input_tokens
         outcome.cache_read, outcome.cache_creation = plan.read_tokens, plan.creation_tokens
-        body = {
+        body = self._message(message, plan, content, stop_reason, n_output)
+        return web.Response(body=_dumps(body), headers=self._headers())
+
+    def _message(self, message: MessagesRequest, plan: Any, content: list[Any],
+                 stop_reason: str, n_output: int) -> dict[str, Any]:
+        """The ``message`` object of an answer (online and batch answers share it)."""
+        n_input = message.input_tokens - plan.read_tokens - plan.creation_tokens
+        return {
             "id": self._next_id("msg"),
             "type": "message",
             "role": "assistant",
@@ -369,7 +375,62 @@ class AnthropicRoutes:
                 "service_tier": "standard",
             },
         }
-        return web.Response(body=_dumps(body), headers=self._headers())
+
+    def answer(self, body: Any, created: int) -> tuple[int, dict[str, Any]]:
+        """Answers one Message Batches request as ``POST /v1/messages`` would answer the same
+        params, without limits, latency or random faults (the markers and the prompt cache
+        apply: a batch's requests read and write the same cache as online ones).
+
+        Args:
+            body: The request's ``params``.
+            created: Epoch seconds of the answer (unused: a message has no timestamp).
+
+        Returns:
+            (HTTP status, body): a ``message``, or Anthropic's error body.
+        """
+        del created
+        try:
+            message = MessagesRequest(body, require_max_tokens=True)
+            if self._served and message.model not in self._served:
+                return 404, self._error_body(404, f"model: {message.model}")
+            if message.input_tokens > self.config.context_window:
+                return 400, self._error_body(400, f"prompt is too long: {message.input_tokens} "
+                                                  f"tokens > {self.config.context_window} maximum")
+            markers = find_markers(message.text)
+            if markers.not_found:
+                return 404, self._error_body(404, "The resource this request refers to does not "
+                                                  "exist.")
+            key = request_key(message.model, message.view) if markers is not NO_MARKERS else ""
+            if markers.fail_n_times and self._fail_attempts.take(key) < markers.fail_n_times:
+                return 529, self._error_body(529, _OVERLOADED)
+            plan = self.cache.plan(message.model, message.blocks)
+            content, stop_reason = (([], "refusal") if markers.content_filter
+                                    else self._content(message, markers))
+            n_output = self._output_tokens(content, message.max_tokens)
+            self.cache.commit(plan)
+            return 200, self._message(message, plan, content, stop_reason, n_output)
+        except InvalidRequest as exc:
+            return 400, self._error_body(400, str(exc))
+        except Exception:  # noqa: BLE001 - one bad request must not break the batch
+            _LOG.exception("unexpected error answering a message batch request")
+            return 500, self._error_body(500, "Internal server error")
+
+    # ---- for the Message Batches routes (simulator.anthropic_batch) -------------------------
+
+    def check_request(self, request: web.Request) -> web.Response | None:
+        """The key and ``anthropic-version`` checks of every Anthropic route (None: passed)."""
+        return self._check_headers(request)
+
+    def error_response(self, status: int, message: str) -> web.Response:
+        """Anthropic's error body and headers, without the rate-limit headers."""
+        return self._error(status, message, limits=False)
+
+    def id_headers(self) -> dict[str, str]:
+        """A response's ``request-id`` header."""
+        return {"request-id": self._next_id("req")}
+
+    def _error_body(self, status: int, message: str) -> dict[str, Any]:
+        return {"type": "error", "error": {"type": _ERROR_TYPES[status], "message": message}}
 
     def _refusal(self, message: MessagesRequest) -> web.Response | None:
         """The refusals that come before any budget: an unserved model, a prompt too long."""

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from simulator import anthropic_batch
 from simulator.batch_files import BatchApiError, FileStore, page
 from simulator.batch_input import InputLine, batch_error, parse_input
 from simulator.config import SimulatorConfig
@@ -103,6 +104,7 @@ class _Batch:
     output_file_id: str | None = None
     error_file_id: str | None = None
     finalized: bool = False
+    flavor: str = "openai"  # or "anthropic": a Message Batch (simulator.anthropic_batch)
 
     def epoch(self, t: float) -> int:
         """Epoch seconds of monotonic time ``t``."""
@@ -149,13 +151,17 @@ class BatchStore:
             ``batch_requests``.
         clock: Monotonic seconds; the batches progress on it (injected for tests).
         wall_clock: Epoch seconds, for the ``*_at`` timestamps.
+        anthropic_answer: Answers one Message Batches request as ``POST /v1/messages`` would
+            (None: ``/v1/messages/batches`` answers 404); settable after construction.
     """
 
     def __init__(self, config: SimulatorConfig, answer: Answer, stats: Stats,
                  clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time):
+                 wall_clock: Callable[[], float] = time.time,
+                 anthropic_answer: Answer | None = None):
         self.config = config
         self._answer = answer
+        self.anthropic_answer = anthropic_answer
         self._stats = stats
         self._clock = clock
         self._wall_clock = wall_clock
@@ -205,9 +211,7 @@ class BatchStore:
                                   "--batch_fail_validation."),)
         limit = config.batch_max_enqueued_tokens
         if not errors and limit:
-            enqueued = sum(b.tokens for b in self._batches.values()
-                           if b.model == parsed.model and not b.errors
-                           and b.status(now) in ENQUEUED)
+            enqueued = self._enqueued(parsed.model, now)
             if enqueued + parsed.tokens > limit:
                 errors = (batch_error("token_limit_exceeded", f"Enqueued token limit reached "
                                       f"for {parsed.model} in organization org-simulator. Limit: "
@@ -215,66 +219,120 @@ class BatchStore:
                                       f"{enqueued:,}, this batch: {parsed.tokens:,}. Please try "
                                       f"again once some in_progress batches have been "
                                       f"completed."),)
+        batch = self._start("batch_", input_file_id, metadata, parsed.model, parsed.lines, errors,
+                            now)
+        self._stats.batch_requests += parsed.count
+        return self._render(batch, "validating")
+
+    def create_messages(self, params: Any) -> dict[str, Any]:
+        """``POST /v1/messages/batches``: Anthropic checks the requests when the batch is
+        created, so every refusal is an error of this call, never a ``failed`` batch.
+
+        Raises:
+            BatchApiError: 400 for a body Anthropic refuses (or ``--batch_fail_validation``),
+                413 for too many requests, 429 over ``--batch_max_enqueued_tokens``.
+        """
+        if self.anthropic_answer is None:
+            raise BatchApiError(404, "Message Batches are not served here.")
+        config, now = self.config, self._clock()
+        lines, model = anthropic_batch.parse_requests(params, config.default_max_tokens)
+        if config.batch_fail_validation:
+            raise BatchApiError(400, "The simulator was started with --batch_fail_validation.")
+        tokens = sum(line.tokens for line in lines)
+        limit = config.batch_max_enqueued_tokens
+        if limit and self._enqueued(model, now) + tokens > limit:
+            raise BatchApiError(429, f"Number of batch tokens in the processing queue exceeds "
+                                     f"the limit of {limit:,} for {model}: try again once some "
+                                     f"batches have ended.")
+        batch = self._start("msgbatch_", "", None, model, lines, (), now, flavor="anthropic")
+        self._stats.batch_requests += len(lines)
+        return self._render(batch, "validating")
+
+    def _enqueued(self, model: str | None, now: float) -> int:
+        return sum(b.tokens for b in self._batches.values()
+                   if b.model == model and not b.errors and b.status(now) in ENQUEUED)
+
+    def _start(self, prefix: str, input_file_id: str, metadata: dict[str, str] | None,
+               model: str | None, lines: tuple[InputLine, ...],
+               errors: tuple[dict[str, Any], ...], now: float,
+               flavor: str = "openai") -> _Batch:
+        """Schedules a new batch on the clock (its seeded order, failing and kept lines)."""
+        config = self.config
         seq = next(self._seq)
-        batch_id = f"batch_{self.id_prefix}{seq:012d}"
+        batch_id = f"{prefix}{self.id_prefix}{seq:012d}"
         rng = random.Random(f"{config.seed}:{batch_id}")
-        n = len(parsed.lines)
+        n = len(lines)
         order = list(range(n))
         rng.shuffle(order)
         failing = frozenset(rng.sample(range(n), round(config.batch_p_line_fail * n)))
         fraction, secs = config.batch_expire_fraction, config.batch_secs
         batch = _Batch(
             id=batch_id, seq=seq, input_file_id=input_file_id, metadata=metadata,
-            model=parsed.model, lines=parsed.lines, errors=errors, tokens=parsed.tokens,
+            model=model, lines=lines, errors=errors, tokens=sum(line.tokens for line in lines),
             t0=now, wall0=self._wall_clock(), t_valid=now + _VALIDATING * secs,
             t_fin=now + (1 - _FINALIZING) * secs, t_end=now + secs,
             cancel_secs=min(_FINALIZING * secs, _CANCEL_MAX_SECS), order=order, failing=failing,
-            keep=math.floor((1 - fraction) * n + 1e-9), expiring=fraction > 0)
+            keep=math.floor((1 - fraction) * n + 1e-9), expiring=fraction > 0, flavor=flavor)
         self._batches[batch_id] = batch
         self._stats.batches_created += 1
-        self._stats.batch_requests += parsed.count
-        return self._render(batch, "validating")
+        return batch
 
-    def _batch(self, batch_id: str) -> _Batch:
+    def _batch(self, batch_id: str, flavor: str = "openai") -> _Batch:
         batch = self._batches.get(batch_id)
-        if batch is None:
+        if batch is None or batch.flavor != flavor:
             raise BatchApiError(404, f"No batch found with id '{batch_id}'.", "batch_id")
         return batch
 
-    def retrieve(self, batch_id: str) -> dict[str, Any]:
-        """``GET /v1/batches/{id}``: the batch as of now.
+    def retrieve(self, batch_id: str, flavor: str = "openai") -> dict[str, Any]:
+        """``GET /v1/batches/{id}`` (or ``/v1/messages/batches/{id}``): the batch as of now.
 
         Raises:
             BatchApiError: 404 for an unknown id.
         """
-        batch = self._batch(batch_id)
+        batch = self._batch(batch_id, flavor)
         return self._render(batch, self._advance(batch, self._clock()))
 
-    def list(self, after: str | None = None, limit: int = 20) -> dict[str, Any]:
-        """``GET /v1/batches``: a cursor page, newest first.
+    def results(self, batch_id: str) -> bytes:
+        """``GET /v1/messages/batches/{id}/results``: the JSONL of an ended message batch.
+
+        Raises:
+            BatchApiError: 404 for an unknown id; 400 while it is still processing.
+        """
+        batch = self._batch(batch_id, "anthropic")
+        status = self._advance(batch, self._clock())
+        if not batch.finalized:
+            raise BatchApiError(400, f"Message Batch {batch_id} has not ended yet ({status}): "
+                                     "results are available once processing_status is 'ended'.")
+        return self.files.get(batch.output_file_id).data if batch.output_file_id else b""
+
+    def list(self, after: str | None = None, limit: int = 20,
+             flavor: str = "openai") -> dict[str, Any]:
+        """``GET /v1/batches`` (or ``/v1/messages/batches``): a cursor page, newest first.
 
         Raises:
             BatchApiError: 400 for an unknown ``after`` id.
         """
         now = self._clock()
-        newest_first = sorted(self._batches.values(), key=lambda b: b.seq, reverse=True)
+        newest_first = sorted((b for b in self._batches.values() if b.flavor == flavor),
+                              key=lambda b: b.seq, reverse=True)
         listed = page(newest_first, after, limit)
         listed["data"] = [self._render(b, self._advance(b, now)) for b in listed["data"]]
         return listed
 
-    def cancel(self, batch_id: str) -> dict[str, Any]:
+    def cancel(self, batch_id: str, flavor: str = "openai") -> dict[str, Any]:
         """``POST /v1/batches/{id}/cancel``: stops a validating or in-progress batch; the lines
         already done are kept (a partial output file once it is ``cancelled``).
 
         Raises:
             BatchApiError: 404 for an unknown id; 400 if the batch already ended.
         """
-        batch = self._batch(batch_id)
+        batch = self._batch(batch_id, flavor)
         now = self._clock()
         status = self._advance(batch, now)
         if status in ("cancelling", "cancelled"):
             return self._render(batch, status)
-        if status not in CANCELLABLE:
+        # A message batch is in_progress until it ends: it can be cancelled while finalizing.
+        if status not in (ENQUEUED if flavor == "anthropic" else CANCELLABLE):
             raise BatchApiError(400, f"Cannot cancel a batch with status '{status}'.")
         batch.cancel_at = now
         self._stats.batches_cancelled += 1
@@ -326,10 +384,16 @@ class BatchStore:
     def _answer_line(self, batch: _Batch, i: int) -> None:
         index = batch.order[i]
         line = batch.lines[index]
+        anthropic = batch.flavor == "anthropic"
         if index in batch.failing:
-            status, body = 500, _LINE_FAILURE
+            status, body = 500, anthropic_batch.LINE_FAILURE if anthropic else _LINE_FAILURE
         else:
-            status, body = self._answer(line.body, batch.epoch(batch.line_time(i)))
+            answer = self.anthropic_answer if anthropic else self._answer
+            status, body = answer(line.body, batch.epoch(batch.line_time(i)))
+        if anthropic:
+            self._count(batch, status, body, anthropic_batch.result_line(line.custom_id, status,
+                                                                        body))
+            return
         seq = next(self._seq)
         record = {"id": f"batch_req_{self.id_prefix}{seq:012d}", "custom_id": line.custom_id,
                   "response": {"status_code": status,
@@ -344,8 +408,27 @@ class BatchStore:
             batch.error_lines.append(_dumps(record))
             batch.failed += 1
 
+    def _count(self, batch: _Batch, status: int, body: dict[str, Any],
+               record: dict[str, Any]) -> None:
+        """Keeps a message batch's result line (one results file, whatever its type)."""
+        if status == 200:
+            batch.completed += 1
+            usage = body["usage"]
+            batch.input_tokens += (usage["input_tokens"] + usage["cache_read_input_tokens"]
+                                   + usage["cache_creation_input_tokens"])
+            batch.output_tokens += usage["output_tokens"]
+        else:
+            batch.failed += 1
+        batch.outputs.append(_dumps(record))
+
     def _finalize(self, batch: _Batch, status: str) -> None:
-        if status in _UNRUN and not batch.errors:
+        if batch.flavor == "anthropic":
+            if status in _UNRUN:
+                batch.outputs.extend(
+                    _dumps(anthropic_batch.unrun_line(batch.lines[batch.order[i]].custom_id,
+                                                      status))
+                    for i in range(batch.answered, len(batch.lines)))
+        elif status in _UNRUN and not batch.errors:
             code, message = _UNRUN[status]
             for i in range(batch.answered, len(batch.lines)):
                 record = {"id": f"batch_req_{self.id_prefix}{next(self._seq):012d}",
@@ -369,7 +452,10 @@ class BatchStore:
         batch.finalized = True
 
     def _render(self, batch: _Batch, status: str) -> dict[str, Any]:
-        """OpenAI's ``Batch`` object for ``batch`` in ``status``."""
+        """OpenAI's ``Batch`` object for ``batch`` in ``status`` (Anthropic's
+        ``message_batch`` for a message batch)."""
+        if batch.flavor == "anthropic":
+            return anthropic_batch.render(batch, status)
         epoch = batch.epoch
         ran = not batch.errors and status not in ("validating", "failed") and (
             batch.cancel_at is None or batch.cancel_at >= batch.t_valid)

@@ -107,12 +107,12 @@ class BatchRoutes:
                                         "request. Sorry about that!", "server_error", None)
         return handle
 
-    async def _stall(self) -> None:
+    async def stall(self) -> None:
         """--batch_stall_secs: the object exists, the answer is late (a crash window)."""
         if self.store.config.batch_stall_secs > 0:
             await asyncio.sleep(self.store.config.batch_stall_secs)
 
-    async def _catch_up(self, batch_id: str | None = None) -> None:
+    async def catch_up(self, batch_id: str | None = None) -> None:
         while self.store.catch_up(_CHUNK, batch_id):
             await asyncio.sleep(0)
 
@@ -147,7 +147,7 @@ class BatchRoutes:
             raise BatchApiError(400, "Missing required parameter: 'purpose'.", "purpose",
                                 "missing_required_parameter")
         uploaded = self.store.files.upload(data, filename, purpose)
-        await self._stall()
+        await self.stall()
         return self._json(uploaded)
 
     async def list_files(self, request: web.Request) -> web.Response:
@@ -186,21 +186,21 @@ class BatchRoutes:
             raise BatchApiError(400, "Invalid request body: expected a JSON object.", None,
                                 "invalid_type")
         created = self.store.create(params)
-        await self._stall()
+        await self.stall()
         return self._json(created)
 
     async def list_batches(self, request: web.Request) -> web.Response:
         """``GET /v1/batches``: newest first; ``after`` and ``limit`` (1-100, default 20)."""
-        await self._catch_up()
+        await self.catch_up()
         return self._json(self.store.list(request.query.get("after"),
                                           _query_int(request, "limit", 20, 100)))
 
     async def get_batch(self, request: web.Request) -> web.Response:
         """``GET /v1/batches/{id}``."""
-        await self._catch_up(request.match_info["batch_id"])
+        await self.catch_up(request.match_info["batch_id"])
         return self._json(self.store.retrieve(request.match_info["batch_id"]))
 
     async def cancel_batch(self, request: web.Request) -> web.Response:
         """``POST /v1/batches/{id}/cancel``."""
-        await self._catch_up(request.match_info["batch_id"])
+        await self.catch_up(request.match_info["batch_id"])
         return self._json(self.store.cancel(request.match_info["batch_id"]))

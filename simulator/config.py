@@ -32,6 +32,12 @@ _HELP = {
                       "writes; cache reads are free); 0 = unlimited.",
     "anthropic_otpm": "Anthropic Messages API: output tokens per minute, charged at max_tokens "
                       "on admission and settled to the real output; 0 = unlimited.",
+    "gemini_rpm": "Gemini API: requests per minute, a bucket refilled continuously; 0 = "
+                  "unlimited.",
+    "gemini_tpm": "Gemini API: input tokens per minute (every prompt token, cached or not), a "
+                  "bucket refilled continuously; 0 = unlimited.",
+    "gemini_rpd": "Gemini API: requests per day (a day from the start or the last reset); 0 = "
+                  "unlimited.",
     "default_max_tokens": "Output tokens charged against --tpm when a request sets no max_tokens.",
     "context_window": "Prompts over this many tokens get 400 context_length_exceeded.",
     "latency_median_ms": "Median of the log-normal response latency; 0 = no latency.",
@@ -99,6 +105,9 @@ class SimulatorConfig:
     anthropic_rpm: int = 0
     anthropic_itpm: int = 0
     anthropic_otpm: int = 0
+    gemini_rpm: int = 0
+    gemini_tpm: int = 0
+    gemini_rpd: int = 0
     default_max_tokens: int = 256
     context_window: int = 128_000
     latency_median_ms: float = 0.0
@@ -132,6 +141,7 @@ class SimulatorConfig:
 
     def __post_init__(self) -> None:
         for name in ("port", "rpm", "tpm", "anthropic_rpm", "anthropic_itpm", "anthropic_otpm",
+                     "gemini_rpm", "gemini_tpm", "gemini_rpd",
                      "max_concurrency", "latency_median_ms", "latency_p99_ms",
                      "ms_per_output_token", "hang_secs", "batch_secs",
                      "batch_max_enqueued_tokens", "batch_stall_secs", "gpu_decode_ms",

@@ -33,7 +33,8 @@ LOOKBACK_BLOCKS = 20
 
 
 def minimum_cacheable_tokens(model: str) -> int:
-    """Returns the shortest prefix the model caches: 2048 tokens for Haiku models, else 1024.
+    """Returns the shortest prefix the model caches: 2048 tokens for Haiku models and Gemini
+    Pro models (Gemini's implicit cache: 2,048 for 2.5 Pro, 1,024 for 2.5 Flash), else 1024.
 
     Args:
         model: The request's model id.
@@ -41,7 +42,10 @@ def minimum_cacheable_tokens(model: str) -> int:
     Returns:
         The minimum, in the simulator's tokens.
     """
-    return 2048 if "haiku" in model.lower() else 1024
+    name = model.lower()
+    if "haiku" in name or (name.startswith("gemini") and "pro" in name):
+        return 2048
+    return 1024
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from simulator.anthropic import AnthropicRoutes
+from simulator.anthropic_batch import MessageBatchRoutes
 from simulator.batch import BatchStore
 from simulator.batch_http import BatchRoutes
 from simulator.config import SimulatorConfig
@@ -46,7 +47,9 @@ from simulator.content import (
 from simulator.gpu import GpuModel, GpuSettings
 from simulator.faults import (NO_MARKERS, AttemptCounter, FaultDraw, Markers,
                               conversation_root, find_markers)
+from simulator.gemini import GeminiRoutes
 from simulator.limits import Decision, RateLimiter, format_duration
+from simulator.openai_cache import OpenAIPromptCache
 from simulator.stats import STATUS_RESET, Stats
 from simulator.tokens import count_tokens, message_text, prompt_tokens
 
@@ -125,7 +128,8 @@ class ChatRequest:
         _BadRequest: If the body does not follow OpenAI's request schema.
     """
 
-    __slots__ = ("max_tokens", "messages", "model", "response_format", "schema", "seed", "text")
+    __slots__ = ("cache_key", "max_tokens", "messages", "model", "response_format", "schema",
+                 "seed", "text")
 
     def __init__(self, body: Any):
         if not isinstance(body, dict):
@@ -188,6 +192,12 @@ class ChatRequest:
         if body.get("stream"):
             raise _BadRequest("The simulator does not support 'stream': true.", "stream",
                               "unsupported_value")
+        cache_key = body.get("prompt_cache_key")
+        if cache_key is not None and not isinstance(cache_key, str):
+            raise _BadRequest(f"Invalid type for 'prompt_cache_key': expected a string, but got "
+                              f"{_type_name(cache_key)} instead.", "prompt_cache_key",
+                              "invalid_type")
+        self.cache_key = cache_key
         self.response_format, self.schema = _parse_response_format(body.get("response_format"))
         self.model = model
         self.messages = messages
@@ -255,6 +265,8 @@ class Simulator:
         p99 = config.latency_p99_ms / 1000
         self._latency_sigma = (math.log(p99 / median) / _Z99
                                if median > 0 and p99 > median else 0.0)
+        # OpenAI's automatic prompt cache: cached_tokens for repeated prefixes of 1,024+ tokens.
+        self.prompt_cache = OpenAIPromptCache(clock)
         self.batches = BatchStore(config, self.answer, self.stats, clock, wall_clock)
         #: ``--server_model gpu``: the batch scheduler that times chat completions.
         self.gpu = GpuModel(GpuSettings(
@@ -265,6 +277,13 @@ class Simulator:
         self.anthropic = AnthropicRoutes(config, self.stats, self._faults, self.latency_secs,
                                          self._fail_attempts, self._invalid_attempts, clock,
                                          wall_clock)
+        self.batches.anthropic_answer = self.anthropic.answer
+        # Anthropic's Message Batches: the same store and lifecycle, Anthropic's wire.
+        self._message_batch_routes = MessageBatchRoutes(
+            self.batches, self.anthropic, self._batch_routes.stall,
+            self._batch_routes.catch_up)
+        self.gemini = GeminiRoutes(config, self.stats, self._faults, self.latency_secs,
+                                   self._fail_attempts, self._invalid_attempts, clock)
 
     # ---- application -------------------------------------------------------------------------
 
@@ -280,10 +299,12 @@ class Simulator:
         app.router.add_get("/v1/models/{model}", by_version(self.handle_model,
                                                             self.anthropic.handle_model))
         self.anthropic.add_routes(app)
+        self.gemini.add_routes(app)
         app.router.add_get("/stats", self.handle_stats)
         app.router.add_post("/reset", self.handle_reset)
         app.router.add_get("/health", self.handle_health)
         self._batch_routes.add_routes(app)
+        self._message_batch_routes.add_routes(app)
         app.router.add_route("*", "/{tail:.*}", by_version(self.handle_not_found,
                                                            self.anthropic.handle_not_found))
         return app
@@ -299,6 +320,8 @@ class Simulator:
         self.anthropic.reset()
         if self.gpu is not None:
             self.gpu.reset()
+        self.gemini.reset()
+        self.prompt_cache.clear()
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -438,6 +461,8 @@ class Simulator:
         if status != 200:
             outcome[0] = status
             return web.Response(status=status, body=_dumps(body), headers=self._headers())
+        cached, cache_keys = self.prompt_cache.lookup(chat.model, chat.cache_key, chat.messages)
+        body["usage"]["prompt_tokens_details"] = {"cached_tokens": min(cached, n_prompt)}
         n_completion = body["usage"]["completion_tokens"]
         if self.gpu is not None:
             if not await self.gpu.generate(n_prompt, n_completion):
@@ -453,6 +478,7 @@ class Simulator:
             # completion, so tests can count exactly what a client received (status 499).
             return web.Response(status=_STATUS_CANCELLED)
         outcome[:3] = [200, n_prompt, n_completion]
+        self.prompt_cache.store(cache_keys)
         return web.Response(body=_dumps(body), headers=self._headers())
 
     async def _inject(self, fault: str, request: web.Request,
@@ -566,6 +592,8 @@ class Simulator:
             return 500, _error_dict(_SERVER_ERRORS[500], "server_error", None)
         if status == 200:
             payload["created"] = created
+            # The online shape; a batch line reads no prompt cache here.
+            payload["usage"]["prompt_tokens_details"] = {"cached_tokens": 0}
         return status, payload
 
     def authorized(self, request: web.Request) -> bool:

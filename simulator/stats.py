@@ -52,6 +52,7 @@ class Stats:
         self.batch_requests = 0
         self.unknown_urls = 0
         self.anthropic_requests = 0
+        self.gemini_requests = 0
         self.cache_creation_input_tokens = 0
         self.cache_read_input_tokens = 0
         self.started_at = self._wall_clock()
@@ -117,6 +118,7 @@ class Stats:
             "batch_requests": self.batch_requests,
             "unknown_urls": self.unknown_urls,
             "anthropic_requests": self.anthropic_requests,
+            "gemini_requests": self.gemini_requests,
             "cache_creation_input_tokens": self.cache_creation_input_tokens,
             "cache_read_input_tokens": self.cache_read_input_tokens,
             "started_at": self.started_at,

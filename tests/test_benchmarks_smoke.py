@@ -84,6 +84,43 @@ def test_smoke_stream_benchmark_writes_every_figure(tmp_path):
     assert figures["priority_lost"] == 0
 
 
+@pytest.mark.timeout(300)
+def test_smoke_caching_benchmark_writes_every_figure(tmp_path):
+    """``python -m benchmarks.caching --smoke``: both scenarios at a few tickets, every key."""
+    from benchmarks.caching import FIGURES as CACHING_FIGURES
+
+    out = tmp_path / "caching.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.caching", "--smoke", "--json",
+                           str(out)], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    for key in CACHING_FIGURES:
+        assert isinstance(figures.get(key), (int, float)), f"{key} missing or not a number"
+        assert key in proc.stdout, f"{key} not in the printed table"
+    assert figures["details"]["details_anthropic"]["runs"]["on"]["summary"]["provider"] == \
+        "anthropic"
+
+
+@pytest.mark.timeout(600)
+def test_smoke_endpoints_benchmark_writes_every_figure(tmp_path):
+    """``python -m benchmarks.endpoints --smoke``: every scenario at its smallest, every key."""
+    from benchmarks.endpoints import FIGURES as ENDPOINTS_FIGURES
+
+    out = tmp_path / "endpoints.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.endpoints", "--smoke", "--json",
+                           str(out)], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    for key in ENDPOINTS_FIGURES:
+        assert isinstance(figures.get(key), (int, float)), f"{key} missing or not a number"
+        assert key in proc.stdout, f"{key} not in the printed table"
+    # Tickets lost do not depend on the machine: none, in every scenario.
+    assert figures["spread_dead_letters"] == figures["kill_dead_letters"] == 0
+    assert figures["fallback_dead_letters"] == 0
+
+
 @pytest.mark.timeout(600)
 def test_smoke_adaptive_benchmark_writes_every_figure(tmp_path):
     """``python -m benchmarks.adaptive --smoke``: auto and the fixed settings, every key."""

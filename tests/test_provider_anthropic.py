@@ -98,7 +98,7 @@ def test_provider_flag_mistakes_and_key_env(run_pipeline, tmp_path):
     ticket = tmp_path / "t.jsonl"
     ticket.write_text('{"id": "1", "body": "x"}\n')
     run = run_pipeline("--input", str(ticket), "--model", "gemini-2.5-flash")
-    assert run.returncode == 2 and "--provider gemini" in run.stderr
+    assert run.returncode == 2 and "GEMINI_API_KEY or GOOGLE_API_KEY" in run.stderr
     run = run_pipeline("--input", str(ticket), "--model", "claude-haiku-4-5")
     assert run.returncode == 2 and "ANTHROPIC_API_KEY" in run.stderr
 

@@ -123,6 +123,36 @@ def test_watched_folder_answers_each_file_once_then_drains_on_sigint(tmp_path):
     assert repeat["simulator"]["requests"] == 0 and repeat["ledger_balanced"] is True
 
 
+@pytest.mark.e2e
+@needs_prism
+def test_a_drain_longer_than_drain_secs_is_cut_short_and_the_ledger_says_so(
+        tmp_path, simulator_factory):
+    """Answers take 30 s; SIGINT with --drain_secs 2: the pipeline is cancelled, exit 130 within
+    seconds, and the summary's ledger is not balanced (the tickets in flight were not written)."""
+    slow = simulator_factory(latency_median_ms=30_000)
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    write_jsonl(incoming / "a.jsonl", tickets("S", 4))
+    out = tmp_path / "out"
+    proc = start_job(["--watch", "--input", str(incoming / "*.jsonl"), "--base_url",
+                      slow.base_url, "--watch_interval_secs", "0.5", "--window_secs", "1",
+                      "--drain_secs", "2", "--progress_interval_secs", "1"], out)
+    try:
+        wait_for(lambda: slow.stats()["in_flight"] >= 1, 90, "a request in flight", proc)
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert time.monotonic() - started < 25, "the drain was not cut short"
+    assert "drain_timeout" in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] == "SIGINT" and summary["ledger_balanced"] is False
+    assert not result_ids(out)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--input_subscription", "tickets"], "projects/P/subscriptions/S"),
     (["--input_subscription", "projects/p/subscriptions/s", "--watch", "--input", "x"],
@@ -215,3 +245,16 @@ def test_streaming_job_translates_to_a_dataflow_job_offline(source, steps):
                  "WriteResults/CollectWindow", "WriteDeadLetters/WriteFile",
                  "PublishResults/WriteToPubSub", "PublishDeadLetters/WriteToPubSub"):
         assert step in labels, f"{step} missing from the Dataflow job"
+
+
+def test_a_job_on_prism_outlives_the_portable_runners_five_minute_deadline():
+    """Beam reads a portable job's state stream with --job_server_timeout (300 s) as its gRPC
+    deadline: a streaming job on Prism failed after 5 minutes ("Deadline Exceeded")."""
+    from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
+
+    from pipeline.run import local_runner_options
+    options = local_runner_options(PipelineOptions(["--runner", "PrismRunner"]))
+    assert options.view_as(PortableOptions).job_server_timeout >= 365 * 24 * 3600
+    chosen = local_runner_options(PipelineOptions(["--runner", "PrismRunner",
+                                                   "--job_server_timeout", "60"]))
+    assert chosen.view_as(PortableOptions).job_server_timeout == 60

@@ -7,7 +7,9 @@ summary with :func:`summarize`.
 Counters: ``tickets_read``, ``parse_errors``, ``duplicates``, ``requests``, ``succeeded``,
 ``dead_lettered``, ``retries``, ``rate_limited``, ``server_errors``, ``timeouts``, ``prompt_tokens``,
 ``completion_tokens``, ``throttled_ms``, ``cache_hits``, ``cost_nano_usd``, ``already_done``,
-``replay_skipped``, ``not_sampled`` and Dataflow's ``cumulativeThrottlingSeconds``.
+``replay_skipped``, ``not_sampled``, the provider's prompt cache (``cache_read_tokens``,
+``cache_write_tokens``, ``cache_saved_nano_usd``: what it saved against plain input, may be
+negative) and Dataflow's ``cumulativeThrottlingSeconds``.
 Distributions: ``latency_ms``, ``attempts`` and, in streaming jobs, ``first_response_ms`` (from
 a ticket's arrival — its message's publish time or its file's modification time — to its result,
 counted in ``first_response_bucket_le_<N>ms`` buckets too).
@@ -40,7 +42,8 @@ COUNTERS = (
     "tickets_read", "parse_errors", "duplicates", "requests", "succeeded", "dead_lettered",
     "retries", "rate_limited", "server_errors", "timeouts", "prompt_tokens", "completion_tokens",
     "throttled_ms", "cache_hits", "cost_nano_usd", "already_done", "replay_skipped",
-    "not_sampled", "quota_fallbacks",
+    "not_sampled", "quota_fallbacks", "cache_read_tokens", "cache_write_tokens",
+    "cache_saved_nano_usd",
 )
 # Per worker process, cumulative (their max is the job's): wall-clock time its requests were
 # held back by the limiter, its provider was down (circuit breaker open), its shared quota was
@@ -60,6 +63,9 @@ LATENCY_BUCKET_PREFIX = "latency_bucket_le_"
 #: Streaming jobs: the first response time (arrival to emitted result) in the same buckets.
 FIRST_RESPONSE_BUCKET_PREFIX = "first_response_bucket_le_"
 DEAD_LETTER_PREFIX = "dead_letter_"
+# --endpoints: endpoint_{requests,rate_limited,errors,succeeded}__<name>, made on first use.
+ENDPOINT_PREFIX = "endpoint_"
+ENDPOINT_FIGURES = ("requests", "succeeded", "rate_limited", "errors")
 
 
 def latency_bucket(ms: float, prefix: str = LATENCY_BUCKET_PREFIX) -> str:
@@ -190,6 +196,13 @@ class TicketflowMetrics:
         self.inc("prompt_tokens", stats.prompt_tokens)
         self.inc("completion_tokens", stats.completion_tokens)
         self.inc("cost_nano_usd", int(round(stats.cost_usd * 1e9)))
+        self.inc("cache_read_tokens", stats.cache_read_tokens)
+        self.inc("cache_write_tokens", stats.cache_write_tokens)
+        self.inc("cache_saved_nano_usd", int(round(stats.cache_saved_usd * 1e9)))
+        for name, requests, rate_limited, errors in stats.endpoints:
+            self.inc(ENDPOINT_PREFIX + "requests__" + name, requests)
+            self.inc(ENDPOINT_PREFIX + "rate_limited__" + name, rate_limited)
+            self.inc(ENDPOINT_PREFIX + "errors__" + name, errors)
         if stats.attempts:
             self.distributions["attempts"].update(stats.attempts)
         if stats.throttled_secs:
@@ -215,6 +228,8 @@ class TicketflowMetrics:
     def record_result(self, result: Result) -> None:
         self._calls(result.stats)
         self.inc("succeeded")
+        if result.endpoint is not None:
+            self.inc(ENDPOINT_PREFIX + "succeeded__" + result.endpoint)
         if result.cached:
             self.inc("cache_hits")
         self.distributions["latency_ms"].update(int(result.stats.latency_ms))
@@ -255,6 +270,17 @@ def summarize(metric_results) -> Dict[str, float]:
         out[f"{name}_mean"] = round(value.sum / value.count, 3)
         out[f"{name}_max"] = value.max
         out[f"{name}_count"] = value.count
+    return out
+
+
+def endpoint_figures(counts: Mapping[str, float], names) -> Dict[str, Dict[str, float]]:
+    """Per endpoint: requests, succeeded, rate_limited, errors and its share of the answers
+    (from the ``endpoint_<figure>__<name>`` counters of :func:`summarize`)."""
+    out = {name: {f: int(counts.get(f"{ENDPOINT_PREFIX}{f}__{name}", 0))
+                  for f in ENDPOINT_FIGURES} for name in names}
+    answered = sum(e["succeeded"] for e in out.values())
+    for figures in out.values():
+        figures["share"] = round(figures["succeeded"] / answered, 4) if answered else 0.0
     return out
 
 

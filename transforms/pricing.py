@@ -4,6 +4,14 @@ A shipped table (``transforms/pricing.json``: USD per 1M input, cached input and
 can be replaced with ``--pricing_file``. The driver looks the configured model up once and hands
 the :class:`Price` to the workers inside the LLM config, so workers never read files for it.
 
+Prompt caching: ``cached_input`` is the price of a cache read (Anthropic: 0.1x input; OpenAI and
+Gemini: their cached-input prices); ``cache_write_5m`` and ``cache_write_1h`` the price of a token
+written to the cache with that TTL (Anthropic: 1.25x and 2x input; OpenAI and Gemini's implicit
+caches charge no surcharge, so there it is the input price). A file without them prices writes as
+plain input and reads as input (``cached_input`` defaults to ``input``), never under-stating a
+cost. :meth:`Price.cost` splits a prompt into reads, writes and plain input;
+:meth:`Price.cache_saving` is what caching saved against sending the same tokens as plain input.
+
 Batch API prices (``--api batch``): a model's entry may hold its own ``"batch": {"input", ...}``
 prices; otherwise a top-level ``"batch_multiplier"`` (the shipped file: 0.5, OpenAI's half price)
 scales its online prices; a file with neither prices batch answers at the online price, so a
@@ -14,6 +22,8 @@ Example::
     pricing = load_pricing(None)
     price, known = pricing.lookup("gpt-4o-mini-2024-07-18")
     price.cost(prompt_tokens=1200, completion_tokens=300, cached_tokens=0)  # USD
+    price.cost(3200, 300, cached_tokens=2000)                       # 2000 read from the cache
+    price.cache_saving(cached_tokens=2000, cache_write_tokens=0)    # USD saved by it
     batch_price, _ = pricing.lookup_batch("gpt-4o-mini")                    # half of it
 """
 
@@ -33,20 +43,56 @@ class PricingError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Price:
-    """USD per one million tokens."""
+    """USD per one million tokens.
+
+    Attributes:
+      input: A plain (uncached) prompt token.
+      cached_input: A prompt token read from the provider's prompt cache.
+      output: A completion token.
+      cache_write_5m: A prompt token written to the cache with the 5-minute TTL (None: input).
+      cache_write_1h: The same with the 1-hour TTL (None: input).
+    """
     input: float = 0.0
     cached_input: float = 0.0
     output: float = 0.0
+    cache_write_5m: Optional[float] = None
+    cache_write_1h: Optional[float] = None
 
-    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
-        """USD for one response; cached prompt tokens are billed at the cached-input price."""
-        cached = min(max(cached_tokens, 0), prompt_tokens)
-        return ((prompt_tokens - cached) * self.input + cached * self.cached_input
-                + completion_tokens * self.output) / 1_000_000
+    def write_price(self, ttl: str = "5m") -> float:
+        """USD per 1M tokens written to the cache with ``ttl`` (``5m`` or ``1h``)."""
+        value = self.cache_write_1h if ttl == "1h" else self.cache_write_5m
+        return self.input if value is None else value
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
+             cache_write_tokens: int = 0, ttl: str = "5m") -> float:
+        """USD for one response.
+
+        Args:
+          prompt_tokens: Every prompt token (cache reads and writes included).
+          completion_tokens: Completion tokens.
+          cached_tokens: Prompt tokens read from the cache (the cached-input price).
+          cache_write_tokens: Prompt tokens written to the cache (the write price of ``ttl``).
+          ttl: The cache lifetime the writes were made with.
+        """
+        prompt = max(prompt_tokens, 0)
+        cached = min(max(cached_tokens, 0), prompt)
+        written = min(max(cache_write_tokens, 0), prompt - cached)
+        return ((prompt - cached - written) * self.input + cached * self.cached_input
+                + written * self.write_price(ttl) + completion_tokens * self.output) / 1_000_000
+
+    def cache_saving(self, cached_tokens: int, cache_write_tokens: int = 0,
+                     ttl: str = "5m") -> float:
+        """USD the cache saved: those tokens as plain input minus what they cost (negative when
+        the writes' surcharge outweighs the reads)."""
+        cached, written = max(cached_tokens, 0), max(cache_write_tokens, 0)
+        return (cached * (self.input - self.cached_input)
+                + written * (self.input - self.write_price(ttl))) / 1_000_000
 
     def scaled(self, factor: float) -> "Price":
         """Every price times ``factor``."""
-        return Price(self.input * factor, self.cached_input * factor, self.output * factor)
+        return Price(self.input * factor, self.cached_input * factor, self.output * factor,
+                     None if self.cache_write_5m is None else self.cache_write_5m * factor,
+                     None if self.cache_write_1h is None else self.cache_write_1h * factor)
 
 
 # OpenAI's Batch API discount: half the price.
@@ -136,12 +182,17 @@ def load_pricing(path: Optional[str] = None) -> Pricing:
 
 def _price(path: str, name: str, entry) -> Price:
     try:
+        writes = {key: (None if entry.get(key) is None else float(entry[key]))
+                  for key in ("cache_write_5m", "cache_write_1h")}
         price = Price(input=float(entry["input"]),
                       cached_input=float(entry.get("cached_input", entry["input"])),
-                      output=float(entry["output"]))
+                      output=float(entry["output"]), **writes)
     except (KeyError, TypeError, ValueError, AttributeError):
         raise PricingError(f"pricing file {path!r}: model {name!r} needs numeric 'input' "
-                           "and 'output' (and optionally 'cached_input') prices") from None
-    if min(price.input, price.cached_input, price.output) < 0:
+                           "and 'output' (and optionally 'cached_input', 'cache_write_5m', "
+                           "'cache_write_1h') prices") from None
+    values = [price.input, price.cached_input, price.output, price.cache_write_5m,
+              price.cache_write_1h]
+    if min(v for v in values if v is not None) < 0:
         raise PricingError(f"pricing file {path!r}: model {name!r} has a negative price")
     return price

@@ -28,6 +28,10 @@ callables) and strict (``StrictUndefined``): a missing field raises :class:`Temp
 naming it, which the LLM step turns into a dead letter ``template_error`` instead of a crash.
 Compile a template once per worker process (:class:`PromptRenderer`), not per ticket.
 
+A shared document (``--prompt_prefix_file``: a policy manual, worked examples) is one more system
+message right after the system prompt and before the ticket, the same text in every request: with
+the system prompt it is the static prefix the provider's prompt cache keeps.
+
 Example::
 
     renderer = PromptRenderer(source, system_prompt="Be brief.")   # compiled once
@@ -112,18 +116,23 @@ class PromptRenderer:
       source: Template text; None for :data:`DEFAULT_TEMPLATE` (today's built-in prompt).
       system_prompt: The ``--system_prompt`` text: the ``system_prompt`` variable, and the system
         message of templates without a ``system`` block.
+      prefix: The ``--prompt_prefix_file`` text, a system message after the system prompt
+        (None or empty: none).
 
     Raises:
       TemplateLoadError: when the template does not compile.
     """
 
-    def __init__(self, source: Optional[str], system_prompt: str = ""):
+    def __init__(self, source: Optional[str], system_prompt: str = "",
+                 prefix: Optional[str] = None):
         self._template = compile_template(DEFAULT_TEMPLATE if source is None else source)
         self._system_prompt = system_prompt
         self._builtin = source is None
         # The built-in template's system block is the system prompt, stripped; empty: no message.
         self._system_message = ({"role": "system", "content": system_prompt.strip()}
                                 if system_prompt.strip() else None)
+        self._prefix_message = ({"role": "system", "content": prefix.strip()}
+                                if prefix and prefix.strip() else None)
 
     def _block(self, name: str, variables: Mapping[str, Any]) -> str:
         render = self._template.blocks[name]
@@ -153,6 +162,8 @@ class PromptRenderer:
         messages = []
         if system:
             messages.append({"role": "system", "content": system})
+        if self._prefix_message is not None:
+            messages.append(dict(self._prefix_message))
         messages.append({"role": "user", "content": user})
         return messages
 
@@ -162,6 +173,7 @@ class PromptRenderer:
         head = (f"Ticket ID: {ticket.id}\nSubject: {subject}\n\n" if subject
                 else f"Ticket ID: {ticket.id}\n\n")
         user = {"role": "user", "content": f"{head}{ticket.body}".strip()}
-        if self._system_message is None:
+        if self._system_message is None and self._prefix_message is None:
             return [user]
-        return [dict(self._system_message), user]
+        return [dict(m) for m in (self._system_message, self._prefix_message)
+                if m is not None] + [user]

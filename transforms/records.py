@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import orjson
 
@@ -144,6 +144,9 @@ class CallStats:
         ``attempts`` too, one per round it was submitted in).
       batch_discount_usd: What those answers would have cost more online (so the online cost
         of the run is the cost plus the sum of this); not written to the files.
+      cache_read_tokens: Prompt tokens the provider read from its prompt cache.
+      cache_write_tokens: Prompt tokens the provider wrote to its prompt cache.
+      cache_saved_usd: Those tokens' cost as plain input minus their cost (not in the files).
     """
     attempts: int = 0
     retries: int = 0
@@ -159,6 +162,11 @@ class CallStats:
     last_attempt_at: Optional[float] = None
     batch_answers: int = 0
     batch_discount_usd: float = 0.0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_saved_usd: float = 0.0
+    # --endpoints: (name, requests, rate limited, other errors) per endpoint tried.
+    endpoints: Tuple[Tuple[str, int, int, int], ...] = ()
 
 
 NO_CALLS = CallStats()
@@ -181,6 +189,7 @@ class Result:
       output: The validated answer, with --response_schema.
       stats: Requests, waits, tokens and cost (see :class:`CallStats`).
       origin: The ticket's :attr:`Ticket.origin` (streaming jobs; written as ``origin``).
+      endpoint: With ``--endpoints``: the name of the endpoint that answered.
     """
     id: str
     response: str
@@ -194,6 +203,7 @@ class Result:
     output: Optional[Mapping[str, Any]] = None
     stats: CallStats = NO_CALLS
     origin: Optional[Mapping[str, Any]] = None
+    endpoint: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {
@@ -216,6 +226,8 @@ class Result:
             out["output"] = dict(self.output)
         if self.origin is not None:
             out["origin"] = dict(self.origin)
+        if self.endpoint is not None:
+            out["endpoint"] = self.endpoint
         return out
 
     def to_json(self) -> str:

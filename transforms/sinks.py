@@ -48,21 +48,25 @@ RESULT_SCHEMA = pa.schema([
 ])
 
 
-def _parquet_row(result, schema: Optional[dict] = None) -> dict:
+def _parquet_row(result, schema: Optional[dict] = None, endpoints: bool = False) -> dict:
     row = result.to_dict()
     row["ticket"] = json.dumps(row["ticket"], ensure_ascii=False)
     output = row.pop("output", None)
     if schema is not None:
-        row.update(structured_lib.parquet_values(schema, output, RESULT_SCHEMA.names))
+        names = RESULT_SCHEMA.names + (["endpoint"] if endpoints else [])
+        row.update(structured_lib.parquet_values(schema, output, names))
     return row
 
 
-def results_schema(structured: Optional[structured_lib.StructuredOutput] = None) -> pa.Schema:
-    """The Parquet schema of results: RESULT_SCHEMA, plus the typed columns of the answer's fields."""
+def results_schema(structured: Optional[structured_lib.StructuredOutput] = None,
+                   endpoints: bool = False) -> pa.Schema:
+    """The Parquet schema of results: RESULT_SCHEMA, plus the typed columns of the answer's
+    fields, plus ``endpoint`` with ``--endpoints``."""
+    base = list(RESULT_SCHEMA) + ([pa.field("endpoint", pa.string())] if endpoints else [])
     if structured is None:
-        return RESULT_SCHEMA
-    extra = structured_lib.parquet_fields(structured.schema, RESULT_SCHEMA.names)
-    return pa.schema(list(RESULT_SCHEMA) + extra)
+        return pa.schema(base)
+    extra = structured_lib.parquet_fields(structured.schema, [f.name for f in base])
+    return pa.schema(base + extra)
 
 
 def join_path(prefix: str, name: str) -> str:
@@ -78,24 +82,28 @@ class WriteResults(beam.PTransform):
       output_format: ``jsonl`` or ``parquet``.
       basename: File name stem (``results``; runs that must not overwrite pass another).
       structured: The ``--response_schema``, whose fields become typed Parquet columns.
+      endpoints: With ``--endpoints``: results carry an ``endpoint`` column in Parquet too.
     """
 
     def __init__(self, prefix: str, output_format: str = "jsonl", basename: str = RESULTS_BASENAME,
-                 structured: Optional[structured_lib.StructuredOutput] = None):
+                 structured: Optional[structured_lib.StructuredOutput] = None,
+                 endpoints: bool = False):
         super().__init__()
         if output_format not in OUTPUT_FORMATS:
             raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}")
         self._path = join_path(prefix, basename)
         self._format = output_format
         self._structured = structured
+        self._endpoints = endpoints
 
     def expand(self, results):
         if self._format == "parquet":
             schema = self._structured.schema if self._structured is not None else None
             return (results
-                    | "ResultToRow" >> beam.Map(_parquet_row, schema)
+                    | "ResultToRow" >> beam.Map(_parquet_row, schema, self._endpoints)
                     | "WriteParquet" >> beam.io.WriteToParquet(
-                        self._path, results_schema(self._structured), file_name_suffix=".parquet",
+                        self._path, results_schema(self._structured, self._endpoints),
+                        file_name_suffix=".parquet",
                         shard_name_template=SHARD_TEMPLATE))
         return (results
                 | "ResultToJson" >> beam.Map(lambda r: r.to_json())

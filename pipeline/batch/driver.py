@@ -1,15 +1,16 @@
 """The batch driver: submit the parts in waves, wait, collect, resubmit what failed, in rounds.
 
 :class:`BatchDriver` runs on the driver (no workers) once the pack pipeline has written round 1's
-request files. Each round: every part is uploaded and created in WAVES that fit the enqueued-token
-limit (:mod:`pipeline.batch.policy`), the running batches are polled every ``--batch_poll_secs``
-(one progress line per poll), each finished batch is collected (:func:`pipeline.batch.files.
-collect_part`), and the lines that failed retryably become the next round's parts — until none
-is left, ``--max_retries`` rounds were made, or ``--batch_deadline_secs`` passed (then running
-batches are cancelled, what they finished is kept, and the rest is answered online). A cancelled
-batch gets ``--batch_cancel_wait_secs`` from its cancel to end; one still ``cancelling`` then is
-ABANDONED: its tickets are answered online, and :meth:`BatchDriver.look_at_abandoned` later
-counts what it answered anyway (billed twice).
+request files. Each round: every part is uploaded (OpenAI; Anthropic's Message Batches take the
+requests in the create call: the client's ``uploads`` says which) and created in WAVES that fit the
+enqueued-token limit (:mod:`pipeline.batch.policy`), the running batches are polled every
+``--batch_poll_secs`` (one progress line per poll), each finished batch is collected
+(:func:`pipeline.batch.files.collect_part`), and the lines that failed retryably become the next
+round's parts — until none is left, ``--max_retries`` rounds were made, or
+``--batch_deadline_secs`` passed (then running batches are cancelled, what they finished is kept,
+and the rest is answered online). A cancelled batch gets ``--batch_cancel_wait_secs`` from its
+cancel to end; one still ``cancelling`` then is ABANDONED: its tickets are answered online, and
+:meth:`BatchDriver.look_at_abandoned` later counts what it answered anyway (billed twice).
 
 Every step is written to the journal BEFORE it is done and after (:mod:`pipeline.batch.journal`),
 so a run killed at any moment is resumed without a ticket being submitted twice: a creation in
@@ -82,7 +83,9 @@ class BatchDriver:
 
     Args:
       settings: The job's batch settings.
-      client: A :class:`~transforms.llm.providers.openai_batch.BatchClient` (or a fake in tests).
+      client: The provider's batch client: :class:`~transforms.llm.providers.openai_batch.
+        BatchClient` (its docstring lists what the driver asks of one) or :class:`~transforms.
+        llm.providers.anthropic_batch.AnthropicBatchClient`.
       journal: The job's journal.
       events: The journal's events so far (the job's "job" and "packed" events included).
       wall: Wall clock (the deadline, progress).
@@ -190,7 +193,7 @@ class BatchDriver:
                       tokens=part.tokens, why="token_limit_exceeded with nothing of ours running")
                 self._log("skipped", round=part.round, part=part.name)
                 continue
-            if part.state != "uploaded":
+            if self._client.uploads and part.state != "uploaded":
                 self._upload(part)
             self._create(self.state.parts[part.key])
 
@@ -215,7 +218,9 @@ class BatchDriver:
 
     def _settle(self, part: Part) -> bool:
         """Looks for the batch of a creation in doubt by listing; True when found."""
-        found = self._client.find(self._metadata(part), part.creating_at)
+        claimed = {p.batch_id for p in self.state.parts.values() if p.batch_id}
+        found = self._client.find(self._metadata(part), part.creating_at, lines=part.lines,
+                                  claimed=claimed)
         if found is None:
             return False
         event(_LOG, logging.INFO, "batch_found", part=part.name, batch_id=found.id)
@@ -226,16 +231,30 @@ class BatchDriver:
         metadata = self._metadata(part)
         if part.state == "creating" and self._settle(part):
             return
+        running = any(p.running for p in self.state.round_parts(part.round))
+        if not running and part.lonely_token_failures > self._s.max_rounds:
+            # Refused again and again with nothing of ours in the queue: it never fits.
+            event(_LOG, logging.WARNING, "batch_part_skipped", part=part.name,
+                  tokens=part.tokens, why="the provider refused its creation with nothing of "
+                  "ours running")
+            self._log("skipped", round=part.round, part=part.name)
+            return
         self._log("creating", round=part.round, part=part.name, attempt=part.attempt,
                   file_id=part.file_id)
         event(_LOG, logging.INFO, "batch_creating", round=part.round, part=part.name,
               attempt=part.attempt)
         try:
-            info = self._client.create(part.file_id, metadata)
+            # Without an upload step (Anthropic), the part's requests go in the create call.
+            source = part.file_id if self._client.uploads else part.path
+            info = self._client.create(source, metadata)
         except errors.RetryableError as exc:
             # It may exist anyway: the next pass looks for it before creating again.
             event(_LOG, logging.WARNING, "batch_create_failed", part=part.name,
                   error=type(exc).__name__, message=exc.message[:200])
+            # Anthropic refuses a create over its queue limit (429): with nothing of ours
+            # running, a part refused more than --max_retries + 1 times goes online.
+            self._log("create_failed", round=part.round, part=part.name,
+                      error=type(exc).__name__, alone=not running)
             return
         except errors.ProviderError as exc:
             raise BatchJobError(f"the provider refused to create a batch of {part.path}: "

@@ -31,9 +31,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.batch.journal import Part
 from pipeline.batch.policy import FINAL, RETRY, line_fate
-from transforms.llm.batch import line_tokens, outcome_record
+from transforms.llm.batch import line_tokens, outcome_record, request_body
 from transforms.llm.providers import RETRYABLE, LineOutcome
-from transforms.llm.providers.openai import classify_line
 from transforms.pricing import Price
 from transforms.sinks import join_path
 
@@ -58,7 +57,7 @@ def scan_part(path: str) -> Tuple[int, int]:
     lines = tokens = 0
     for line in iter_lines(path):
         lines += 1
-        tokens += line_tokens(json.loads(line)["body"])
+        tokens += line_tokens(request_body(json.loads(line)))
     return lines, tokens
 
 
@@ -123,7 +122,7 @@ def copy_lines(parts: List[Part], keep: Optional[Set[str]], writer: PartWriter) 
     for part in parts:
         for line in iter_lines(part.path):
             if keep is None or _cid(line) in keep:
-                writer.add(line, line_tokens(json.loads(line)["body"]))
+                writer.add(line, line_tokens(request_body(json.loads(line))))
     return writer.close()
 
 
@@ -142,7 +141,7 @@ def collect_part(part: Part, client, round_dir: str, prices: Tuple[Price, Price]
 
     Args:
       part: The part (its batch ended: ``output_file_id`` / ``error_file_id`` / ``status``).
-      client: The :class:`~transforms.llm.providers.openai_batch.BatchClient`.
+      client: The provider's batch client (its ``download`` and ``classify_line``).
       round_dir: Where the round's files are.
       prices: (batch price, online price) of the model.
       max_rounds: ``--max_retries`` + 1.
@@ -182,7 +181,7 @@ def collect_part(part: Part, client, round_dir: str, prices: Tuple[Price, Price]
             client.download(file_id, local)
             for line in iter_lines(local):
                 try:
-                    outcome = classify_line(json.loads(line))
+                    outcome = client.classify_line(json.loads(line))
                 except ValueError:
                     counts["unreadable"] += 1
                     continue
@@ -211,7 +210,7 @@ def answered_lines(client, file_id: str, local: str) -> int:
     answered: Set[str] = set()
     for line in iter_lines(local):
         try:
-            outcome = classify_line(json.loads(line))
+            outcome = client.classify_line(json.loads(line))
         except ValueError:
             continue
         if outcome.status == 200:

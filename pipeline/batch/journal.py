@@ -94,6 +94,9 @@ class Part:
       cancelling_at: When the deadline's cancel was asked (the journal's time).
       late_status: The final status of an abandoned batch, if the driver saw it end later.
       late_answered: How many lines that final output answered (billed by the Batch API too).
+      lonely_token_failures: How often the provider refused it for room (OpenAI's
+        ``token_limit_exceeded``, or a create that failed retryably) with nothing of ours
+        running; past ``--max_retries`` + 1 it is skipped (answered online).
     """
     round: int
     name: str
@@ -253,6 +256,8 @@ def _apply(state: JobState, part: Part, kind: str, e: Dict[str, Any]) -> None:
     elif kind == "creating":
         part.state, part.attempt = "creating", int(e.get("attempt") or part.attempt)
         part.creating_at = float(e.get("at") or 0.0)
+    elif kind == "create_failed":  # a retryable error: it stays "creating" (in doubt)
+        part.lonely_token_failures += 1 if e.get("alone") else 0
     elif kind == "created":
         part.state, part.batch_id = "created", e["batch_id"]
         state.batches_created += 1

@@ -45,8 +45,7 @@ from pipeline.batch.journal import Journal, fold
 from pipeline.preflight import UsageError
 from transforms import errors
 from transforms.llm import resolve_api_key
-from transforms.llm.providers.openai import MAX_BYTES
-from transforms.llm.providers.openai_batch import BatchClient
+from transforms.llm.providers import batch_client, batch_wire
 from transforms.llm.batch_io import PackBatchRequests
 from transforms.logs import event
 from transforms.read import ReadTickets
@@ -82,10 +81,17 @@ def fingerprint(config: config_lib.JobConfig) -> str:
     c = config.llm
     material = [config.input, config.replay, config.sample, dataclasses.asdict(config.fields),
                 c.model,
-                c.system_prompt, c.prompt_template, c.max_tokens, c.temperature,
+                c.system_prompt, c.prompt_template, c.prompt_prefix, c.max_tokens, c.temperature,
                 c.structured.schema if c.structured is not None else None]
+    if c.provider != "openai":  # the request lines depend on these too
+        material += [c.provider, c.prompt_cache, c.cache_ttl]
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()
                           ).hexdigest()[:16]
+
+
+def _max_bytes(config: config_lib.JobConfig) -> int:
+    """The provider's most bytes per batch (its input file, or its create call)."""
+    return batch_wire(config.llm.provider).MAX_BYTES
 
 
 def work_dir(config: config_lib.JobConfig, job: str) -> str:
@@ -109,7 +115,7 @@ def build_pack(p: beam.Pipeline, config: config_lib.JobConfig, prefix: str) -> N
     if config.sample:  # the same sample the collect pipeline answers
         tickets = tickets | "SampleTickets" >> SampleTickets(config.sample)
     tickets | "PackBatchRequests" >> PackBatchRequests(
-        config.llm, prefix, config.batch_api.max_lines, MAX_BYTES)
+        config.llm, prefix, config.batch_api.max_lines, _max_bytes(config))
 
 
 def _pack(options, config: config_lib.JobConfig, job: str) -> List[Dict[str, Any]]:
@@ -137,7 +143,7 @@ def _pack(options, config: config_lib.JobConfig, job: str) -> List[Dict[str, Any
 def _settings(config: config_lib.JobConfig, job: str) -> DriverSettings:
     b = config.batch_api
     return DriverSettings(
-        work_dir=work_dir(config, job), max_lines=b.max_lines, max_bytes=MAX_BYTES,
+        work_dir=work_dir(config, job), max_lines=b.max_lines, max_bytes=_max_bytes(config),
         max_enqueued_tokens=b.max_enqueued_tokens, deadline_secs=b.deadline_secs,
         poll_secs=b.poll_secs, max_rounds=config.llm.retry.max_retries + 1,
         prices=(b.price, config.llm.price), submit_only=b.submit_only,
@@ -153,7 +159,8 @@ def prepare(options, config: config_lib.JobConfig, *, client: Optional[Any] = No
     Args:
       options: The run's pipeline options (the pack pipeline runs on the same runner).
       config: The job's configuration.
-      client: The provider's Batch API (default: a :class:`BatchClient` on ``--base_url``).
+      client: The provider's Batch API (default: ``--provider``'s batch client on
+        ``--base_url``).
       wall: Wall clock.
       sleep: Sleep between polls.
 
@@ -194,8 +201,8 @@ def prepare(options, config: config_lib.JobConfig, *, client: Optional[Any] = No
     if not state.collected_all:
         own = client is None
         if own:
-            client = BatchClient(config.llm.base_url, resolve_api_key(config.llm),
-                                 retry=config.llm.retry)
+            client = batch_client(config.llm, resolve_api_key(config.llm),
+                                  retry=config.llm.retry)
         try:
             driver = BatchDriver(_settings(config, job), client, journal, events, wall=wall,
                                  sleep=sleep)
@@ -231,7 +238,7 @@ def look_again(config: config_lib.JobConfig, prepared: Prepared, *,
     Args:
       config: The job's configuration.
       prepared: What :func:`prepare` returned.
-      client: The provider's Batch API (default: a :class:`BatchClient` on ``--base_url``).
+      client: The provider's Batch API (default: ``--provider``'s batch client).
 
     Returns:
       ``prepared`` with the final figures; unchanged when nothing was abandoned or the provider
@@ -244,8 +251,8 @@ def look_again(config: config_lib.JobConfig, prepared: Prepared, *,
     events = journal.read()
     own = client is None
     if own:  # a report only: it must not hold the summary back for long
-        client = BatchClient(config.llm.base_url, resolve_api_key(config.llm), timeout=60.0,
-                             retry=dataclasses.replace(config.llm.retry, max_retries=1))
+        client = batch_client(config.llm, resolve_api_key(config.llm), timeout=60.0,
+                              retry=dataclasses.replace(config.llm.retry, max_retries=1))
     try:
         driver = BatchDriver(_settings(config, prepared.job), client, journal, events)
         driver.look_at_abandoned()

@@ -10,7 +10,9 @@ nothing fetched from the network when it is opened):
 * latency — the histogram of the log-spaced latency buckets, with p50/p90/p99 marked;
 * requests by outcome — answered, retries, rate limited, server errors, timeouts, and dead
   letters by reason;
-* tokens — prompt and completion (and the cost, when the summary has ``cost_usd``).
+* tokens — prompt and completion (and the cost, when the summary has ``cost_usd``), and the
+  provider's prompt cache: tokens read and written, and what caching saved;
+* with ``--endpoints``, a table of each endpoint's requests, answers, 429s, errors and share.
 
 Example::
 
@@ -73,7 +75,23 @@ def outcome_rows(summary: dict) -> List[Tuple[str, float, str]]:
 def token_rows(summary: dict) -> List[Tuple[str, float, str]]:
     rows = [("prompt tokens", summary.get("prompt_tokens", 0), OK),
             ("completion tokens", summary.get("completion_tokens", 0), "#6f42c1")]
+    if summary.get("cache_read_tokens") or summary.get("cache_write_tokens"):
+        rows += [("of which cache reads", summary.get("cache_read_tokens", 0), "#17a2b8"),
+                 ("of which cache writes", summary.get("cache_write_tokens", 0), WARN)]
     return rows
+
+
+def cache_rows(summary: dict) -> List[Tuple[str, object]]:
+    """The cost section's prompt cache table (empty when nothing was read or written)."""
+    if not (summary.get("cache_read_tokens") or summary.get("cache_write_tokens")):
+        return []
+    saved = summary.get("cache_saved_usd") or 0.0
+    return [("provider", summary.get("provider")),
+            ("cache read tokens", summary.get("cache_read_tokens", 0)),
+            ("cache write tokens", summary.get("cache_write_tokens", 0)),
+            ("saved by the prompt cache (USD)", f"{saved:.6f}"),
+            ("cost with the cache (USD)", f"{summary.get('cost_usd') or 0.0:.6f}"),
+            ("cost without it (USD)", f"{(summary.get('cost_usd') or 0.0) + saved:.6f}")]
 
 
 def _table(items: Iterable[Tuple[str, object]]) -> str:
@@ -85,6 +103,19 @@ def _table(items: Iterable[Tuple[str, object]]) -> str:
             text = "—" if value is None else str(value)
             cells.append(f"<tr><th>{html.escape(key)}</th><td>{html.escape(text)}</td></tr>")
     return "<table>" + "".join(cells) + "</table>"
+
+
+def _endpoints_table(endpoints: Dict[str, dict]) -> str:
+    """``--endpoints``: one row per endpoint, its requests, answers, 429s, errors and share."""
+    head = "".join(f'<th class="n">{name}</th>' for name in
+                   ("requests", "answered", "rate limited", "errors", "share"))
+    rows = [f"<tr><th>endpoint</th>{head}</tr>"]
+    for name, e in endpoints.items():
+        cells = "".join(f'<td class="n">{_fmt(e[k])}</td>' for k in
+                        ("requests", "succeeded", "rate_limited", "errors"))
+        rows.append(f"<tr><th>{html.escape(name)}</th>{cells}"
+                    f'<td class="n">{e["share"]:.1%}</td></tr>')
+    return "<table>" + "".join(rows) + "</table>"
 
 
 def render(summary: dict, timeline: Timeline, histogram: Histogram,
@@ -149,6 +180,14 @@ def render(summary: dict, timeline: Timeline, histogram: Histogram,
         "<h2>Tokens</h2>",
         figure("tokens", tokens_caption, bars_svg("tokens", tokens_rows)),
     ]
+    cache = cache_rows(summary)
+    if cache:
+        sections += ["<h3>Prompt cache</h3>",
+                     '<p class="note">Cache reads are billed at the cached-input price, writes at '
+                     "the write price of --cache_ttl; the saving is those tokens at the plain "
+                     "input price minus what they cost.</p>", _table(cache)]
+    if summary.get("endpoints"):
+        sections += ["<h2>Endpoints</h2>", _endpoints_table(summary["endpoints"])]
     reasons = summary.get("dead_letter_reasons") or {}
     if reasons:
         sections += ["<h2>Dead letters by reason</h2>", _table(sorted(reasons.items()))]

@@ -40,6 +40,7 @@ from apache_beam.options.pipeline_options import (DebugOptions, PipelineOptions,
 
 from pipeline import config as config_lib
 from pipeline import watch
+from pipeline.options import no_job_deadline
 from pipeline.preflight import UsageError
 from transforms import metrics as metrics_lib
 from transforms import stream as stream_lib
@@ -132,30 +133,60 @@ def prepare(options: PipelineOptions,
     options.view_as(PortableOptions).job_endpoint = f"localhost:{port}"
     # As for every Prism job (pipeline/run.py, local_runner_options): no bundle splits.
     options.view_as(DebugOptions).add_experiment("prism_disable_sdf_split")
+    no_job_deadline(options)  # a job that never ends outlives the default 5-minute deadline
     stream = dataclasses.replace(stream, stop_file=os.path.join(scratch, "stop"))
     return options, dataclasses.replace(config, stream=stream)
 
 
 def cleanup(config: config_lib.JobConfig) -> None:
     """Stops the local job's Prism; removes its scratch directory (stop file, Prism's log)."""
+    stream = config.stream
+    scratch = os.path.dirname(stream.stop_file) if stream is not None and stream.stop_file else ""
     while _PRISM:
         process = _PRISM.pop()
+        if process.poll() is not None:  # it ended by itself: the job failed; say why
+            _report_prism_exit(process.returncode, os.path.join(scratch, "prism.log"))
         process.terminate()
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
-    stream = config.stream
-    if stream is not None and stream.stop_file:
-        shutil.rmtree(os.path.dirname(stream.stop_file), ignore_errors=True)
+    if scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _report_prism_exit(code: int, log_path: str, lines: int = 15) -> None:
+    """Logs that Prism ended before the job did, with the end of its log (removed afterwards)."""
+    try:
+        with open(log_path, encoding="utf-8", errors="replace") as handle:
+            tail = handle.readlines()[-lines:]
+    except OSError:
+        tail = []
+    event(_LOG, logging.ERROR, "prism_exited", exit_code=code,
+          log_tail=" | ".join(line.strip() for line in tail)[-3000:])
 
 
 _RUNNING: list = []
+_CUT_SHORT: list = []
 
 
-def running(result) -> None:
-    """Remembers the running pipeline, for the drain's time limit."""
+def finish(result) -> dict:
+    """Waits for the pipeline ``result``; returns its committed counts (``metrics.summarize``).
+
+    The pipeline is remembered meanwhile, for the drain's time limit: a pipeline cancelled
+    because its drain took longer than ``--drain_secs`` is not a failure (the job was stopped);
+    its counts are what it committed, and the summary's ledger shows what was lost.
+    """
     _RUNNING[:] = [result]
+    try:
+        result.wait_until_finish()
+    except Exception:  # noqa: BLE001 - the runner's "failed in state CANCELLED"
+        if not _CUT_SHORT:
+            raise
+        _LOG.debug("pipeline cancelled after the drain's time limit", exc_info=True)
+    finally:
+        _RUNNING.clear()
+    return metrics_lib.summarize(result.metrics())
 
 
 def watchers(config: config_lib.JobConfig,
@@ -187,7 +218,8 @@ def watchers(config: config_lib.JobConfig,
 
 
 def _drain_over(drain_secs: float) -> None:
-    for result in _RUNNING:
+    for result in list(_RUNNING):
+        _CUT_SHORT.append(drain_secs)
         event(_LOG, logging.WARNING, "drain_timeout", drain_secs=drain_secs,
               note="cancelling the pipeline: records it still buffers are not written")
         try:

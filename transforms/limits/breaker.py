@@ -142,6 +142,16 @@ class CircuitBreaker:
             return 0.0
         return self._next_probe_at - now
 
+    def ready_in(self) -> float:
+        """Seconds until a request could go (0: now), without taking the probe: a router's
+        look at an endpoint before it chooses one (then :meth:`before_send` decides)."""
+        if self.state == CLOSED:
+            return 0.0
+        now = self._clock()
+        if self.state == HALF_OPEN:
+            return max(0.0, self._probe_sent_at + self.policy.probe_timeout_secs - now)
+        return max(0.0, self._next_probe_at - now)
+
     async def wait(self, max_outage_secs: Optional[float] = None) -> float:
         """Waits until a request may be sent (at once while closed).
 

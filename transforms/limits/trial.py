@@ -83,6 +83,10 @@ class EndpointTrial:
         self._in_flight += 1
         return SEND
 
+    def full(self) -> bool:
+        """Whether :meth:`admit` would say WAIT now (a router's look: nothing is taken)."""
+        return self.state == ON_TRIAL and self._in_flight >= self.failures - self.failed
+
     def on_success(self) -> None:
         """An admitted request succeeded: the configuration is proven."""
         self._in_flight -= 1

@@ -54,7 +54,8 @@ class TicketAnswerer:
         self._wall = wall
         self._secrets = list(secrets)
         # Compiled once per process, not per ticket (the driver already checked both compile).
-        self._prompts = PromptRenderer(config.prompt_template, config.system_prompt)
+        self._prompts = PromptRenderer(config.prompt_template, config.system_prompt,
+                                       prefix=getattr(config, "prompt_prefix", None))
         self._response_format = None
         self._schema_tokens = 0
         # A ticket carrying a Batch API outcome is answered from it; any other goes online.
@@ -112,10 +113,12 @@ class TicketAnswerer:
         else:
             now = self._wall()
             stats = trace.freeze()
-        return Result(id=ticket.id, response=c.content, model=c.model or self.config.model,
+        return Result(id=ticket.id, response=c.content,
+                      model=c.model or trace.model or self.config.model,
                       finish_reason=c.finish_reason, started_at=started, finished_at=now,
                       ticket=ticket.fields, request_id=c.request_id, cached=answer.cached,
-                      output=answer.output, stats=stats, origin=ticket.origin)
+                      output=answer.output, stats=stats, origin=ticket.origin,
+                      endpoint=None if answer.cached else trace.endpoint)
 
     def dead_letter(self, ticket: Ticket, exc: errors.ProviderError,
                     trace: Optional[CallTrace] = None) -> DeadLetter:

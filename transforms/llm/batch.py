@@ -8,7 +8,8 @@ what that needs that does no I/O, so each piece is tested alone:
   request; the id is derived from :func:`transforms.store.request_key`, so identical requests in
   one run share one line (and one answer), and a request is found again after a crash by its id
   (the line's format is the provider's, ``batch_request_line`` in
-  :mod:`transforms.llm.providers.openai`, which classifies its output lines too);
+  :mod:`transforms.llm.providers.openai` or :mod:`~transforms.llm.providers.anthropic_batch`,
+  which classify their output lines too);
 * :func:`line_tokens` — what a line counts against the provider's enqueued-token limit;
 * :func:`outcome_record` — the outcome line the driver writes for the collect pipeline (the
   answer's cost at the batch price and what it would have cost online are computed here, once);
@@ -33,7 +34,8 @@ from typing import Any, Callable, Dict, Mapping
 
 from transforms import errors
 from transforms.llm.caller import Answer, Completion, Request
-from transforms.llm.providers import OK, LineOutcome
+from transforms.llm.providers import OK, LineOutcome, batch_wire
+from transforms.llm.providers import anthropic as anthropic_wire
 from transforms.llm.providers import openai as wire
 from transforms.pricing import Price
 from transforms.store import request_key
@@ -57,9 +59,16 @@ def custom_id(params: Mapping[str, Any]) -> str:
     return CUSTOM_ID_PREFIX + request_key(params)[:_ID_HEX]
 
 
-def request_line(params: Mapping[str, Any]) -> str:
-    """One line of a batch input file (JSON, no newline) for a chat request."""
-    return wire.batch_request_line(custom_id(params), params)
+def request_line(params: Mapping[str, Any], config: Any = None) -> str:
+    """One line of a batch input file (JSON, no newline) for a chat request, in the wire format
+    of ``config.provider`` (``config``: the ``LlmConfig``; None: OpenAI's)."""
+    provider = getattr(config, "provider", "openai")
+    return batch_wire(provider).batch_request_line(custom_id(params), params, config)
+
+
+def request_body(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The request of a parsed request line: OpenAI's ``body``, Anthropic's ``params``."""
+    return record.get("body") or record.get("params") or {}
 
 
 def _content_tokens(content: Any) -> int:
@@ -74,6 +83,8 @@ def line_tokens(body: Mapping[str, Any]) -> int:
     messages = body.get("messages") or []
     prompt = 3 + sum(_content_tokens(m.get("content")) + 3 for m in messages
                      if isinstance(m, Mapping))
+    if body.get("system"):  # Anthropic's system prompt, outside the messages
+        prompt += _content_tokens(body["system"]) + 3
     return prompt + int(body.get("max_completion_tokens") or body.get("max_tokens") or 0)
 
 
@@ -90,6 +101,8 @@ def outcome_record(outcome: LineOutcome, round_no: int, batch_price: Price,
     """
     out: Dict[str, Any] = {"custom_id": outcome.custom_id, "round": round_no,
                            "status": outcome.status, "request_id": outcome.request_id}
+    if outcome.provider != "openai":
+        out["provider"] = outcome.provider
     c = outcome.completion
     if outcome.kind == OK and c is not None:
         out["completion"] = c
@@ -110,6 +123,8 @@ def error_of(record: Mapping[str, Any]) -> errors.ProviderError:
         cls = BatchNotRun if code in NOT_RUN_CODES else errors.ServerError
     elif status == 200:
         cls = errors.MalformedResponse
+    elif record.get("provider") == "anthropic":
+        cls = anthropic_wire.error_for(int(status), code, message)
     else:
         cls = wire.error_for_status(int(status), code, message)
     exc = cls(f"batch API: {message}", status=status if status != 200 else None,

@@ -59,7 +59,7 @@ class _RenderFn(beam.DoFn):
             return
         if self._store is not None and self._store.get(request_key(params)) is not None:
             return
-        yield custom_id(params), request_line(params)
+        yield custom_id(params), request_line(params, self._config)
 
 
 class PackBatchRequests(beam.PTransform):

@@ -63,6 +63,13 @@ class Request:
 class Completion:
     """The parts of a chat completion the pipeline uses.
 
+    Every provider module fills the usage the same way: ``prompt_tokens`` is every prompt token
+    (cached or not), ``cached_tokens`` the prompt cache's reads (Anthropic
+    ``cache_read_input_tokens``, OpenAI ``prompt_tokens_details.cached_tokens``, Gemini
+    ``cachedContentTokenCount``; also readable as ``cache_read_tokens``) and
+    ``cache_write_tokens`` the tokens written to it (Anthropic ``cache_creation_input_tokens``;
+    0 where the provider charges nothing extra for a write).
+
     Attributes:
       usage_known: Whether the provider reported ``usage`` (tokens are 0 otherwise).
     """
@@ -74,6 +81,12 @@ class Completion:
     cached_tokens: int = 0
     request_id: Optional[str] = None
     usage_known: bool = True
+    cache_write_tokens: int = 0
+
+    @property
+    def cache_read_tokens(self) -> int:
+        """The prompt cache's reads (the same as ``cached_tokens``)."""
+        return self.cached_tokens
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,7 @@ import dataclasses
 import hashlib
 import os
 import re
-from typing import Optional
+from typing import Optional, Tuple
 
 from transforms import errors
 from transforms.limits.concurrency import AdaptiveSettings
@@ -47,7 +47,8 @@ class LlmConfig:
     Attributes:
       provider: The wire format: ``openai`` (and every compatible server) or ``anthropic``
         (:mod:`transforms.llm.providers`).
-      prompt_cache: Mark the static prefix (the system prompt) for the provider's prompt cache.
+      prompt_cache: Mark the static prefix (the system prompt and ``prompt_prefix``) for the
+        provider's prompt cache.
       cache_ttl: Anthropic's cache lifetime for it: ``5m`` or ``1h``.
       worker_requests_per_sec: This worker process's share of the request rate (0: none).
       worker_tokens_per_sec: This worker process's share of the token rate (0: none).
@@ -102,8 +103,16 @@ class LlmConfig:
     max_outage_secs: float = 900.0
     # --prompt_template's text (None: the built-in prompt); compiled once per worker process.
     prompt_template: Optional[str] = None
+    # --prompt_prefix_file's text: a shared document after the system prompt (the static prefix).
+    prompt_prefix: Optional[str] = None
     # --response_schema, when answers must be JSON valid against it.
     structured: Optional[StructuredOutput] = None
+    # --endpoints: the deployments one job spreads over, each an LlmConfig of its own (its
+    # endpoint, key, limits, concurrency, price), with endpoint_name and endpoint_role set.
+    # Empty: the one endpoint above (today's path).
+    endpoints: Tuple["LlmConfig", ...] = ()
+    endpoint_name: Optional[str] = None
+    endpoint_role: str = "primary"
 
     def engine_key(self) -> str:
         """What one per-process engine serves: the endpoint (base URL, model, key's name) and
@@ -121,12 +130,12 @@ class LlmConfig:
                 self.shared_quota, self.quota_key, self.quota_priority,
                 self.job_requests_per_sec,
                 self.job_tokens_per_sec, self.job_budget_usd, self.budget_key,
-                self.max_outage_secs)
+                self.max_outage_secs, self.endpoints, self.endpoint_name, self.endpoint_role)
         return "engine-" + hashlib.sha256(repr(flow).encode()).hexdigest()[:16]
 
-    def endpoint_name(self) -> str:
-        """The endpoint, for figures: base URL and model (never the key)."""
-        return f"{self.base_url or _OPENAI_URL} {self.model}"
+    def figure_key(self) -> str:
+        """Names the endpoint in figures: its ``--endpoints`` name, else base URL and model."""
+        return self.endpoint_name or f"{self.base_url or _OPENAI_URL} {self.model}"
 
     def fingerprint(self) -> str:
         """Identifies the whole configuration (the step: prompt, schema and store included)."""

@@ -53,7 +53,8 @@ class _CallModelFn(beam.DoFn):
 
         def make_engine() -> Engine:
             try:
-                api_key = resolve_api_key(config)
+                api_key = (resolve_api_key(config) if not config.endpoints else
+                           {e.endpoint_name: resolve_api_key(e) for e in config.endpoints})
             except errors.AuthFailed as exc:
                 # Every ticket would fail the same way: fail loudly, not dead-letter millions.
                 raise RuntimeError(str(exc)) from None
@@ -63,7 +64,9 @@ class _CallModelFn(beam.DoFn):
         self._stop = self._engine.stop
         self._answerer = self._engine.answerer(config)
         self._metrics = TicketflowMetrics()
-        self._window = max(1, config.max_concurrency)
+        # With --endpoints, the window holds every endpoint's.
+        self._window = max(1, sum(e.max_concurrency for e in config.endpoints)
+                           or config.max_concurrency)
         self._barrier = config.dispatch == DISPATCH_BARRIER
         self._results: queue.SimpleQueue = queue.SimpleQueue()
         self._in_flight = 0

@@ -1,5 +1,9 @@
 """The engine: one event loop per worker process and endpoint, shared by every DoFn there.
 
+With ``--endpoints`` one engine holds a caller and a flow control per endpoint, behind one
+:class:`~transforms.llm.router.Router` (``engine.flow``); with one endpoint, the router is that
+endpoint's flow control.
+
 Why a background loop: on the local runners a DoFn gets ONE thread, and a batch-at-a-time
 ``asyncio.gather`` would make every batch wait for its slowest request. An :class:`Engine` runs
 an asyncio loop in a thread, with the caller (the HTTP client) and the flow control (window,
@@ -38,7 +42,8 @@ import queue
 import threading
 import time
 import weakref
-from typing import Any, Awaitable, Callable, Coroutine, Dict, Sequence, Set, Tuple
+from typing import (Any, Awaitable, Callable, Coroutine, Dict, List, Mapping, Sequence, Set,
+                    Tuple, Union)
 
 from apache_beam.utils.shared import Shared
 
@@ -47,7 +52,8 @@ from transforms.llm.caller import Caller
 from transforms.llm.providers import provider_caller
 from transforms.llm.config import LlmConfig
 from transforms.llm.flow import FlowControl
-from transforms.llm.limits import local_limits, shared_limits
+from transforms.llm.limits import Limits, local_limits, shared_limits
+from transforms.llm.router import Endpoint, Router
 from transforms.llm.stop import StopSignal
 
 CallerFactory = Callable[[LlmConfig, str], Caller]
@@ -61,20 +67,21 @@ class Engine:
     Args:
       config: The configuration of the first step that made it (its endpoint and flow settings
         are every sharer's).
-      api_key: The resolved key (kept in memory only).
+      api_key: The resolved key (kept in memory only); with ``config.endpoints``, a mapping of
+        endpoint name to its key.
       stop: The run's stop signal.
       caller_factory: Builds the innermost layer (``factory(config, api_key)``).
       clock: Monotonic clock.
       wall: Wall clock.
     """
 
-    def __init__(self, config: LlmConfig, api_key: str, stop: StopSignal,
+    def __init__(self, config: LlmConfig, api_key: Union[str, Mapping[str, str]],
+                 stop: StopSignal,
                  caller_factory: CallerFactory = provider_caller,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time):
         self.config = config
         self.stop = stop
-        self._secrets = [api_key]
         self._clock = clock
         self._wall = wall
         self._lock = threading.Lock()
@@ -86,17 +93,29 @@ class Engine:
         self._thread = threading.Thread(target=self._loop.run_forever, name="ticketflow-llm",
                                         daemon=True)
         self._thread.start()
-        caller = caller_factory(config, api_key)
-        self.flow = FlowControl(config, caller, stop, clock=clock, wall=wall,
-                                secrets=self._secrets, limits=_limits_for(config, api_key))
-        self._run(self._start(caller))
+        keys = api_key if isinstance(api_key, Mapping) else {None: api_key}
+        self._secrets = [k for k in keys.values() if k]
+        self.callers: List[Caller] = []
+        self.flows: List[FlowControl] = []
+        for ep_config in config.endpoints or (config,):
+            key = keys.get(ep_config.endpoint_name, keys.get(None, ""))
+            caller = caller_factory(ep_config, key)
+            limits = _limits_for(ep_config, key)
+            if self.flows:  # one budget for the job, whichever endpoint spends it
+                limits = functools.partial(_with_budget, limits, self.flows[0])
+            self.callers.append(caller)
+            self.flows.append(FlowControl(ep_config, caller, stop, clock=clock, wall=wall,
+                                          secrets=self._secrets, limits=limits))
+        self.flow = Router([Endpoint(flow) for flow in self.flows], clock=clock)
+        self._run(self._start())
         # Nothing on the loop refers to the engine, so it can be collected; then close it all.
-        self._finalizer = weakref.finalize(self, _shutdown, self._loop, self._thread, caller,
-                                           self.flow)
+        self._finalizer = weakref.finalize(self, _shutdown, self._loop, self._thread,
+                                           self.callers, self.flows)
 
-    async def _start(self, caller: Caller) -> None:
-        await caller.open()
-        await self.flow.start()
+    async def _start(self) -> None:
+        for caller, flow in zip(self.callers, self.flows):
+            await caller.open()
+            await flow.start()
 
     def _run(self, coro: Coroutine):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -116,14 +135,16 @@ class Engine:
     def process_stats(self) -> Dict[str, int]:
         """This process's cumulative waits, and the shared-quota fallbacks not yet reported
         (each is reported once, whichever DoFn instance asks)."""
-        flow = self.flow
-        fallback = flow.limits.fallback()
+        fallbacks = [flow.limits.fallback() for flow in self.flows]
+        events = sum(f["events"] for f in fallbacks)
         with self._lock:
-            new = fallback["events"] - self._fallbacks_reported
-            self._fallbacks_reported = fallback["events"]
-        return {"held_ms": int(flow.limiter_held_secs() * 1000),
-                "outage_ms": int(flow.breaker.open_secs * 1000),
-                "fallback_ms": int(fallback["secs"] * 1000), "new_fallbacks": max(0, new)}
+            new = events - self._fallbacks_reported
+            self._fallbacks_reported = events
+        return {"held_ms": int(max(f.limiter_held_secs() for f in self.flows) * 1000),
+                # With several endpoints, the job is out only while every one is.
+                "outage_ms": int(min(f.breaker.open_secs for f in self.flows) * 1000),
+                "fallback_ms": int(max(f["secs"] for f in fallbacks) * 1000),
+                "new_fallbacks": max(0, new)}
 
     def submit(self, coro: Coroutine) -> concurrent.futures.Future:
         """Schedules a coroutine on the engine's loop."""
@@ -168,11 +189,20 @@ def _limits_for(config: LlmConfig, api_key: str):
     return functools.partial(shared_limits, quota_name=name)
 
 
-async def _close(caller: Caller, flow: FlowControl) -> None:
-    try:
-        await flow.aclose()
-    finally:
-        await caller.close()
+def _with_budget(make_limits, first: FlowControl, *args, **kwargs) -> Limits:
+    """An endpoint's limits, with the first endpoint's budget (one budget for the job)."""
+    limits = make_limits(*args, **kwargs)
+    limits.budget = first.budget
+    return limits
+
+
+async def _close(callers: List[Caller], flows: List[FlowControl]) -> None:
+    for caller, flow in zip(callers, flows):
+        try:
+            await flow.aclose()
+        finally:
+            await caller.close()
+
 async def _deliver(coro: Awaitable[Any], tag: Any, put: Callable[[Any], None]) -> None:
     try:
         record = await coro
@@ -182,13 +212,14 @@ async def _deliver(coro: Awaitable[Any], tag: Any, put: Callable[[Any], None]) -
     put((record, tag))
 
 
-def _shutdown(loop: asyncio.AbstractEventLoop, thread: threading.Thread, caller: Caller,
-              flow: FlowControl) -> None:
-    flow.close()
+def _shutdown(loop: asyncio.AbstractEventLoop, thread: threading.Thread, callers: List[Caller],
+              flows: List[FlowControl]) -> None:
+    for flow in flows:
+        flow.close()
     if loop.is_closed() or not thread.is_alive():
         return
     try:
-        asyncio.run_coroutine_threadsafe(_close(caller, flow), loop).result(_CLOSE_TIMEOUT_SECS)
+        asyncio.run_coroutine_threadsafe(_close(callers, flows), loop).result(_CLOSE_TIMEOUT_SECS)
     except Exception:  # noqa: BLE001 - closing is best effort
         pass
     loop.call_soon_threadsafe(loop.stop)

@@ -44,6 +44,10 @@ from transforms.records import CallStats
 
 _LOG = logging.getLogger(__name__)
 
+class EndpointOut(Exception):
+    """The endpoint cannot take a request now (its breaker is open): a router moves on."""
+
+
 # An admitted attempt that ended before an answer (cancelled): frees its place in the trial.
 _NOT_SENT = errors.Interrupted("not sent")
 
@@ -58,7 +62,8 @@ class CallTrace:
     __slots__ = ("deadline", "ticket_id", "attempts", "call_attempts", "retries", "rate_limited",
                  "server_errors", "timeouts", "throttled", "latency_ms", "prompt_tokens",
                  "completion_tokens", "cost", "first_at", "last_at", "prefetched",
-                 "batch_answers", "batch_discount")
+                 "batch_answers", "batch_discount", "cache_read_tokens", "cache_write_tokens",
+                 "cache_saved", "endpoint", "model", "by_endpoint")
 
     def __init__(self, deadline: float, ticket_id: Optional[str] = None):
         self.deadline = deadline
@@ -80,6 +85,30 @@ class CallTrace:
         self.prefetched: Optional[str] = None
         self.batch_answers = 0
         self.batch_discount = 0.0
+        # The provider's prompt cache: tokens read and written, and what that saved.
+        self.cache_read_tokens = 0
+        self.cache_write_tokens = 0
+        self.cache_saved = 0.0
+        # --endpoints: who answered, and each endpoint's [requests, rate limited, errors].
+        self.endpoint: Optional[str] = None
+        self.model: Optional[str] = None
+        self.by_endpoint: Optional[dict] = None
+
+    def note_endpoint(self, name: Optional[str], err: Optional[errors.ProviderError] = None
+                      ) -> None:
+        """Counts a request sent to the endpoint ``name`` (None: the one endpoint), or its error."""
+        if name is None:
+            return
+        counts = (self.by_endpoint if self.by_endpoint is not None
+                  else self._new_by_endpoint()).setdefault(name, [0, 0, 0])
+        if err is None:
+            counts[0] += 1
+        else:
+            counts[1 if isinstance(err, errors.RateLimited) else 2] += 1
+
+    def _new_by_endpoint(self) -> dict:
+        self.by_endpoint = {}
+        return self.by_endpoint
 
     def freeze(self) -> CallStats:
         return CallStats(
@@ -88,7 +117,10 @@ class CallTrace:
             throttled_secs=self.throttled, latency_ms=self.latency_ms,
             prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
             cost_usd=self.cost, first_attempt_at=self.first_at, last_attempt_at=self.last_at,
-            batch_answers=self.batch_answers, batch_discount_usd=self.batch_discount)
+            batch_answers=self.batch_answers, batch_discount_usd=self.batch_discount,
+            cache_read_tokens=self.cache_read_tokens, cache_write_tokens=self.cache_write_tokens,
+            cache_saved_usd=self.cache_saved,
+            endpoints=tuple((name, *counts) for name, counts in (self.by_endpoint or {}).items()))
 
     def count_error(self, err: errors.ProviderError) -> None:
         if isinstance(err, errors.RateLimited):
@@ -135,6 +167,9 @@ class FlowControl:
         self._secrets = list(secrets)
         self._rng = random.Random(config.seed)
         self._tokens = TokenEstimator()
+        # Anthropic's input-token limit does not count cache reads: the last answer's reads,
+        # left out of what the limiter is charged for the next request (corrected after it).
+        self._cache_read_hint = 0
         # Wall-clock time with at least one request waiting for the limiter (the summary's
         # "held back"), as opposed to the per-ticket sum of waits (``trace.throttled``).
         self._held = 0.0
@@ -156,7 +191,7 @@ class FlowControl:
         if c.adaptive_concurrency is not None:
             self.concurrency = adaptive.AdaptiveConcurrency(c.adaptive_concurrency,
                                                             clock=self._clock)
-            adaptive.register(c.endpoint_name(), self.concurrency)
+            adaptive.register(c.figure_key(), self.concurrency)
             self._semaphore = adaptive.ConcurrencyGate(self.concurrency)
         else:
             self._semaphore = asyncio.Semaphore(c.max_concurrency)
@@ -251,6 +286,18 @@ class FlowControl:
                     continue
                 raise
 
+    async def try_once(self, request: Request, trace: CallTrace) -> Completion:
+        """One attempt now, without waiting for the breaker and without retrying: the
+        :class:`~transforms.llm.router.Router`'s call, which moves a failed ticket elsewhere.
+
+        Raises:
+          EndpointOut: the breaker is open (or another ticket is its probe).
+          errors.ProviderError: the attempt's error.
+        """
+        if self.breaker.before_send() > 0:
+            raise EndpointOut(self.config.endpoint_name)
+        return await self._attempt_once(request, trace)
+
     async def _wait_for_provider(self, trace: CallTrace) -> None:
         """Waits while the circuit breaker is open (one probe goes through at a time)."""
         try:
@@ -276,7 +323,10 @@ class FlowControl:
             try:
                 prompt_estimate = (self._tokens.estimate(request.messages)
                                    + request.schema_tokens)
-                reserved = c.price.cost(prompt_estimate, request.max_tokens)
+                # At most the whole prompt is a cache write (dearer than input at Anthropic).
+                reserved = c.price.cost(prompt_estimate, request.max_tokens,
+                                        cache_write_tokens=prompt_estimate if c.prompt_cache
+                                        else 0, ttl=c.cache_ttl)
                 if not await self.budget.reserve(reserved):
                     raise errors.BudgetExhausted(
                         f"--max_cost_usd budget reached (${self.budget.spent_usd:.6f} spent"
@@ -340,7 +390,8 @@ class FlowControl:
 
     async def _send(self, request: Request, trace: CallTrace, prompt_estimate: int,
                     spent: List[float]) -> Completion:
-        trace.throttled += await self._acquire(prompt_estimate + request.max_tokens)
+        limited = prompt_estimate - min(self._cache_read_hint, prompt_estimate)
+        trace.throttled += await self._acquire(limited + request.max_tokens)
         if self.stopping():
             raise errors.Interrupted("the run was stopped before this ticket was sent; replay it")
         timeout = min(self.config.request_timeout_secs, trace.deadline - self._clock())
@@ -348,6 +399,10 @@ class FlowControl:
             raise errors.RequestTimeout("per-ticket deadline reached before the request")
         trace.attempts += 1
         trace.call_attempts += 1
+        trace.note_endpoint(self.config.endpoint_name)
+        params = request.params
+        if params.get("model") != self.config.model:  # --endpoints: this endpoint's own model
+            params = {**params, "model": self.config.model}
         now = self._wall()
         trace.first_at = trace.first_at or now
         trace.last_at = now
@@ -356,7 +411,7 @@ class FlowControl:
         stamp = controller.on_sent() if controller is not None else None
         signal = adaptive.IGNORE  # what the controller learns from this request
         # A task of its own, so that an abort (after --drain_secs) cancels just the request.
-        call = asyncio.ensure_future(self._caller.call(request.params, timeout))
+        call = asyncio.ensure_future(self._caller.call(params, timeout))
         self._in_flight.add(call)
         metrics_lib.live_in_flight(1)
         try:
@@ -373,6 +428,7 @@ class FlowControl:
                 signal = adaptive.DROP  # 5xx / overloaded / timeout: past the knee
             self._note_first(err)
             trace.count_error(err)
+            trace.note_endpoint(self.config.endpoint_name, err)
             self.breaker.on_failure(err.reason, sent)
             if isinstance(err, errors.RateLimited):
                 self.limiter.on_rate_limited(err.retry_after, sent_at=sent)
@@ -388,11 +444,11 @@ class FlowControl:
         self.breaker.on_success(sent)
         self.limiter.observe_limits(self._caller.limits(headers))
         self.limiter.on_success(sent_at=sent)
-        spent[0] = self._account(request, trace, completion, prompt_estimate, sent)
+        spent[0] = self._account(request, trace, completion, prompt_estimate, sent, limited)
         return completion
 
     def _account(self, request: Request, trace: CallTrace, completion: Completion,
-                 prompt_estimate: int, sent: float) -> float:
+                 prompt_estimate: int, sent: float, limited: Optional[int] = None) -> float:
         """Tokens and cost of an answer; the limiter's and the estimator's corrections.
 
         Returns:
@@ -402,12 +458,25 @@ class FlowControl:
             return 0.0
         trace.prompt_tokens += completion.prompt_tokens
         trace.completion_tokens += completion.completion_tokens
-        cost = self.config.price.cost(completion.prompt_tokens, completion.completion_tokens,
-                                      completion.cached_tokens)
+        c = self.config
+        cost = c.price.cost(completion.prompt_tokens, completion.completion_tokens,
+                            completion.cached_tokens, completion.cache_write_tokens,
+                            ttl=c.cache_ttl)
         trace.cost += cost
+        trace.cache_read_tokens += completion.cached_tokens
+        trace.cache_write_tokens += completion.cache_write_tokens
+        trace.cache_saved += c.price.cache_saving(completion.cached_tokens,
+                                                  completion.cache_write_tokens, c.cache_ttl)
         if completion.prompt_tokens:
             # The provider charges prompt + max_tokens at admission: correct only the prompt.
-            self.limiter.correct(prompt_estimate - completion.prompt_tokens, sent_at=sent)
+            # Anthropic's input-token limit does not count cache reads: the limiter was
+            # charged ``limited`` (the estimate less the last answer's reads), corrected here.
+            charged = completion.prompt_tokens
+            if c.provider == "anthropic":
+                charged -= completion.cached_tokens
+                self._cache_read_hint = completion.cached_tokens
+            self.limiter.correct((prompt_estimate if limited is None else limited) - charged,
+                                 sent_at=sent)
             self._tokens.learn(request.messages, completion.prompt_tokens)
         return cost
 

@@ -2,8 +2,10 @@
 
 One module per wire format sits here: :mod:`transforms.llm.providers.openai` (OpenAI and every
 OpenAI-compatible server: vLLM, gateways, the simulator),
-:mod:`transforms.llm.providers.openai_batch` (its Files and Batches API) and
-:mod:`transforms.llm.providers.anthropic` (Anthropic's Messages API).
+:mod:`transforms.llm.providers.openai_batch` (its Files and Batches API),
+:mod:`transforms.llm.providers.anthropic` (Anthropic's Messages API),
+:mod:`transforms.llm.providers.anthropic_batch` (its Message Batches API) and
+:mod:`transforms.llm.providers.gemini` (Google's Gemini API, ``generateContent``).
 :func:`provider_caller` builds the caller of ``LlmConfig.provider``. A provider module
 holds the request body, the response and usage parsing, the error mapping to
 :mod:`transforms.errors`, the reading of its limit headers into
@@ -34,9 +36,13 @@ def provider_of(model: str, given: Optional[str] = None) -> str:
 def provider_caller(config, api_key: str):
     """The caller of ``config.provider`` (the default ``caller_factory`` of ``CallModel``)."""
     # pylint: disable=import-outside-toplevel
-    if getattr(config, "provider", "openai") == "anthropic":
+    provider = getattr(config, "provider", "openai")
+    if provider == "anthropic":
         from transforms.llm.providers.anthropic import AnthropicCaller
         return AnthropicCaller(config, api_key)
+    if provider == "gemini":
+        from transforms.llm.providers.gemini import GeminiCaller
+        return GeminiCaller(config, api_key)
     from transforms.llm.providers.openai import OpenAICaller
     return OpenAICaller(config, api_key)
 
@@ -60,6 +66,8 @@ class LineOutcome:
       message: The provider's error message (redacted), when there is one.
       completion: For ``ok``: content, model, finish_reason and the usage's token counts.
       request_id: The provider's id of the line's answer.
+      provider: The wire format the line came in (which error mapping its status and code
+        follow: :func:`transforms.llm.batch.error_of`).
     """
     custom_id: str
     kind: str
@@ -68,6 +76,29 @@ class LineOutcome:
     message: str = ""
     completion: Optional[Dict[str, Any]] = None
     request_id: Optional[str] = None
+    provider: str = "openai"
+
+
+def batch_wire(provider: str):
+    """The module of ``provider``'s Batch API line format: ``MAX_LINES``, ``MAX_BYTES``,
+    ``batch_request_line(custom_id, params, config)`` and ``classify_line(record)``."""
+    # pylint: disable=import-outside-toplevel
+    if provider == "anthropic":
+        from transforms.llm.providers import anthropic_batch
+        return anthropic_batch
+    from transforms.llm.providers import openai
+    return openai
+
+
+def batch_client(config, api_key: str, **kwargs):
+    """The Batch API client of ``config.provider`` (an ``LlmConfig``): OpenAI's Files and
+    Batches, or Anthropic's Message Batches; ``kwargs`` go to its constructor."""
+    # pylint: disable=import-outside-toplevel
+    if getattr(config, "provider", "openai") == "anthropic":
+        from transforms.llm.providers.anthropic_batch import AnthropicBatchClient
+        return AnthropicBatchClient(config.base_url, api_key, **kwargs)
+    from transforms.llm.providers.openai_batch import BatchClient
+    return BatchClient(config.base_url, api_key, **kwargs)
 
 
 

@@ -12,7 +12,7 @@ report stay one implementation for every provider.
 * :func:`parse_message` — the text (or the forced tool's input, as JSON text), the stop reason
   in OpenAI's words, and the usage: ``prompt_tokens`` is every input token, cached or not
   (``input_tokens + cache_creation_input_tokens + cache_read_input_tokens``), ``cached_tokens``
-  the cache reads.
+  the cache reads, ``cache_write_tokens`` the writes.
 * :func:`error_for` — Anthropic's statuses and error types onto our typed errors: 429
   ``rate_limit_error`` and 529 ``overloaded_error`` are retryable (529 counts for the breaker as
   a server error), ``not_found_error`` about a model is ``ModelNotFound``.
@@ -99,7 +99,7 @@ def parse_message(content: bytes, request_id: Optional[str] = None) -> Completio
     return Completion(content=text, model=body.get("model"), finish_reason=reason,
                       prompt_tokens=int(usage.get("input_tokens") or 0) + read + written,
                       completion_tokens=int(usage.get("output_tokens") or 0),
-                      cached_tokens=read, request_id=request_id)
+                      cached_tokens=read, cache_write_tokens=written, request_id=request_id)
 
 
 def error_for(status: int, error_type: Optional[str], message: str) -> type:

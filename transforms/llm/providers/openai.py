@@ -1,7 +1,9 @@
 """The OpenAI wire format, for OpenAI and every OpenAI-compatible server (vLLM, gateways, the
 simulator): everything here knows what the chat API looks like on the wire, nothing above it does.
 
-* the request: :data:`CHAT_PATH`, :func:`encode_body`;
+* the request: :data:`CHAT_PATH`, :func:`encode_body`; with ``prompt_cache`` on, a
+  ``prompt_cache_key`` (:func:`prompt_cache_key`: a stable hash of the static prefix, so that
+  requests sharing it are routed to where it is cached);
 * the answer: :func:`parse_completion` (content, finish reason, usage with cached tokens);
 * errors: :func:`from_openai` and :func:`typed_error` map what the ``openai`` SDK raises to our
   typed errors (:mod:`transforms.errors`), :func:`error_for_status` chooses the class of a status
@@ -25,6 +27,8 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import json
 import re
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
@@ -267,12 +271,48 @@ def parse_duration(text: str) -> Optional[float]:
 
 BATCH_ENDPOINT = "/v1/chat/completions"
 #: OpenAI's limits for one batch input file.
+#: Roles of the messages that make up the static prefix (before the first ticket message).
+_PREFIX_ROLES = ("system", "developer")
+#: OpenAI caches prefixes of 1,024 tokens or more: a shorter static prefix gets no key (it would
+#: not be cached, and servers that merely speak OpenAI's format never see the field for it).
+_MIN_CACHED_PREFIX_CHARS = 4 * 1024
+
+
+@functools.lru_cache(maxsize=64)
+def _prefix_key(model: str, contents: Tuple[str, ...]) -> str:
+    digest = hashlib.sha256(model.encode("utf-8"))
+    for text in contents:
+        encoded = text.encode("utf-8", "surrogatepass")
+        digest.update(len(encoded).to_bytes(8, "big"))
+        digest.update(encoded)
+    return "tf-" + digest.hexdigest()[:32]
+
+
+def prompt_cache_key(params: Mapping[str, Any]) -> Optional[str]:
+    """OpenAI's ``prompt_cache_key`` for a request: a hash of its model and its static prefix
+    (the leading system messages: the system prompt and ``--prompt_prefix_file``), the same for
+    every ticket of a job; None when the request has no such prefix or one too short for OpenAI
+    to cache (under about 1,024 tokens). (The hash is memoized: the prefix strings are the same
+    objects for every ticket, so their hashes are cached too.)"""
+    contents = []
+    for message in params.get("messages") or ():
+        if message.get("role") not in _PREFIX_ROLES or not isinstance(message.get("content"),
+                                                                      str):
+            break
+        contents.append(message["content"])
+    if sum(len(text) for text in contents) < _MIN_CACHED_PREFIX_CHARS:
+        return None
+    return _prefix_key(str(params.get("model")), tuple(contents))
+
+
 MAX_LINES = 50_000
 MAX_BYTES = 200_000_000
 
 
-def batch_request_line(custom_id: str, params: Mapping[str, Any]) -> str:
-    """One line of a batch input file (JSON, no newline) for a chat request."""
+def batch_request_line(custom_id: str, params: Mapping[str, Any], config: Any = None) -> str:
+    """One line of a batch input file (JSON, no newline) for a chat request (``config``, the
+    ``LlmConfig``, is for wire formats whose body depends on it: not this one)."""
+    del config
     return json.dumps({"custom_id": custom_id, "method": "POST", "url": BATCH_ENDPOINT,
                        "body": dict(params)}, ensure_ascii=False, separators=(",", ":"))
 
@@ -366,6 +406,10 @@ class OpenAICaller:
                                                     timeout=c.request_timeout_secs))
 
     async def call(self, params: Mapping[str, Any], timeout: float) -> Tuple[Completion, Headers]:
+        if self._config.prompt_cache and "prompt_cache_key" not in params:
+            key = prompt_cache_key(params)
+            if key is not None:
+                params = {**params, "prompt_cache_key": key}
         try:
             response = await self._client.post(
                 CHAT_PATH, cast_to=httpx2.Response, content=encode_body(params),

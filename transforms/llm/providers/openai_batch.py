@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, TypeVar
+from typing import Any, Callable, Collection, Dict, Mapping, Optional, Tuple, TypeVar
 
 import openai
 from apache_beam.io.filesystem import CompressionTypes
@@ -83,36 +83,33 @@ class BatchInfo:
             errors=tuple((e.code or "", errors.redact(e.message or "")[:500]) for e in listed))
 
 
-class BatchClient:
-    """Files and Batches API calls, typed errors, the retry rule above.
+class RetriedCalls:
+    """Typed errors and the retry rule of the module docstring, for any provider's batch client.
+
+    A subclass sets ``_map`` (an SDK exception and the secrets → our typed error).
 
     Args:
-      base_url: The endpoint (None: OpenAI's).
       api_key: The resolved key (kept in memory only, redacted from every message).
-      timeout: Seconds per HTTP request (uploads and downloads of 200 MB files need minutes).
-      retry: Retries of the calls that may be retried (see the module docstring).
+      retry: Retries of the calls that may be retried.
       sleep: Blocking sleep between retries (tests pass a recorder).
       rng: Jitter.
     """
 
-    def __init__(self, base_url: Optional[str], api_key: str, *, timeout: float = 600.0,
-                 retry: Optional[RetryPolicy] = None, sleep: Callable[[float], None] = time.sleep,
-                 rng: Optional[random.Random] = None):
+    def __init__(self, api_key: str, retry: Optional[RetryPolicy],
+                 sleep: Callable[[float], None], rng: Optional[random.Random]):
         self._key = api_key
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0,
-                                     timeout=timeout)
 
-    def close(self) -> None:
-        self._client.close()
+    def _map(self, exc: BaseException) -> errors.ProviderError:
+        raise NotImplementedError
 
     def _once(self, call: Callable[[], T]) -> T:
         try:
             return call()
         except Exception as exc:  # noqa: BLE001 - mapped to our typed errors right here
-            raise wire.from_openai(exc, [self._key]) from None
+            raise self._map(exc) from None
 
     def _retried(self, call: Callable[[], T]) -> T:
         attempt = 0
@@ -124,6 +121,43 @@ class BatchClient:
                 if attempt > self._retry.max_retries:
                     raise
                 self._sleep(self._retry.backoff(attempt, self._rng, exc.retry_after))
+
+
+class BatchClient(RetriedCalls):
+    """Files and Batches API calls, typed errors, the retry rule above.
+
+    What the driver (:mod:`pipeline.batch.driver`) asks of a provider's batch client:
+    ``uploads`` (a request file is uploaded first, and ``create`` names the upload; else
+    ``create`` is given the file's path and sends its lines), ``upload``, ``create``,
+    ``retrieve``, ``cancel``, ``find`` (a creation in doubt), ``download`` (a finished batch's
+    answers to a local or gs:// file) and ``classify_line`` (one downloaded line → a
+    :class:`~transforms.llm.providers.LineOutcome`).
+    :class:`~transforms.llm.providers.anthropic_batch.AnthropicBatchClient` is the other one.
+
+    Args:
+      base_url: The endpoint (None: OpenAI's).
+      api_key: The resolved key (kept in memory only, redacted from every message).
+      timeout: Seconds per HTTP request (uploads and downloads of 200 MB files need minutes).
+      retry: Retries of the calls that may be retried (see the module docstring).
+      sleep: Blocking sleep between retries (tests pass a recorder).
+      rng: Jitter.
+    """
+
+    uploads = True
+    classify_line = staticmethod(wire.classify_line)
+
+    def __init__(self, base_url: Optional[str], api_key: str, *, timeout: float = 600.0,
+                 retry: Optional[RetryPolicy] = None, sleep: Callable[[float], None] = time.sleep,
+                 rng: Optional[random.Random] = None):
+        super().__init__(api_key, retry, sleep, rng)
+        self._client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0,
+                                     timeout=timeout)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _map(self, exc: BaseException) -> errors.ProviderError:
+        return wire.from_openai(exc, [self._key])
 
     def upload(self, path: str, filename: str) -> str:
         """Uploads a request file (local or gs://, streamed) with purpose ``batch``.
@@ -152,12 +186,15 @@ class BatchClient:
         except errors.BadRequest:
             return self.retrieve(batch_id)
 
-    def find(self, metadata: Mapping[str, str], created_after: float) -> Optional[BatchInfo]:
+    def find(self, metadata: Mapping[str, str], created_after: float, *, lines: int = 0,
+             claimed: Collection[str] = ()) -> Optional[BatchInfo]:
         """The newest batch whose metadata holds every pair of ``metadata``, by listing.
 
         Pages are read newest first until one holds only batches created well before
         ``created_after`` (epoch seconds; the journal's time of the "creating" event).
+        ``lines`` and ``claimed`` are for providers without batch metadata (unused here).
         """
+        del lines, claimed
         after: Optional[str] = None
         while True:
             kwargs = {"limit": _LIST_PAGE} if after is None else {"limit": _LIST_PAGE,
