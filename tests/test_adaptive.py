@@ -260,3 +260,24 @@ def test_bad_max_concurrency_is_a_usage_error(run_pipeline):
     run = run_pipeline("--input", EXAMPLES_TICKETS, "--simulate", "--max_concurrency", "lots")
     assert run.returncode == 2
     assert "--max_concurrency must be a positive integer, 'auto' or 'auto:MAX'" in run.stderr
+
+
+def test_endpoints_file_auto_gets_a_controller_per_endpoint(run_pipeline, simulator_factory,
+                                                            tmp_path):
+    """``max_concurrency: auto`` in an ``--endpoints`` file: that endpoint's own controller,
+    its figure in the summary beside the fixed one's."""
+    gpu = simulator_factory(server_model="gpu", gpu_decode_ms=2.0, gpu_max_batch=8,
+                            gpu_queue=16)
+    fixed = simulator_factory(latency_median_ms=50)
+    path = tmp_path / "endpoints.yaml"
+    path.write_text(f"endpoints:\n  - name: gpu\n    base_url: {gpu.base_url}\n"
+                    f"    max_concurrency: auto\n  - name: api\n    base_url: {fixed.base_url}\n"
+                    f"    max_concurrency: 4\n")
+    run = run_pipeline("--input", EXAMPLES_TICKETS, "--endpoints", str(path))
+    assert run.returncode == 0, run.stderr
+    summary = run.summary()
+    assert summary["succeeded"] == 300 and summary["ledger_balanced"] is True
+    by_endpoint = summary["concurrency"]["by_endpoint"]
+    assert by_endpoint["api"] == {"mode": "fixed", "final": 4}
+    assert by_endpoint["gpu"]["mode"] == "auto" and by_endpoint["gpu"]["by_time"]
+    assert summary["concurrency"]["mode"] == "auto"  # the first auto endpoint's, for the plot
