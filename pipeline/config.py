@@ -16,26 +16,23 @@ from typing import Optional
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
                                                   StandardOptions, WorkerOptions)
 
-from pipeline import endpoints_file
+from pipeline import endpoints_file, flag_files
+from pipeline.flag_files import ConfigError
 from pipeline.options import TicketflowOptions
 from pipeline.stream.config import DEFAULT_MAX_BUFFERING_SECS, StreamConfig, stream_config
-from transforms import errors, prompts, secrets, structured
+from transforms import errors, secrets, structured
 from transforms.batch import BatchConfig
 from transforms.limits.concurrency import concurrency_setting
-from transforms.llm.config import DEFAULT_SYSTEM_PROMPT, LlmConfig
+from transforms.llm.config import LlmConfig
 from transforms.llm.providers import batch_wire, provider_of
 from transforms.llm.providers.gemini import KEY_ENVS as GEMINI_KEY_ENVS
 from transforms.llm.providers.openai import MAX_LINES as BATCH_MAX_LINES
 from transforms.pricing import Price, PricingError, load_pricing
 from transforms.retry import RetryPolicy
-from transforms.sinks import RESULT_SCHEMA
 from transforms.validate import FieldMapping
 
 SIMULATOR_PUBLIC_KEY = "sk-simulated-not-a-secret"
 NO_KEY_PLACEHOLDER = "no-key"
-
-class ConfigError(Exception):
-    """A flag is missing, malformed or inconsistent; the message says how to fix it."""
 
 @dataclasses.dataclass(frozen=True)
 class BatchApiConfig:
@@ -122,71 +119,6 @@ def worker_processes(options: PipelineOptions) -> int:
         return max(1, direct.direct_num_workers or 1)
     return 1
 
-def _read_system_prompt(value: Optional[str]) -> str:
-    if value is None:
-        return DEFAULT_SYSTEM_PROMPT
-    if value.startswith("@"):
-        path = value[1:]
-        try:
-            with open(path, encoding="utf-8") as handle:
-                return handle.read().strip()
-        except OSError as exc:
-            raise ConfigError(f"--system_prompt: cannot read {path!r}: {exc.strerror}. "
-                              "Pass the prompt text, or @PATH to an existing file.") from None
-    return value
-
-def _read_flag_file(flag: str, path: str) -> str:
-    """The text of a file named by a flag (local or gs://), or a ConfigError saying why not."""
-    from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
-
-    try:
-        with FileSystems.open(path) as handle:
-            return handle.read().decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"--{flag} {path!r}: the file is not UTF-8 text.") from None
-    except Exception as exc:  # noqa: BLE001 - any filesystem error is the user's to fix
-        detail = getattr(exc, "strerror", None) or type(exc).__name__
-        raise ConfigError(f"--{flag} {path!r}: cannot read it ({detail}); pass an existing "
-                          "file.") from None
-
-
-def _prompt_template(path: Optional[str]) -> Optional[str]:
-    """The template's text, compiled once here so that syntax errors stop the job early."""
-    if path is None:
-        return None
-    source = _read_flag_file("prompt_template", path)
-    try:
-        prompts.compile_template(source)
-    except prompts.TemplateLoadError as exc:
-        raise ConfigError(f"--prompt_template {path!r}: {exc}.") from None
-    return source
-
-
-def _prompt_prefix(path: Optional[str]) -> Optional[str]:
-    """--prompt_prefix_file's text, read once here (workers get the text, not the path)."""
-    if path is None:
-        return None
-    text = _read_flag_file("prompt_prefix_file", path).strip()
-    if not text:
-        raise ConfigError(f"--prompt_prefix_file {path!r}: the file is empty; pass a document "
-                          "to share in every request, or drop the flag.")
-    return text
-
-
-def _response_schema(path: Optional[str], output_format: str
-                     ) -> Optional[structured.StructuredOutput]:
-    if path is None:
-        return None
-    try:
-        result = structured.parse_schema(_read_flag_file("response_schema", path), path)
-        if output_format == "parquet":
-            structured.parquet_fields(result.schema, RESULT_SCHEMA.names)
-    except structured.SchemaLoadError as exc:
-        message = " ".join(str(exc).split())[:300]
-        raise ConfigError(f"--response_schema {path!r}: {message}.") from None
-    return result
-
-
 def _shared_quota(url: Optional[str], name: Optional[str], priority: str) -> None:
     """``--shared_quota`` is a Redis URL; ``--quota_key`` a name Redis keys can carry;
     ``--quota_priority`` other than normal orders jobs on a shared quota, so needs one."""
@@ -236,7 +168,8 @@ def from_options(options: PipelineOptions) -> JobConfig:
                  "num_key_shards", "request_timeout_secs", "max_ticket_secs",
                  "progress_interval_secs"):
         _positive(name, getattr(o, name))
-    for name in ("requests_per_minute", "tokens_per_minute", "max_retries",
+    for name in ("requests_per_minute", "tokens_per_minute", "input_tokens_per_minute",
+                 "output_tokens_per_minute", "requests_per_day", "max_retries",
                  "initial_backoff_secs", "max_backoff_secs", "max_retry_after_secs",
                  "max_buffering_secs", "drain_secs"):
         _positive(name, getattr(o, name), allow_zero=True)
@@ -249,9 +182,9 @@ def from_options(options: PipelineOptions) -> JobConfig:
     if o.temperature is not None and not 0 <= o.temperature <= 2:
         raise ConfigError(f"--temperature must be between 0 and 2, got {o.temperature}.")
 
-    template = _prompt_template(o.prompt_template)
-    prompt_prefix = _prompt_prefix(o.prompt_prefix_file)
-    response_schema = _response_schema(o.response_schema, o.output_format)
+    template = flag_files.prompt_template(o.prompt_template)
+    prompt_prefix = flag_files.prompt_prefix(o.prompt_prefix_file)
+    response_schema = flag_files.response_schema(o.response_schema, o.output_format)
 
     processes = worker_processes(options)
     share = o.worker_share if o.worker_share is not None else 1.0 / processes
@@ -264,6 +197,18 @@ def from_options(options: PipelineOptions) -> JobConfig:
             f"process(es) {o.tokens_per_minute * share:.0f} tokens/min, less than one request's "
             f"--max_tokens={o.max_tokens} (plus the --response_schema, if any): raise the limit "
             "or lower --max_tokens.")
+
+    if o.output_tokens_per_minute and o.output_tokens_per_minute * share < o.max_tokens:
+        raise ConfigError(
+            f"--output_tokens_per_minute={o.output_tokens_per_minute:g} gives each of "
+            f"{processes} worker process(es) {o.output_tokens_per_minute * share:.0f} output "
+            f"tokens/min, less than one request's --max_tokens={o.max_tokens} (reserved until "
+            "the answer comes): raise the limit or lower --max_tokens.")
+    if o.requests_per_day and o.requests_per_day * share < 1:
+        raise ConfigError(
+            f"--requests_per_day={o.requests_per_day:g} gives each of {processes} worker "
+            f"process(es) less than one request a day: raise it, or use --shared_quota (one "
+            "daily cap for every worker).")
 
     _positive("max_cost_usd", o.max_cost_usd)
     _positive("max_outage_secs", o.max_outage_secs, allow_zero=True)
@@ -281,9 +226,6 @@ def from_options(options: PipelineOptions) -> JobConfig:
     batch_api = _batch_api(o, pricing.lookup_batch(o.model)[0])
 
     provider = provider_of(o.model, o.provider)
-    if provider == "gemini" and batch_api.batch:
-        raise ConfigError("--api batch --provider gemini: Gemini's Batch API is not supported "
-                          "yet; use --api online (the default).")
     api_key_env = o.api_key_env
     if provider == "anthropic" and api_key_env == "OPENAI_API_KEY":
         api_key_env = "ANTHROPIC_API_KEY"
@@ -322,7 +264,7 @@ def from_options(options: PipelineOptions) -> JobConfig:
         api_key_env=api_key_env,
         public_api_key=public_key,
         api_key_secret=None if public_key else o.api_key_secret,
-        system_prompt=_read_system_prompt(o.system_prompt),
+        system_prompt=flag_files.read_system_prompt(o.system_prompt),
         temperature=o.temperature,
         max_tokens=o.max_tokens,
         request_timeout_secs=o.request_timeout_secs,
@@ -331,6 +273,9 @@ def from_options(options: PipelineOptions) -> JobConfig:
         max_ticket_secs=o.max_ticket_secs,
         worker_requests_per_sec=o.requests_per_minute * share / 60.0,
         worker_tokens_per_sec=o.tokens_per_minute * share / 60.0,
+        worker_input_tokens_per_sec=o.input_tokens_per_minute * share / 60.0,
+        worker_output_tokens_per_sec=o.output_tokens_per_minute * share / 60.0,
+        worker_requests_per_day=o.requests_per_day * share,
         rate_slice_secs=o.rate_slice_secs,
         retry=RetryPolicy(max_retries=o.max_retries, initial_backoff_secs=o.initial_backoff_secs,
                           max_backoff_secs=o.max_backoff_secs,
@@ -344,6 +289,9 @@ def from_options(options: PipelineOptions) -> JobConfig:
         quota_priority=o.quota_priority,
         job_requests_per_sec=o.requests_per_minute / 60.0,
         job_tokens_per_sec=o.tokens_per_minute / 60.0,
+        job_input_tokens_per_sec=o.input_tokens_per_minute / 60.0,
+        job_output_tokens_per_sec=o.output_tokens_per_minute / 60.0,
+        job_requests_per_day=o.requests_per_day,
         job_budget_usd=o.max_cost_usd,
         budget_key=run_id,
         max_outage_secs=o.max_outage_secs,
@@ -403,7 +351,7 @@ def _with_endpoints(o: TicketflowOptions, llm: LlmConfig, share: float, pricing)
         raise ConfigError("--endpoints names every endpoint: it does not go with --base_url, "
                           "--simulate, --estimate or --api batch.")
     try:
-        entries = endpoints_file.parse_endpoints(_read_flag_file("endpoints", o.endpoints),
+        entries = endpoints_file.parse_endpoints(flag_files.read_flag_file("endpoints", o.endpoints),
                                                  o.endpoints)
     except endpoints_file.EndpointsFileError as exc:
         raise ConfigError(str(exc)) from None

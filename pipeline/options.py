@@ -120,6 +120,19 @@ class TicketflowOptions(PipelineOptions):
                             help="The provider's request limit for the whole job (0: none).")
         limits.add_argument("--tokens_per_minute", type=float, default=0.0,
                             help="The provider's token limit for the whole job (0: none).")
+        limits.add_argument("--input_tokens_per_minute", type=float, default=0.0,
+                            help="The provider's INPUT-token limit for the whole job (0: none; "
+                            "Anthropic's ITPM: cache reads do not count). Any combination with "
+                            "the other limits; the one that binds wins.")
+        limits.add_argument("--output_tokens_per_minute", type=float, default=0.0,
+                            help="The provider's OUTPUT-token limit for the whole job (0: none; "
+                            "Anthropic's OTPM): --max_tokens is reserved per request, the rest "
+                            "given back once the answer's usage is known.")
+        limits.add_argument("--requests_per_day", type=float, default=0.0,
+                            help="The provider's daily request cap for the whole job (0: none; "
+                            "Gemini's RPD, reset at midnight Pacific time). Once it is used up "
+                            "nothing more is sent: the rest become daily_limit dead letters "
+                            "(replayable with --replay once the day resets).")
         limits.add_argument("--worker_share", type=float, default=None,
                             help="Fraction of the job's limits each worker process takes "
                             "(default: 1 / the number of worker processes the runner may run).")
@@ -175,7 +188,7 @@ class TicketflowOptions(PipelineOptions):
                 "of this run.")
         _switch(money, "--replay",
                 "--input is dead-letter files: re-run the tickets whose reason is retryable, "
-                "budget_exhausted or interrupted; skip the others.")
+                "budget_exhausted, daily_limit or interrupted; skip the others.")
         money.add_argument("--pricing_file", default=None,
                            help="JSON prices per model (USD per 1M input, cached input and "
                            "output tokens); default: the shipped transforms/pricing.json.")

@@ -202,6 +202,12 @@ def _start_fields(config: config_lib.JobConfig, runner: str) -> dict:
               "rpm": f"{config.requests_per_minute:g}" if config.requests_per_minute else "none",
               "tpm": f"{config.tokens_per_minute:g}" if config.tokens_per_minute else "none",
               "concurrency": config.llm.max_concurrency}
+    llm = config.llm
+    for name, per_sec, scale in (("itpm", llm.job_input_tokens_per_sec, 60),
+                                 ("otpm", llm.job_output_tokens_per_sec, 60),
+                                 ("rpd", llm.job_requests_per_day, 1)):
+        if per_sec:  # only when set: most jobs have neither
+            fields[name] = f"{per_sec * scale:g}"
     if config.max_cost_usd:
         fields["max_cost_usd"] = f"{config.max_cost_usd:g}"
     if config.llm.shared_quota:

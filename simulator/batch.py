@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from simulator import anthropic_batch
+from simulator import anthropic_batch, gemini_batch
 from simulator.batch_files import BatchApiError, FileStore, page
 from simulator.batch_input import InputLine, batch_error, parse_input
 from simulator.config import SimulatorConfig
@@ -104,7 +104,9 @@ class _Batch:
     output_file_id: str | None = None
     error_file_id: str | None = None
     finalized: bool = False
-    flavor: str = "openai"  # or "anthropic": a Message Batch (simulator.anthropic_batch)
+    flavor: str = "openai"  # or "anthropic" (simulator.anthropic_batch), "gemini"
+    inlined: bool = False  # a Gemini batch of inlined requests: its answers are inlined too
+    inlined_responses: list[Any] | None = None
 
     def epoch(self, t: float) -> int:
         """Epoch seconds of monotonic time ``t``."""
@@ -158,10 +160,11 @@ class BatchStore:
     def __init__(self, config: SimulatorConfig, answer: Answer, stats: Stats,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time,
-                 anthropic_answer: Answer | None = None):
+                 anthropic_answer: Answer | None = None, gemini_answer: Answer | None = None):
         self.config = config
         self._answer = answer
         self.anthropic_answer = anthropic_answer
+        self.gemini_answer = gemini_answer
         self._stats = stats
         self._clock = clock
         self._wall_clock = wall_clock
@@ -248,6 +251,48 @@ class BatchStore:
         self._stats.batch_requests += len(lines)
         return self._render(batch, "validating")
 
+    def create_gemini(self, model: str, input_config: Mapping[str, Any],
+                      display_name: str) -> dict[str, Any]:
+        """``POST /v1beta/models/{model}:batchGenerateContent`` (``simulator.gemini_batch``):
+        the requests of an uploaded file or inlined ones.
+
+        Raises:
+            BatchApiError: 400 for a source Gemini refuses, 404 for an unknown file, 429 over
+                ``--batch_max_enqueued_tokens``.
+        """
+        if self.gemini_answer is None:
+            raise BatchApiError(404, "Gemini batches are not served here.")
+        config, now = self.config, self._clock()
+        name = input_config.get("fileName")
+        inlined = (input_config.get("requests") or {}).get("requests") if not name else None
+        if isinstance(name, str) and name:
+            source = self.files.find(name.removeprefix("files/"))
+            if source is None:
+                raise BatchApiError(404, f"File {name} not found.")
+            lines = gemini_batch.parse_file(source.data, model, config.default_max_tokens)
+        else:
+            lines = gemini_batch.parse_inlined(inlined, model, config.default_max_tokens)
+        tokens = sum(line.tokens for line in lines)
+        limit = config.batch_max_enqueued_tokens
+        if limit and self._enqueued(model, now) + tokens > limit:
+            raise BatchApiError(429, f"Enqueued tokens for {model} would exceed the limit of "
+                                     f"{limit:,}: try again once some batches have ended.")
+        errors = (batch_error("simulated_validation_failure", "The simulator was started with "
+                              "--batch_fail_validation."),) if config.batch_fail_validation else ()
+        batch = self._start("", name or "", {"displayName": display_name}, model, lines, errors,
+                            now, flavor="gemini")
+        batch.inlined = not name
+        self._stats.batch_requests += len(lines)
+        return self._render(batch, "validating")
+
+    def wall(self) -> float:
+        """Epoch seconds (the store's wall clock)."""
+        return self._wall_clock()
+
+    def count_upload(self) -> None:
+        """Counts one file uploaded through another provider's Files API."""
+        self._stats.files_uploaded += 1
+
     def _enqueued(self, model: str | None, now: float) -> int:
         return sum(b.tokens for b in self._batches.values()
                    if b.model == model and not b.errors and b.status(now) in ENQUEUED)
@@ -332,7 +377,7 @@ class BatchStore:
         if status in ("cancelling", "cancelled"):
             return self._render(batch, status)
         # A message batch is in_progress until it ends: it can be cancelled while finalizing.
-        if status not in (ENQUEUED if flavor == "anthropic" else CANCELLABLE):
+        if status not in (ENQUEUED if flavor != "openai" else CANCELLABLE):
             raise BatchApiError(400, f"Cannot cancel a batch with status '{status}'.")
         batch.cancel_at = now
         self._stats.batches_cancelled += 1
@@ -385,11 +430,18 @@ class BatchStore:
         index = batch.order[i]
         line = batch.lines[index]
         anthropic = batch.flavor == "anthropic"
+        gemini = batch.flavor == "gemini"
         if index in batch.failing:
-            status, body = 500, anthropic_batch.LINE_FAILURE if anthropic else _LINE_FAILURE
+            status, body = 500, (anthropic_batch.LINE_FAILURE if anthropic else
+                                 gemini_batch.LINE_FAILURE if gemini else _LINE_FAILURE)
         else:
-            answer = self.anthropic_answer if anthropic else self._answer
+            answer = (self.anthropic_answer if anthropic else self.gemini_answer if gemini
+                      else self._answer)
             status, body = answer(line.body, batch.epoch(batch.line_time(i)))
+        if gemini:
+            self._count(batch, status, body, gemini_batch.result_line(line.custom_id, status,
+                                                                     body))
+            return
         if anthropic:
             self._count(batch, status, body, anthropic_batch.result_line(line.custom_id, status,
                                                                         body))
@@ -410,8 +462,13 @@ class BatchStore:
 
     def _count(self, batch: _Batch, status: int, body: dict[str, Any],
                record: dict[str, Any]) -> None:
-        """Keeps a message batch's result line (one results file, whatever its type)."""
-        if status == 200:
+        """Keeps a message batch's (or a Gemini batch's) result line (one results file)."""
+        if status == 200 and batch.flavor == "gemini":
+            batch.completed += 1
+            tokens_in, tokens_out = gemini_batch.usage_tokens(body)
+            batch.input_tokens += tokens_in
+            batch.output_tokens += tokens_out
+        elif status == 200:
             batch.completed += 1
             usage = body["usage"]
             batch.input_tokens += (usage["input_tokens"] + usage["cache_read_input_tokens"]
@@ -428,7 +485,7 @@ class BatchStore:
                     _dumps(anthropic_batch.unrun_line(batch.lines[batch.order[i]].custom_id,
                                                       status))
                     for i in range(batch.answered, len(batch.lines)))
-        elif status in _UNRUN and not batch.errors:
+        elif status in _UNRUN and not batch.errors and batch.flavor == "openai":
             code, message = _UNRUN[status]
             for i in range(batch.answered, len(batch.lines)):
                 record = {"id": f"batch_req_{self.id_prefix}{next(self._seq):012d}",
@@ -438,7 +495,12 @@ class BatchStore:
         end = (batch.cancel_at + batch.cancel_secs if batch.cancel_at is not None
                else batch.t_end)
         created_at = batch.epoch(end)
-        if batch.outputs:
+        if batch.inlined:  # Gemini's inlined requests: the answers come inlined in the batch
+            batch.inlined_responses = [
+                {"response": r["response"], "metadata": {"key": r["key"]}} if "response" in r
+                else {"error": r["error"], "metadata": {"key": r["key"]}}
+                for r in (json.loads(line) for line in batch.outputs)]
+        elif batch.outputs:
             batch.output_file_id = self.files.add(
                 b"".join(line + b"\n" for line in batch.outputs),
                 f"batch_{batch.id}_output.jsonl", "batch_output", created_at).id
@@ -456,6 +518,9 @@ class BatchStore:
         ``message_batch`` for a message batch)."""
         if batch.flavor == "anthropic":
             return anthropic_batch.render(batch, status)
+        if batch.flavor == "gemini":
+            return gemini_batch.render(batch, status, f"files/{batch.output_file_id}"
+                                       if batch.output_file_id else None)
         epoch = batch.epoch
         ran = not batch.errors and status not in ("validating", "failed") and (
             batch.cancel_at is None or batch.cancel_at >= batch.t_valid)

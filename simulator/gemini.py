@@ -256,15 +256,12 @@ class GeminiRoutes:
         blocked = fault == "content_filter" or markers.content_filter
         if blocked:
             self._stats.fault("content_filter")
-            text, finish = "", "SAFETY"
-        else:
-            try:
-                text, finish = self._content(ask, markers)
-            except (ValueError, TypeError, LookupError, RecursionError) as exc:
-                outcome.status = 400
-                return self._error(400, f"* GenerateContentRequest.generation_config."
-                                        f"response_schema: {type(exc).__name__}: {exc}")
-        n_output = count_tokens(text)
+        try:
+            body, n_output = self._answer_body(ask, markers, blocked, plan.read_tokens)
+        except (ValueError, TypeError, LookupError, RecursionError) as exc:
+            outcome.status = 400
+            return self._error(400, f"* GenerateContentRequest.generation_config."
+                                    f"response_schema: {type(exc).__name__}: {exc}")
         delay = self._latency(n_output)
         if delay > 0:
             await asyncio.sleep(delay)
@@ -273,20 +270,62 @@ class GeminiRoutes:
         self.cache.commit(plan)
         outcome.status, outcome.cached = 200, plan.read_tokens
         outcome.input_tokens, outcome.output_tokens = ask.input_tokens, n_output
+        return web.Response(body=_dumps(body), content_type=_JSON)
+
+    def _answer_body(self, ask: GenerateRequest, markers: Any, blocked: bool,
+                     cached: int) -> tuple[dict[str, Any], int]:
+        """A ``generateContent`` answer and its output tokens (raises on a schema it cannot
+        answer)."""
+        text, finish = ("", "SAFETY") if blocked else self._content(ask, markers)
+        n_output = count_tokens(text)
         usage: dict[str, Any] = {"promptTokenCount": ask.input_tokens,
                                  "candidatesTokenCount": n_output,
                                  "totalTokenCount": ask.input_tokens + n_output,
                                  "promptTokensDetails": [{"modality": "TEXT",
                                                           "tokenCount": ask.input_tokens}]}
-        if plan.read_tokens:
-            usage["cachedContentTokenCount"] = plan.read_tokens
-            usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": plan.read_tokens}]
+        if cached:
+            usage["cachedContentTokenCount"] = cached
+            usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": cached}]
         candidate: dict[str, Any] = {"content": {"parts": [{"text": text}] if text else [],
                                                  "role": "model"},
                                      "finishReason": finish, "index": 0}
-        body = {"candidates": [candidate], "usageMetadata": usage, "modelVersion": ask.model,
-                "responseId": self._response_id()}
-        return web.Response(body=_dumps(body), content_type=_JSON)
+        return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": ask.model,
+                "responseId": self._response_id()}, n_output
+
+    def answer(self, request: Any, created: int) -> tuple[int, dict[str, Any]]:
+        """Answers one batch request as ``generateContent`` would, without limits, latency or
+        random faults (the markers and the implicit cache apply).
+
+        Args:
+            request: ``{"model": ..., "request": <generateContent body>}``.
+            created: Epoch seconds of the answer (unused).
+
+        Returns:
+            (HTTP status, body): an answer, or Google's error body.
+        """
+        del created
+        try:
+            ask = GenerateRequest(request["model"], request["request"])
+            refused = self._refusal(ask)
+            if refused is not None:
+                return refused.status, json.loads(refused.body)
+            markers = find_markers(ask.text)
+            if markers.not_found:
+                return 404, error_body(404, "Requested entity was not found.")
+            key = request_key(ask.model, ask.view) if markers is not NO_MARKERS else ""
+            if markers.fail_n_times and self._fail_attempts.take(key) < markers.fail_n_times:
+                return 503, error_body(*_FAULT_ERRORS["503"])
+            plan = self.cache.plan(ask.model, ask.blocks)
+            body, _ = self._answer_body(ask, markers, markers.content_filter, plan.read_tokens)
+            self.cache.commit(plan)
+            return 200, body
+        except InvalidArgument as exc:
+            return 400, error_body(400, str(exc))
+        except (ValueError, TypeError, LookupError, RecursionError) as exc:
+            return 400, error_body(400, f"* GenerateContentRequest: {type(exc).__name__}: {exc}")
+        except Exception:  # noqa: BLE001 - one bad request must not break the batch
+            _LOG.exception("unexpected error answering a Gemini batch request")
+            return 500, error_body(500, "An internal error has occurred.")
 
     def _refusal(self, ask: GenerateRequest) -> web.Response | None:
         """The refusals that come before any quota: an unserved model, a prompt too long."""

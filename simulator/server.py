@@ -48,6 +48,7 @@ from simulator.gpu import GpuModel, GpuSettings
 from simulator.faults import (NO_MARKERS, AttemptCounter, FaultDraw, Markers,
                               conversation_root, find_markers)
 from simulator.gemini import GeminiRoutes
+from simulator.gemini_batch import GeminiBatchRoutes
 from simulator.limits import Decision, RateLimiter, format_duration
 from simulator.openai_cache import OpenAIPromptCache
 from simulator.stats import STATUS_RESET, Stats
@@ -284,6 +285,10 @@ class Simulator:
             self._batch_routes.catch_up)
         self.gemini = GeminiRoutes(config, self.stats, self._faults, self.latency_secs,
                                    self._fail_attempts, self._invalid_attempts, clock)
+        self.batches.gemini_answer = self.gemini.answer
+        # Gemini's batch mode and Files API: the same store and lifecycle, Gemini's wire.
+        self._gemini_batch_routes = GeminiBatchRoutes(
+            self.batches, self.gemini, self._batch_routes.stall, self._batch_routes.catch_up)
 
     # ---- application -------------------------------------------------------------------------
 
@@ -305,6 +310,7 @@ class Simulator:
         app.router.add_get("/health", self.handle_health)
         self._batch_routes.add_routes(app)
         self._message_batch_routes.add_routes(app)
+        self._gemini_batch_routes.add_routes(app)
         app.router.add_route("*", "/{tail:.*}", by_version(self.handle_not_found,
                                                            self.anthropic.handle_not_found))
         return app

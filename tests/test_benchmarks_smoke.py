@@ -122,6 +122,26 @@ def test_smoke_endpoints_benchmark_writes_every_figure(tmp_path):
 
 
 @pytest.mark.timeout(600)
+def test_smoke_providers_benchmark_writes_every_figure(tmp_path):
+    """``python -m benchmarks.providers --smoke``: each Anthropic limit binding, every key."""
+    from benchmarks.providers import FIGURES as PROVIDER_FIGURES
+    from benchmarks.providers import POINTS
+
+    out = tmp_path / "providers.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.providers", "--smoke", "--json",
+                           str(out)], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    for key in PROVIDER_FIGURES:
+        assert isinstance(figures.get(key), (int, float)), f"{key} missing or not a number"
+    for name in POINTS:
+        assert name in proc.stdout, f"{name} not in the printed table"
+        # Not a timing: no ticket is lost and the ledger balances on any machine.
+        assert figures[f"{name}_lost"] == 0 and figures[f"{name}_ledger_balanced"] is True
+
+
+@pytest.mark.timeout(600)
 def test_smoke_adaptive_benchmark_writes_every_figure(tmp_path):
     """``python -m benchmarks.adaptive --smoke``: auto and the fixed settings, every key."""
     from benchmarks.adaptive import FIGURES as ADAPTIVE_FIGURES

@@ -292,9 +292,9 @@ def test_flow_prices_reads_and_writes_and_charges_the_limiter_without_reads():
     charged = []
     acquire = flow._acquire  # pylint: disable=protected-access
 
-    async def recording(tokens):
+    async def recording(tokens, *kinds):  # (and the input and output tokens)
         charged.append(tokens)
-        return await acquire(tokens)
+        return await acquire(tokens, *kinds)
 
     flow._acquire = recording  # what the limiter is charged, request by request
 

@@ -123,6 +123,11 @@ class BudgetExhausted(PermanentError):
     reason = "budget_exhausted"
 
 
+class DailyLimitReached(PermanentError):
+    """--requests_per_day is used up: nothing more is sent today (replayable once it resets)."""
+    reason = "daily_limit"
+
+
 class BadRequest(PermanentError):
     reason = "bad_request"
 

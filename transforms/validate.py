@@ -42,8 +42,8 @@ PARSE_REASONS = frozenset({"invalid_encoding", "invalid_json", "not_an_object", 
 
 # Dead-letter reasons worth another try: transient failures, the budget, an interrupted run.
 REPLAYABLE_REASONS = frozenset({"retries_exhausted", "deadline_exceeded", "budget_exhausted",
-                                "interrupted", "internal_error", "rate_limited", "server_error",
-                                "timeout", "connection_error", "malformed_response",
+                                "daily_limit", "interrupted", "internal_error", "rate_limited",
+                                "server_error", "timeout", "connection_error", "malformed_response",
                                 "provider_unavailable"})
 
 

@@ -31,7 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.batch.journal import Part
 from pipeline.batch.policy import FINAL, RETRY, line_fate
-from transforms.llm.batch import line_tokens, outcome_record, request_body
+from transforms.llm.batch import line_id, line_tokens, outcome_record, request_body
 from transforms.llm.providers import RETRYABLE, LineOutcome
 from transforms.pricing import Price
 from transforms.sinks import join_path
@@ -49,7 +49,7 @@ def iter_lines(path: str) -> Iterator[str]:
 
 
 def _cid(line: str) -> str:
-    return json.loads(line)["custom_id"]
+    return line_id(json.loads(line))
 
 
 def scan_part(path: str) -> Tuple[int, int]:

@@ -1,7 +1,9 @@
 """Client-side rate limiting: exact pacing for requests and tokens, adapted by the provider.
 
 One :class:`AdaptiveRateLimiter` per worker process holds that worker's share of the provider's
-requests- and tokens-per-minute. A request waits until both can pay for it: a token bucket spaces
+requests- and tokens-per-minute, and of its input- and output-tokens-per-minute where it counts
+those apart (Anthropic): each limit is its own bucket and window, and the one that binds wins.
+A request waits until every limit can pay for it: a token bucket spaces
 requests (at most one of burst), and a :class:`SliceWindow` keeps what we sent in any rolling
 second (plus a margin for arrival jitter) within a second's share, because providers enforce
 per-minute limits over one-second slices too: pacing at the rate lets a 21st request into a
@@ -33,89 +35,29 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import math
 import time
-from typing import Awaitable, Callable, List, Mapping, Optional, Sequence, Tuple
+from typing import Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from transforms.limits.policy import (BURST_SECS, KINDS, AnnouncedLimit, Cost, LimitPolicy,
+                                      cost_vector)
 from transforms.limits.windows import AdmissionLog, SliceWindow, TokenBucket
 
-__all__ = ["AdaptiveRateLimiter", "AdmissionLog", "AnnouncedLimit", "LimitPolicy", "SliceWindow",
-           "TokenBucket"]
-
-@dataclasses.dataclass(frozen=True)
-class AnnouncedLimit:
-    """What a provider's answer announced of one of its limits (any field may be unknown).
-
-    Attributes:
-      limit: The whole budget of the limit's window (requests or tokens).
-      remaining: What is left of it.
-      reset_secs: Seconds until the whole budget is back.
-    """
-    limit: Optional[float] = None
-    remaining: Optional[float] = None
-    reset_secs: Optional[float] = None
-
-
-# The bucket holds this many seconds of its rate at most (about one request): spacing, not bursts.
-BURST_SECS = 0.05
-
-
-@dataclasses.dataclass(frozen=True)
-class LimitPolicy:
-    """How the limiter paces and adapts (defaults measured with benchmarks/pacing.py).
-
-    Attributes:
-      slice_secs: The shortest window a provider enforces its limit over.
-      slice_margin_secs: Our window is this much longer, for arrival jitter. A slice edge widens
-        it by its ``retry-after`` (how early we were), at least x ``margin_growth``, up to
-        ``max_slice_margin_secs``; each success takes ``margin_decay`` of the excess back.
-      slice_min_requests: A window holds at least this many mean requests (a small share of the
-        limit gets a longer window rather than being rounded down to whole requests).
-      short_retry_after_secs: A 429 asking for at most this (or nothing) may be a slice edge...
-      isolated_429s: ...if at most this many (or ``isolated_fraction`` of the requests sent)
-        came in ``learn_window_secs``, at the configured rate. Else: a lower limit.
-      learn_window_secs, min_learn_secs: The admitted rate is estimated over this window, once
-        there was this much active sending.
-      headroom: The rate is set to this fraction of the admitted rate.
-      decrease: The rate's factor while nothing is known.
-      min_factor: The rate never drops below this fraction of the configured one.
-      fast_probe, slow_probe: Growth per success below ``headroom`` x the rate last refused,
-        and above it.
-      bare_pause_secs: The pause after a 429 without ``retry-after``; doubles until a success.
-      max_pause_secs: Cap on any pause (a longer ``retry-after`` is cut to it).
-      max_overtakes: How often the first waiter may be passed over by a later, larger request
-        that fits the window (or a smaller one that fits while the first does not yet).
-      overtake_lookahead: How many waiters are looked at for that.
-    """
-    slice_secs: float = 1.0
-    slice_margin_secs: float = 0.015
-    max_slice_margin_secs: float = 0.06
-    margin_growth: float = 1.5
-    margin_decay: float = 0.004
-    slice_min_requests: float = 10.0
-    short_retry_after_secs: float = 2.0
-    isolated_429s: int = 2
-    isolated_fraction: float = 0.03
-    learn_window_secs: float = 10.0
-    min_learn_secs: float = 2.0
-    headroom: float = 0.95
-    decrease: float = 0.5
-    min_factor: float = 0.02
-    fast_probe: float = 0.01
-    slow_probe: float = 0.0005
-    bare_pause_secs: float = 0.5
-    max_pause_secs: float = 60.0
-    max_overtakes: int = 2
-    overtake_lookahead: int = 64
+__all__ = ["AdaptiveRateLimiter", "AdmissionLog", "AnnouncedLimit", "BURST_SECS", "KINDS",
+           "LimitPolicy", "SliceWindow", "TokenBucket", "cost_vector"]
 
 
 class AdaptiveRateLimiter:
     """Requests and tokens limiter for one worker process, adapted by the provider's answers.
 
+    Each of :data:`~transforms.limits.policy.KINDS` with a rate has its own bucket and window; a
+    request waits until every one of them can pay for it (the limit that binds wins).
+
     Args:
       requests_per_sec: This worker's share of the request rate (0: unlimited).
       tokens_per_sec: This worker's share of the token rate (0: unlimited).
+      input_tokens_per_sec: Its share of the input-token rate (0: unlimited).
+      output_tokens_per_sec: Its share of the output-token rate (0: unlimited).
       clock: Monotonic clock, injected in tests.
       sleep: Awaitable sleep, injected in tests.
       policy: Pacing and adaptation settings.
@@ -129,17 +71,22 @@ class AdaptiveRateLimiter:
     def __init__(self, requests_per_sec: float, tokens_per_sec: float,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 policy: LimitPolicy = LimitPolicy()):
+                 policy: LimitPolicy = LimitPolicy(), *, input_tokens_per_sec: float = 0.0,
+                 output_tokens_per_sec: float = 0.0):
         now = clock()
         self._clock, self._sleep, self.policy = clock, sleep, policy
-        self._base_rps, self._base_tps = float(requests_per_sec), float(tokens_per_sec)
-        self.requests = TokenBucket(requests_per_sec, requests_per_sec * BURST_SECS, now)
-        self.tokens = TokenBucket(tokens_per_sec, tokens_per_sec * BURST_SECS, now)
+        rates = (requests_per_sec, tokens_per_sec, input_tokens_per_sec, output_tokens_per_sec)
+        self._base: Dict[str, float] = {k: float(r) for k, r in zip(KINDS, rates)}
+        self._base_rps, self._base_tps = self._base["requests"], self._base["tokens"]
+        self.buckets = {k: TokenBucket(r, r * BURST_SECS, now) for k, r in zip(KINDS, rates)}
         self.margin = policy.slice_margin_secs
-        self.request_slice = SliceWindow(policy.slice_secs + self.margin, 0.0)
-        self.token_slice = SliceWindow(policy.slice_secs + self.margin, 0.0)
-        self._mean_cost: Optional[float] = None  # of a request's tokens
-        self._applied_cost: Optional[float] = None
+        self.slices = {k: SliceWindow(policy.slice_secs + self.margin, 0.0) for k in KINDS}
+        self.requests, self.tokens = self.buckets["requests"], self.buckets["tokens"]
+        self.request_slice, self.token_slice = self.slices["requests"], self.slices["tokens"]
+        # The mean cost of a request, per kind (None until one was taken), and the one applied.
+        self._mean_cost: Dict[str, Optional[float]] = {k: None for k in KINDS}
+        self._mean_cost["requests"] = 1.0
+        self._applied_cost: Dict[str, Optional[float]] = dict(self._mean_cost)
         self._admissions = AdmissionLog(policy.learn_window_secs, policy.min_learn_secs)
         self.factor = 1.0
         self.paused_until, self._pause_started = now, now - 1.0
@@ -163,15 +110,18 @@ class AdaptiveRateLimiter:
     def tokens_per_sec(self) -> float:
         return self._base_tps * self.factor
 
-    def reserve(self, tokens: float) -> float:
+    def reserve(self, tokens: Cost) -> float:
         """Takes a slot now if possible; otherwise returns the seconds to wait before trying again.
+
+        Args:
+          tokens: The combined tokens, or (tokens, input tokens, output tokens).
 
         Returns:
           0.0 when the request and its tokens were taken, else a positive wait.
         """
         return self.reserve_next([tokens])[1]
 
-    def reserve_next(self, costs: Sequence[float]) -> Tuple[Optional[int], float]:
+    def reserve_next(self, costs: Sequence[Cost]) -> Tuple[Optional[int], float]:
         """Takes a slot for the first of the waiting ``costs`` (arrival order), or a later one.
 
         The largest of the first ``policy.overtake_lookahead`` that fits now goes first (a later
@@ -183,44 +133,52 @@ class AdaptiveRateLimiter:
           (index of the waiter that was given its slot, 0.0), or (None, seconds to wait).
         """
         now = self._clock()
-        wait = self._wait(costs[0], now)
+        vectors = [cost_vector(cost) for cost in costs[:self.policy.overtake_lookahead]]
+        sizes = [sum(vector[1:]) for vector in vectors]
+        wait = self._wait(vectors[0], now)
         best = 0 if wait <= 0 else None
         if (self._overtaken < self.policy.max_overtakes and now >= self.paused_until
-                and self.token_slice.budget > 0):  # without a token limit, costs do not matter
-            # The largest that fits leaves the least room unused. (One no smaller than the first
-            # cannot fit before the first does; a smaller one may, and the wait is the soonest.)
-            for index in range(1, min(len(costs), self.policy.overtake_lookahead)):
-                cost = costs[index]
-                if cost >= costs[0] if best is None else cost <= costs[best]:
+                and any(self.slices[k].budget > 0 for k in KINDS[1:])):
+            # (Without a token limit, costs do not matter.) The largest that fits leaves the
+            # least room unused. (One no smaller than the first cannot fit before the first
+            # does; a smaller one may, and the wait is the soonest.)
+            for index in range(1, len(vectors)):
+                cost = sizes[index]
+                if cost >= sizes[0] if best is None else cost <= sizes[best]:
                     continue
-                ready = self._wait(cost, now)
+                ready = self._wait(vectors[index], now)
                 if ready <= 0:
                     best = index
                 elif best is None:
                     wait = min(wait, ready)
         if best is None:
             return None, wait
-        self._take(costs[best], now)
+        self._take(vectors[best], now)
         self._overtaken = 0 if best == 0 else self._overtaken + 1
         return best, 0.0
 
-    def _wait(self, tokens: float, now: float) -> float:
+    def _wait(self, vector: Sequence[float], now: float) -> float:
         if now < self.paused_until:
             return self.paused_until - now
-        return max(self.requests.wait_for(1.0, now), self.tokens.wait_for(tokens, now),
-                   self.request_slice.wait_for(1.0, now), self.token_slice.wait_for(tokens, now))
+        return max(max(self.buckets[k].wait_for(c, now), self.slices[k].wait_for(c, now))
+                   for k, c in zip(KINDS, vector))
 
-    def _take(self, tokens: float, now: float) -> None:
-        if tokens > 0:
-            self._learn_cost(tokens, now)
-        self.requests.take(1.0)
-        self.tokens.take(tokens)
-        self.request_slice.add(now, 1.0)
-        self.token_slice.add(now, tokens)
-        self._admissions.grant(now, tokens)
+    def _take(self, vector: Sequence[float], now: float) -> None:
+        for kind, cost in zip(KINDS, vector):
+            if cost > 0 and kind != "requests":
+                self._learn_cost(kind, cost, now)
+            self.buckets[kind].take(cost)
+            self.slices[kind].add(now, cost)
+        self._admissions.grant(now, *vector[1:])
 
-    async def acquire(self, tokens: float) -> float:
+    async def acquire(self, tokens: Cost, input_tokens: float = 0.0,
+                      output_tokens: float = 0.0) -> float:
         """Waits until one request costing ``tokens`` may be sent.
+
+        Args:
+          tokens: Its combined token estimate (input + ``max_tokens``).
+          input_tokens: Its input estimate (charged to the input-token limit).
+          output_tokens: Its ``max_tokens`` (reserved on the output-token limit).
 
         Waiters queue in arrival order; one pacing task hands out the slots
         (:meth:`reserve_next`: a later, larger request that fits may go first, a bounded number
@@ -233,9 +191,10 @@ class AdaptiveRateLimiter:
         if self._waiting == 0 and self._idle_since is not None:
             self._admissions.idle(self._idle_since, start)  # nobody asked: not the limit
         self._waiting += 1
+        cost = cost_vector(tokens, input_tokens, output_tokens)[1:]
         try:
-            if self._queue or self.reserve(tokens) > 0:
-                waiter = (tokens, asyncio.get_running_loop().create_future())
+            if self._queue or self.reserve(cost) > 0:
+                waiter = (cost, asyncio.get_running_loop().create_future())
                 self._queue.append(waiter)
                 if self._pacer is None or self._pacer.done():
                     self._pacer = asyncio.ensure_future(self._pace())
@@ -275,18 +234,22 @@ class AdaptiveRateLimiter:
             if failure is not error:
                 raise
 
-    def correct(self, delta_tokens: float, sent_at: Optional[float] = None) -> None:
-        """Adjusts the token budget by the difference between estimated and reported usage.
+    def correct(self, delta_tokens: float, sent_at: Optional[float] = None,
+                kind: str = "tokens") -> None:
+        """Adjusts a token budget by the difference between estimated and reported usage.
 
         Args:
           delta_tokens: estimated minus actual (positive: we over-charged, tokens come back).
           sent_at: When that request was sent (the clock after :meth:`acquire`); with it the
             one-second window is corrected too, else only the long-run budget.
+          kind: ``tokens``, ``input_tokens`` or ``output_tokens``.
         """
-        self.tokens.give_back(delta_tokens)
+        bucket = self.buckets[kind]
+        bucket.give_back(delta_tokens, ceiling=bucket.capacity + (self._mean_cost[kind] or 0.0))
         if sent_at is not None:
-            self.token_slice.used(self._clock())
-            self.token_slice.adjust(sent_at, -delta_tokens)
+            window = self.slices[kind]
+            window.used(self._clock())
+            window.adjust(sent_at, -delta_tokens)
 
     def on_rate_limited(self, retry_after: Optional[float], sent_at: Optional[float] = None
                         ) -> None:
@@ -359,9 +322,9 @@ class AdaptiveRateLimiter:
         """Pauses when the provider says a budget is used up, until one request's share is back.
 
         Args:
-          announced: What the provider's answer said of its ``requests`` and ``tokens`` limits
-            (read from its headers by the provider module, e.g.
-            :func:`transforms.llm.providers.openai.limit_headers`).
+          announced: What the provider's answer said of its limits, by kind (``requests``,
+            ``tokens``, ``input_tokens``, ``output_tokens``; read from its headers by the
+            provider module, e.g. :func:`transforms.llm.providers.openai.limit_headers`).
 
         ``reset_secs`` is when the WHOLE budget is back (OpenAI: "resets to its initial
         state"): one request's share is back after ``reset x cost / limit``. No pause while our
@@ -370,12 +333,12 @@ class AdaptiveRateLimiter:
         if not announced:
             return
         now = self._clock()
-        for kind, window in (("requests", self.request_slice), ("tokens", self.token_slice)):
+        for kind, window in self.slices.items():
             state = announced.get(kind)
             if state is None:
                 continue
             remaining, reset = state.remaining, state.reset_secs
-            cost = 1.0 if kind == "requests" else (self._mean_cost or math.inf)
+            cost = self._mean_cost[kind] or math.inf
             if (remaining is None or remaining > 0 or not reset
                     or window.wait_for(cost, now) > 0):
                 continue  # room left, or our own window is full too: we wait for it already
@@ -394,8 +357,8 @@ class AdaptiveRateLimiter:
         admitted = self._admissions.admitted(now)
         estimate = None
         if admitted is not None:
-            shares = [rate / base for rate, base in zip(admitted, (self._base_rps, self._base_tps))
-                      if base > 0]
+            shares = [rate / self._base[kind] for rate, kind in zip(admitted, KINDS)
+                      if self._base[kind] > 0]
             estimate = max(shares) if shares else None
         if estimate is not None and p.headroom * estimate < self.factor:
             factor = p.headroom * estimate
@@ -407,19 +370,20 @@ class AdaptiveRateLimiter:
         self.factor = max(p.min_factor, factor)
         self._apply(now)
 
-    def _learn_cost(self, tokens: float, now: float) -> None:
-        mean = self._mean_cost = (tokens if self._mean_cost is None
-                                  else 0.95 * self._mean_cost + 0.05 * tokens)
-        if self._applied_cost is None or abs(mean - self._applied_cost) > 0.05 * mean:
-            self._applied_cost = mean
+    def _learn_cost(self, kind: str, tokens: float, now: float) -> None:
+        before = self._mean_cost[kind]
+        mean = self._mean_cost[kind] = tokens if before is None else 0.95 * before + 0.05 * tokens
+        applied = self._applied_cost[kind]
+        if applied is None or abs(mean - applied) > 0.05 * mean:
+            self._applied_cost[kind] = mean
             self._apply(now)
 
     def _apply(self, now: float) -> None:
         """Sets the buckets' rates and the windows' budgets from the factor."""
         p = self.policy
-        for bucket, window, base, cost in (
-                (self.requests, self.request_slice, self._base_rps, 1.0),
-                (self.tokens, self.token_slice, self._base_tps, self._applied_cost)):
+        for kind in KINDS:
+            bucket, window, base = self.buckets[kind], self.slices[kind], self._base[kind]
+            cost = self._applied_cost[kind]
             if base <= 0:
                 continue
             rate = base * self.factor

@@ -65,6 +65,9 @@ PRIORITIES = ("high", "normal", "low")
 DEFAULT_PRIORITY = "normal"
 # What the script answers (:data:`quota_scripts.ACQUIRE`).
 REFUSED, ADMITTED, LANE_PAID = 0, 1, 2
+#: The common limits' key suffixes, in the script's order: requests, tokens, input tokens,
+#: output tokens.
+LIMITS = ("rpm", "tpm", "itpm", "otpm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,11 +116,11 @@ def admission_keys(base: str, priority: str, job: str) -> List[str]:
     if priority not in PRIORITIES:
         raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}, got {priority!r}")
     higher = PRIORITIES[:PRIORITIES.index(priority)]
-    return [f"{base}:rpm", f"{base}:tpm", f"{base}:pause",
-            f"{base}:declared:rpm", f"{base}:declared:tpm",
+    return [*(f"{base}:{limit}" for limit in LIMITS), f"{base}:pause",
+            *(f"{base}:declared:{limit}" for limit in LIMITS),
             f"{base}:meter:{priority}", f"{base}:waiting:{priority}",
-            f"{base}:lane:{priority}:rpm", f"{base}:lane:{priority}:tpm",
-            f"{base}:job:{job}:rpm", f"{base}:job:{job}:tpm",
+            *(f"{base}:lane:{priority}:{limit}" for limit in LIMITS),
+            *(f"{base}:job:{job}:{limit}" for limit in LIMITS),
             *(f"{base}:{kind}:{name}" for name in higher for kind in ("meter", "waiting"))]
 
 
@@ -131,6 +134,8 @@ class Admission:
       job: This job's name for its own lane.
       request_us: Microseconds per request at this job's declared limit (0: none).
       token_us: Microseconds per token at this job's declared limit (0: none).
+      input_us, output_us: Microseconds per input / output token at this job's limits (0:
+        none).
       tau_us: GCRA burst tolerance at this job's limit.
       spare_ms: How long a TAT key outlives its TAT.
       slack: How late a waiter may wake and keep its place in the common limit.
@@ -139,17 +144,20 @@ class Admission:
 
     def __init__(self, client, base: str, priority: str, job: str, *, request_us: float,
                  token_us: float, tau_us: float, spare_ms: int, slack: float,
-                 policy: LanePolicy = LanePolicy()):
+                 policy: LanePolicy = LanePolicy(), input_us: float = 0.0,
+                 output_us: float = 0.0):
         self.keys = admission_keys(base, priority, job)
         self.priority = priority
         self._script = client.register_script(quota_scripts.ACQUIRE)
         self._fixed = (request_us, token_us, tau_us, spare_ms, slack)
+        self._split = (input_us, output_us)
         self._policy = (policy.meter_secs * 1e6, policy.meter_life_secs * 1e6,
                         policy.lane_tolerance_secs * 1e6, policy.min_room,
                         round(policy.declared_life_secs * 1000), policy.lead)
 
     async def __call__(self, tokens: float, horizon_us: float, weight: float = 1.0,
-                       lane_paid: bool = False, now_us: Optional[float] = None
+                       lane_paid: bool = False, now_us: Optional[float] = None,
+                       input_tokens: float = 0.0, output_tokens: float = 0.0
                        ) -> Tuple[int, float, float]:
         """Asks once.
 
@@ -159,6 +167,8 @@ class Admission:
           weight: What a request weighs on the limits (> 1 after a 429 cut this worker's rate).
           lane_paid: The last answer was :data:`LANE_PAID` for this same request.
           now_us: The time on Redis's clock to decide at (tests); None: Redis's own.
+          input_tokens, output_tokens: Its input estimate and ``max_tokens`` (for the input-
+            and output-token limits).
 
         Returns:
           ``(status, wait_us, now_us)``: :data:`ADMITTED` (go after ``wait_us``),
@@ -173,5 +183,6 @@ class Admission:
         status, wait_us, now = await self._script(keys=self.keys, args=[
             request_us, token_us, max(0.0, tokens), tau_us, spare_ms, slack, horizon_us,
             weight, int(lane_paid), meter_us, meter_life_us, lane_tau_us, min_room,
-            declared_ms, 0 if now_us is None else round(now_us), lead])
+            declared_ms, 0 if now_us is None else round(now_us), lead,
+            self._split[0], max(0.0, input_tokens), self._split[1], max(0.0, output_tokens)])
         return int(status), float(wait_us), float(now)

@@ -9,8 +9,9 @@ on with a local stand-in at the static per-worker share when Redis is unreachabl
 counted in ``fallback_events`` / ``fallback_secs``) and come back to the shared quota when it
 answers again (probed every ``probe_secs``, not on every request).
 
-One atomic Lua script charges a request against requests/s AND tokens/s together with GCRA on
-Redis's clock (:mod:`transforms.limits.quota_scripts` states the contract). Keys are
+One atomic Lua script charges a request against requests/s, tokens/s, input tokens/s and output
+tokens/s together (each set limit is one more TAT) with GCRA on Redis's clock
+(:mod:`transforms.limits.quota_scripts` states the contract). Keys are
 ``ticketflow:quota:{NAME}:...`` (the braces keep a quota's keys in one Redis Cluster slot) and
 expire once idle. :func:`quota_key` names a quota from base URL + model + a fingerprint of the
 API key, never the key. With ``--quota_priority`` a higher priority is admitted first and a lower
@@ -49,7 +50,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from transforms.limits import priorities, quota_scripts
-from transforms.limits.limiter import BURST_SECS, AdaptiveRateLimiter
+from transforms.limits.limiter import BURST_SECS, KINDS, AdaptiveRateLimiter, Cost, cost_vector
 from transforms.limits.priorities import ADMITTED, LANE_PAID, REFUSED
 
 _LOG = logging.getLogger(__name__)
@@ -176,6 +177,8 @@ class SharedRateLimiter:
         of this limiter's own.
       lanes: How priorities meter and pace.
       clock: Monotonic clock. sleep: Awaitable sleep.
+      input_tokens_per_sec, output_tokens_per_sec: The WHOLE quota's input- and output-token
+        rates (0: unlimited), each one more TAT charged in the same atomic script.
     """
 
     def __init__(self, client: Optional[aioredis.Redis], name: str, requests_per_sec: float,
@@ -184,12 +187,15 @@ class SharedRateLimiter:
                  priority: str = priorities.DEFAULT_PRIORITY, job: Optional[str] = None,
                  lanes: priorities.LanePolicy = priorities.LanePolicy(),
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 input_tokens_per_sec: float = 0.0, output_tokens_per_sec: float = 0.0):
         self.client = client
         self.name = name
         self.fallback = fallback
         self.request_us = 1e6 / requests_per_sec if requests_per_sec > 0 else 0.0
         self.token_us = 1e6 / tokens_per_sec if tokens_per_sec > 0 else 0.0
+        self.input_us = 1e6 / input_tokens_per_sec if input_tokens_per_sec > 0 else 0.0
+        self.output_us = 1e6 / output_tokens_per_sec if output_tokens_per_sec > 0 else 0.0
         if tau_secs is None:
             tau_secs = 1.0 / requests_per_sec if requests_per_sec > 0 else BURST_SECS
         self.tau_us = tau_secs * 1e6
@@ -197,7 +203,10 @@ class SharedRateLimiter:
         # A TAT key outlives its TAT by more than the slack, then expires (an abandoned quota).
         self._spare_ms = 1000 + math.ceil(slack * max(self.tau_us, self.request_us) / 1000)
         base = f"{PREFIX}:quota:{{{name}}}"
-        self.keys = {"requests": f"{base}:rpm", "tokens": f"{base}:tpm", "pause": f"{base}:pause"}
+        self.keys = {kind: f"{base}:{limit}" for kind, limit in zip(KINDS, priorities.LIMITS)}
+        self.keys["pause"] = f"{base}:pause"
+        self._us = {"tokens": self.token_us, "input_tokens": self.input_us,
+                    "output_tokens": self.output_us}
         self.priority = priority
         priorities.admission_keys(base, priority, "")  # an unknown priority fails here, early
         self._clock = clock
@@ -218,7 +227,7 @@ class SharedRateLimiter:
             self._admit = priorities.Admission(
                 client, base, priority, job or uuid.uuid4().hex[:12], request_us=self.request_us,
                 token_us=self.token_us, tau_us=self.tau_us, spare_ms=self._spare_ms, slack=slack,
-                policy=lanes)
+                policy=lanes, input_us=self.input_us, output_us=self.output_us)
             self._correct_script = client.register_script(quota_scripts.CORRECT)
             self._pause_script = client.register_script(quota_scripts.PAUSE)
 
@@ -227,17 +236,18 @@ class SharedRateLimiter:
     fallback_events = property(lambda self: self._fb.events)
     fallback_secs = property(lambda self: self._fb.secs)
 
-    async def try_acquire(self, tokens: float) -> float:
+    async def try_acquire(self, tokens: Cost) -> float:
         """One attempt: takes a slot now, or returns the seconds to wait before trying again."""
         status, wait = await self._step(tokens, horizon_us=0)
         return 0.0 if status == ADMITTED else wait
 
-    async def _step(self, tokens: float, horizon_us: float, lane_paid: bool = False
+    async def _step(self, tokens: Cost, horizon_us: float, lane_paid: bool = False
                     ) -> Tuple[int, float]:
         """One attempt: ``(ADMITTED, delay)``: a slot is ours, to use after ``delay`` seconds;
         ``(REFUSED, wait)``: nothing taken, try again after ``wait``; ``(LANE_PAID, wait)``: our
         place in our lanes is taken, ask again with ``lane_paid`` after ``wait``."""
         local = self.fallback
+        vector = cost_vector(tokens)
         now = self._clock()
         if now < local.paused_until:
             return REFUSED, local.paused_until - now
@@ -245,32 +255,37 @@ class SharedRateLimiter:
             return self._local_step(tokens)
         grace = now < self._grace_until
         if grace:
-            wait = max(local.requests.wait_for(1.0, now), local.tokens.wait_for(tokens, now))
+            wait = max(local.buckets[k].wait_for(c, now) for k, c in zip(KINDS, vector))
             if wait > 0:
                 return REFUSED, wait
         try:
             # A 429 cut this worker's rate (factor < 1): its requests weigh more on the shared
             # TATs.
             status, wait_us, now_us = await self._admit(
-                tokens, horizon_us, weight=1.0 / max(local.factor, 1e-3), lane_paid=lane_paid)
+                vector[1], horizon_us, weight=1.0 / max(local.factor, 1e-3), lane_paid=lane_paid,
+                input_tokens=vector[2], output_tokens=vector[3])
         except REDIS_ERRORS as exc:
             self._fb.enter(exc)
             return self._local_step(tokens)
         if status != ADMITTED:
             return status, max(wait_us / 1e6, _MIN_WAIT)
         if grace:
-            local.requests.take(1.0)
-            local.tokens.take(tokens)
+            for kind, cost in zip(KINDS, vector):
+                local.buckets[kind].take(cost)
         self.shared_admissions += 1
         self.last_admitted_at = (now_us + wait_us) / 1e6  # when it may go, on Redis's clock
         return ADMITTED, wait_us / 1e6
 
-    def _local_step(self, tokens: float) -> Tuple[int, float]:
+    def _local_step(self, tokens: Cost) -> Tuple[int, float]:
         wait = self._local(tokens)
         return (ADMITTED if wait <= 0 else REFUSED), max(wait, 0.0)
 
-    async def acquire(self, tokens: float) -> float:
+    async def acquire(self, tokens: Cost, input_tokens: float = 0.0,
+                      output_tokens: float = 0.0) -> float:
         """Waits until one request costing ``tokens`` may be sent (FIFO within this process).
+
+        ``input_tokens`` and ``output_tokens`` are charged to the input- and output-token limits
+        (as :meth:`AdaptiveRateLimiter.acquire`).
 
         Returns:
           Seconds spent waiting (throttled).
@@ -278,6 +293,7 @@ class SharedRateLimiter:
         if self._lock is None:
             self._lock = asyncio.Lock()
         start = self._clock()
+        tokens = cost_vector(tokens, input_tokens, output_tokens)[1:]
         async with self._lock:
             lane_paid = False
             while True:
@@ -295,16 +311,20 @@ class SharedRateLimiter:
                     break
         return self._clock() - start
 
-    def correct(self, delta_tokens: float, sent_at: Optional[float] = None) -> None:
-        """Credits (positive) or charges (negative) tokens after the provider reported usage."""
-        if self._fb.using or self._clock() < self._grace_until:
-            self.fallback.correct(delta_tokens, sent_at=sent_at)
-        if not self._fb.using and delta_tokens and self.token_us > 0:
-            self._spawn(self._correct_shared(delta_tokens))
+    def correct(self, delta_tokens: float, sent_at: Optional[float] = None,
+                kind: str = "tokens") -> None:
+        """Credits (positive) or charges (negative) tokens after the provider reported usage.
 
-    async def acorrect(self, delta_tokens: float) -> None:
+        ``kind``: ``tokens``, ``input_tokens`` or ``output_tokens`` (which limit).
+        """
+        if self._fb.using or self._clock() < self._grace_until:
+            self.fallback.correct(delta_tokens, sent_at=sent_at, kind=kind)
+        if not self._fb.using and delta_tokens and self._us[kind] > 0:
+            self._spawn(self._correct_shared(delta_tokens, kind))
+
+    async def acorrect(self, delta_tokens: float, kind: str = "tokens") -> None:
         """:meth:`correct`, awaited."""
-        self.correct(delta_tokens)
+        self.correct(delta_tokens, kind=kind)
         await self.flush()
 
     def on_rate_limited(self, retry_after: Optional[float],
@@ -345,10 +365,10 @@ class SharedRateLimiter:
         self._grace_until = self._clock() + self._grace_secs
         return True
 
-    async def _correct_shared(self, delta_tokens: float) -> None:
+    async def _correct_shared(self, delta_tokens: float, kind: str = "tokens") -> None:
         try:
-            await self._correct_script(keys=[self.keys["tokens"]],
-                                       args=[delta_tokens * self.token_us, self._spare_ms])
+            await self._correct_script(keys=[self.keys[kind]],
+                                       args=[delta_tokens * self._us[kind], self._spare_ms])
         except REDIS_ERRORS as exc:
             self._fb.enter(exc)
 

@@ -40,10 +40,11 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 """
 
 ACQUIRE = _PREAMBLE + """
--- KEYS: [1] requests TAT, [2] tokens TAT (the common limits), [3] pause flag, [4] [5] the request
---       and token intervals the quota's jobs declared (the smallest lately), [6] this priority's
---       meter, [7] when a request of this priority waits for a free slot until, [8] [9] this
---       priority's lane (requests, tokens), [10] [11] this job's own lane, [12...] the meter and
+-- The limits, in order: requests, tokens, input tokens, output tokens (N = 4).
+-- KEYS: [1..4] each limit's TAT (the common limits), [5] pause flag, [6..9] each limit's
+--       interval the quota's jobs declared (the smallest lately), [10] this priority's meter,
+--       [11] when a request of this priority waits for a free slot until, [12..15] this
+--       priority's lane (one TAT per limit), [16..19] this job's own lane, [20...] the meter and
 --       the wait of each higher priority, in pairs.
 -- ARGV: [1] us per request at this job's limit (0: unlimited), [2] us per token (0: unlimited),
 --       [3] tokens, [4] tau us, [5] ms a TAT key outlives its TAT, [6] slack (a fraction of
@@ -51,59 +52,72 @@ ACQUIRE = _PREAMBLE + """
 --       worker's rate), [9] 1: this request's lanes are paid, [10] meter time constant us,
 --       [11] meter lifetime us, [12] lane tolerance us, [13] least room a lane keeps (a
 --       fraction), [14] ms a declared interval lives, [15] now us (0: Redis's clock; tests),
---       [16] how far ahead, in intervals, a priority below one that asks takes a free slot.
+--       [16] how far ahead, in intervals, a priority below one that asks takes a free slot,
+--       [17] us per input token (0: unlimited), [18] input tokens, [19] us per output token
+--       (0: unlimited), [20] output tokens (max_tokens).
 -- Returns {status, wait_us, now}. 1: every limit it needs is charged, go after wait_us (its place
 -- is reserved, first come, first served); 0: nothing charged, ask again after wait_us; 2: its
 -- lanes are charged (its place in them is reserved), ask again with ARGV[9] = 1 after wait_us.
 local given = tonumber(ARGV[15] or '0')
 if given > 0 then now = given end
-local pause = redis.call('PTTL', KEYS[3])
+local pause = redis.call('PTTL', KEYS[5])
 if pause > 0 then return {0, pause * 1000, now} end
 local tau, slack, horizon = tonumber(ARGV[4]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local weight, meter_us, meter_life = tonumber(ARGV[8]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local paid = ARGV[9] == '1'
-local own, cost = {tonumber(ARGV[1]), tonumber(ARGV[2])}, {1, tonumber(ARGV[3])}
+local N = 4
+local own = {tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[17] or '0'),
+             tonumber(ARGV[19] or '0')}
+local cost = {1, tonumber(ARGV[3]), tonumber(ARGV[18] or '0'), tonumber(ARGV[20] or '0')}
+local FIELDS = {'r', 't', 'i', 'o'}
 -- The quota's limit is the highest any of its jobs declares (the interval is published while
 -- that job asks); a job that declares less also keeps to its own, in a lane of its own.
-local incs, lanes, common_tau = {0, 0}, {}, tau
-for i = 1, 2 do
+local incs, lanes, common_tau = {0, 0, 0, 0}, {}, tau
+for i = 1, N do
   if own[i] > 0 then
-    local declared = tonumber(redis.call('GET', KEYS[3 + i]) or '0')
+    local declared = tonumber(redis.call('GET', KEYS[5 + i]) or '0')
     if declared > 0 and declared < own[i] * (1 - 1e-9) then
       incs[i] = declared * weight * cost[i]
-      if incs[i] > 0 then lanes[#lanes + 1] = {KEYS[9 + i], own[i] * weight * cost[i], tau, 1} end
+      if incs[i] > 0 then
+        lanes[#lanes + 1] = {KEYS[15 + i], own[i] * weight * cost[i], tau, 1}
+      end
       if i == 1 then common_tau = tau * declared / own[1] end
     else
       incs[i] = own[i] * weight * cost[i]
-      redis.call('SET', KEYS[3 + i], string.format('%.6f', own[i]), 'PX', ARGV[14])
+      redis.call('SET', KEYS[5 + i], string.format('%.6f', own[i]), 'PX', ARGV[14])
     end
   end
 end
 local common = {}
-for i = 1, 2 do
+for i = 1, N do
   if incs[i] > 0 then common[#common + 1] = {KEYS[i], incs[i], common_tau, slack} end
 end
 -- A meter: the share of each limit its priority asked for lately (decayed to now; nil once
 -- silent for meter_life).
 local function meter(key)
-  local m = redis.call('HMGET', key, 'r', 't', 'at')
-  if not m[3] then return nil end
-  local age = now - tonumber(m[3])
+  local m = redis.call('HMGET', key, 'at', unpack(FIELDS))
+  if not m[1] then return nil end
+  local age = now - tonumber(m[1])
   if age > meter_life then return nil end
   local k = math.exp(-math.max(age, 0) / meter_us)
-  return {tonumber(m[1]) * k, tonumber(m[2]) * k}
+  local out = {}
+  for i = 1, N do out[i] = tonumber(m[i + 1] or '0') * k end
+  return out
 end
-local above, busy, yield_until = {0, 0}, false, 0
-for k = 12, #KEYS, 2 do
+local above, busy, yield_until = {0, 0, 0, 0}, false, 0
+for k = 20, #KEYS, 2 do
   local m = meter(KEYS[k])
-  if m then above[1], above[2], busy = above[1] + m[1], above[2] + m[2], true end
+  if m then
+    for i = 1, N do above[i] = above[i] + m[i] end
+    busy = true
+  end
   yield_until = math.max(yield_until, tonumber(redis.call('GET', KEYS[k + 1]) or '0'))
 end
 if busy then  -- below a priority that asks: this priority's lane paces it at what is left
-  for i = 1, 2 do
+  for i = 1, N do
     if incs[i] > 0 then
       local room = math.max(1 - above[i], tonumber(ARGV[13]))
-      lanes[#lanes + 1] = {KEYS[7 + i], incs[i] / room, tonumber(ARGV[12]), 1}
+      lanes[#lanes + 1] = {KEYS[11 + i], incs[i] / room, tonumber(ARGV[12]), 1}
     end
   end
 end
@@ -129,17 +143,20 @@ end
 -- A request is metered once, when it first takes a place (in the common limits or its lanes).
 local function metered()
   if paid then return end
-  local m = meter(KEYS[6]) or {0, 0}
-  redis.call('HSET', KEYS[6], 'r', string.format('%.9g', m[1] + incs[1] / meter_us),
-             't', string.format('%.9g', m[2] + incs[2] / meter_us),
-             'at', string.format('%.0f', now))
-  redis.call('PEXPIRE', KEYS[6], math.ceil(meter_life / 1000))
+  local m = meter(KEYS[10]) or {0, 0, 0, 0}
+  local fields = {'at', string.format('%.0f', now)}
+  for i = 1, N do
+    fields[#fields + 1] = FIELDS[i]
+    fields[#fields + 1] = string.format('%.9g', m[i] + incs[i] / meter_us)
+  end
+  redis.call('HSET', KEYS[10], unpack(fields))
+  redis.call('PEXPIRE', KEYS[10], math.ceil(meter_life / 1000))
 end
 -- Below a priority that asks, the common limits are taken only when (nearly) free: reserved at
 -- most `lead` of an interval ahead (so that a late wake-up loses no slot), and not while a
 -- request of a higher such priority waits for a free slot. A refusal says when to come back:
 -- `lead` before the slot frees.
-local interval = math.max(common_tau, incs[1], incs[2])
+local interval = math.max(common_tau, incs[1], incs[2], incs[3], incs[4])
 local common_horizon, lead = horizon, 0
 if busy then
   lead = tonumber(ARGV[16]) * interval
@@ -154,9 +171,9 @@ local function back(wait) return math.ceil(math.max(wait - lead, 1)) end
 local function waits_for_free(wait)
   if busy and wait > 0 then
     local until_us = now + wait + interval
-    local before = tonumber(redis.call('GET', KEYS[7]) or '0')
+    local before = tonumber(redis.call('GET', KEYS[11]) or '0')
     if until_us > before then
-      redis.call('SET', KEYS[7], string.format('%.0f', until_us), 'PX',
+      redis.call('SET', KEYS[11], string.format('%.0f', until_us), 'PX',
                  math.ceil((until_us - now) / 1000) + 1000)
     end
   end

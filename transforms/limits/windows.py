@@ -66,11 +66,19 @@ class TokenBucket:
         if not self.unlimited:
             self.level -= cost
 
-    def give_back(self, amount: float) -> None:
-        """Credits (or, negative, debits) tokens, e.g. after the provider reported real usage."""
+    def give_back(self, amount: float, ceiling: Optional[float] = None) -> None:
+        """Credits (or, negative, debits) tokens, e.g. after the provider reported real usage.
+
+        Args:
+          amount: What comes back (negative: what is charged more).
+          ceiling: The level a credit may not pass (default: the capacity). A bucket that
+            paces requests much larger than its capacity needs room for a whole request's
+            credit, or a reservation settled lower loses what exceeds the capacity.
+        """
         if not self.unlimited:
-            # Never above capacity, but a late waiter's owed refill is not clipped either.
-            self.level = min(max(self.capacity, self.level), self.level + amount)
+            # A late waiter's owed refill is not clipped either.
+            top = self.capacity if ceiling is None else max(self.capacity, ceiling)
+            self.level = min(max(top, self.level), self.level + amount)
 
 
 class SliceWindow:
@@ -145,10 +153,11 @@ class AdmissionLog:
         self._idle: collections.deque = collections.deque()  # (start, end)
         self._first: Optional[float] = None
 
-    def grant(self, now: float, tokens: float) -> None:
+    def grant(self, now: float, tokens: float, *more: float) -> None:
+        """One request sent at ``now``: its tokens (and any more token kinds it was charged)."""
         if self._first is None:
             self._first = now
-        self._grants.append((now, tokens))
+        self._grants.append((now, (tokens,) + more))
         self._forget(now)
 
     def refuse(self, now: float) -> None:
@@ -177,7 +186,8 @@ class AdmissionLog:
                 log.popleft()
 
     def admitted(self, now: float) -> Optional[tuple]:
-        """(requests/s, tokens/s) admitted while sending, or None while too little is known."""
+        """(requests/s, tokens/s, ...) admitted while sending (one rate per token kind the
+        grants carried), or None while too little is known."""
         if self._first is None or not self.grants(now):
             return None
         start = max(now - self.seconds, self._first)
@@ -187,8 +197,11 @@ class AdmissionLog:
         if active < self.min_active_secs:
             return None
         admitted = max(0, len(self._grants) - len(self._refusals))
-        tokens = sum(cost for _, cost in self._grants) * admitted / len(self._grants)
-        return admitted / active, tokens / active
+        kinds = len(self._grants[-1][1])
+        scale = admitted / len(self._grants) / active
+        return (admitted / active,) + tuple(
+            sum(costs[i] for _, costs in self._grants if i < len(costs)) * scale
+            for i in range(kinds))
 
 
 def _add_interval(intervals: collections.deque, start: float, end: float) -> None:

@@ -25,7 +25,7 @@ from transforms.llm.batch import BatchOutcomeLayer
 from transforms.llm.cache import StoreLayer
 from transforms.llm.caller import Answer, Request
 from transforms.llm.config import LlmConfig
-from transforms.llm.flow import CallTrace
+from transforms.llm.trace import CallTrace
 from transforms.llm.repair import RepairLayer
 from transforms.prompts import PromptRenderer, TemplateRenderError
 from transforms.records import STAGE_LLM, CallStats, DeadLetter, Result, Ticket

@@ -8,7 +8,8 @@ what that needs that does no I/O, so each piece is tested alone:
   request; the id is derived from :func:`transforms.store.request_key`, so identical requests in
   one run share one line (and one answer), and a request is found again after a crash by its id
   (the line's format is the provider's, ``batch_request_line`` in
-  :mod:`transforms.llm.providers.openai` or :mod:`~transforms.llm.providers.anthropic_batch`,
+  :mod:`transforms.llm.providers.openai`, :mod:`~transforms.llm.providers.anthropic_batch` or
+  :mod:`~transforms.llm.providers.gemini_batch`,
   which classify their output lines too);
 * :func:`line_tokens` — what a line counts against the provider's enqueued-token limit;
 * :func:`outcome_record` — the outcome line the driver writes for the collect pipeline (the
@@ -36,6 +37,7 @@ from transforms import errors
 from transforms.llm.caller import Answer, Completion, Request
 from transforms.llm.providers import OK, LineOutcome, batch_wire
 from transforms.llm.providers import anthropic as anthropic_wire
+from transforms.llm.providers import gemini as gemini_wire
 from transforms.llm.providers import openai as wire
 from transforms.pricing import Price
 from transforms.store import request_key
@@ -67,8 +69,18 @@ def request_line(params: Mapping[str, Any], config: Any = None) -> str:
 
 
 def request_body(record: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The request of a parsed request line: OpenAI's ``body``, Anthropic's ``params``."""
-    return record.get("body") or record.get("params") or {}
+    """The request of a parsed request line: OpenAI's ``body``, Anthropic's ``params``,
+    Gemini's ``request``."""
+    return record.get("body") or record.get("params") or record.get("request") or {}
+
+
+def line_id(record: Mapping[str, Any]) -> str:
+    """The id of a parsed request line: ``custom_id`` (OpenAI, Anthropic) or Gemini's ``key``.
+
+    Raises:
+      KeyError: the line has neither.
+    """
+    return record["custom_id"] if "custom_id" in record else record["key"]
 
 
 def _content_tokens(content: Any) -> int:
@@ -85,7 +97,13 @@ def line_tokens(body: Mapping[str, Any]) -> int:
                      if isinstance(m, Mapping))
     if body.get("system"):  # Anthropic's system prompt, outside the messages
         prompt += _content_tokens(body["system"]) + 3
-    return prompt + int(body.get("max_completion_tokens") or body.get("max_tokens") or 0)
+    # Gemini's contents and systemInstruction ({"parts": [{"text"}]}), maxOutputTokens.
+    for turn in (body.get("contents") or []) + [body.get("systemInstruction") or {}]:
+        if isinstance(turn, Mapping) and turn.get("parts"):
+            prompt += _content_tokens(turn["parts"]) + 3
+    most = (body.get("max_completion_tokens") or body.get("max_tokens")
+            or (body.get("generationConfig") or {}).get("maxOutputTokens") or 0)
+    return prompt + int(most)
 
 
 def outcome_record(outcome: LineOutcome, round_no: int, batch_price: Price,
@@ -125,6 +143,8 @@ def error_of(record: Mapping[str, Any]) -> errors.ProviderError:
         cls = errors.MalformedResponse
     elif record.get("provider") == "anthropic":
         cls = anthropic_wire.error_for(int(status), code, message)
+    elif record.get("provider") == "gemini":
+        cls = gemini_wire.error_for(int(status), code, message)
     else:
         cls = wire.error_for_status(int(status), code, message)
     exc = cls(f"batch API: {message}", status=status if status != 200 else None,

@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Optional
 
 from transforms import errors
 from transforms.llm.caller import Answer, Completion, Request
-from transforms.llm.flow import CallTrace
+from transforms.llm.trace import CallTrace
 from transforms.store import ResponseStore, request_key
 
 _LOG = logging.getLogger(__name__)

@@ -52,6 +52,9 @@ class LlmConfig:
       cache_ttl: Anthropic's cache lifetime for it: ``5m`` or ``1h``.
       worker_requests_per_sec: This worker process's share of the request rate (0: none).
       worker_tokens_per_sec: This worker process's share of the token rate (0: none).
+      worker_input_tokens_per_sec, worker_output_tokens_per_sec: This worker process's share of
+        the input- and output-token rates (0: none; Anthropic's ITPM and OTPM).
+      worker_requests_per_day: This worker process's share of the daily request cap (0: none).
       rate_slice_secs: The shortest window the provider enforces its limits over (1: per-second
         slices of a per-minute limit; 60: the whole minute only).
       worker_budget_usd: This worker process's share of ``--max_cost_usd`` (None: no budget).
@@ -85,6 +88,9 @@ class LlmConfig:
     max_ticket_secs: float = 600.0
     worker_requests_per_sec: float = 0.0
     worker_tokens_per_sec: float = 0.0
+    worker_input_tokens_per_sec: float = 0.0
+    worker_output_tokens_per_sec: float = 0.0
+    worker_requests_per_day: float = 0.0
     rate_slice_secs: float = 1.0
     retry: RetryPolicy = RetryPolicy()
     dispatch: str = DISPATCH_CONTINUOUS
@@ -98,6 +104,9 @@ class LlmConfig:
     quota_priority: str = "normal"
     job_requests_per_sec: float = 0.0
     job_tokens_per_sec: float = 0.0
+    job_input_tokens_per_sec: float = 0.0
+    job_output_tokens_per_sec: float = 0.0
+    job_requests_per_day: float = 0.0
     job_budget_usd: Optional[float] = None
     budget_key: str = ""
     max_outage_secs: float = 900.0
@@ -125,6 +134,9 @@ class LlmConfig:
                 self.public_api_key is not None, self.request_timeout_secs, self.max_concurrency,
                 self.adaptive_concurrency,
                 self.worker_requests_per_sec, self.worker_tokens_per_sec,
+                self.worker_input_tokens_per_sec, self.worker_output_tokens_per_sec,
+                self.worker_requests_per_day, self.job_input_tokens_per_sec,
+                self.job_output_tokens_per_sec, self.job_requests_per_day,
                 self.rate_slice_secs, self.retry,
                 self.seed, self.price, self.worker_budget_usd, self.max_ticket_secs,
                 self.shared_quota, self.quota_key, self.quota_priority,

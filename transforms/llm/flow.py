@@ -37,10 +37,11 @@ from transforms.limits.trial import REFUSE, SEND, EndpointTrial
 from transforms.llm.caller import Answer, Caller, Completion, Request
 from transforms.llm.config import LlmConfig, misconfigured_message
 from transforms.llm.limits import Limits, local_limits
+from transforms.llm.providers import limited_input_tokens
 from transforms.llm.stop import ABORT, StopSignal
-from transforms.llm.tokens import TokenEstimator
+from transforms.llm.tokens import ChargedShare, TokenEstimator
 from transforms.logs import event
-from transforms.records import CallStats
+from transforms.llm.trace import CallTrace
 
 _LOG = logging.getLogger(__name__)
 
@@ -50,89 +51,6 @@ class EndpointOut(Exception):
 
 # An admitted attempt that ended before an answer (cancelled): frees its place in the trial.
 _NOT_SENT = errors.Interrupted("not sent")
-
-
-class CallTrace:
-    """Per-ticket bookkeeping while its attempts run (the engine's loop thread only).
-
-    Args:
-      deadline: Clock time after which no attempt starts (``--max_ticket_secs``).
-      ticket_id: For log lines.
-    """
-    __slots__ = ("deadline", "ticket_id", "attempts", "call_attempts", "retries", "rate_limited",
-                 "server_errors", "timeouts", "throttled", "latency_ms", "prompt_tokens",
-                 "completion_tokens", "cost", "first_at", "last_at", "prefetched",
-                 "batch_answers", "batch_discount", "cache_read_tokens", "cache_write_tokens",
-                 "cache_saved", "endpoint", "model", "by_endpoint")
-
-    def __init__(self, deadline: float, ticket_id: Optional[str] = None):
-        self.deadline = deadline
-        self.ticket_id = ticket_id
-        self.attempts = 0
-        self.call_attempts = 0  # attempts of the current logical call (the original or a repair)
-        self.retries = 0
-        self.rate_limited = 0
-        self.server_errors = 0
-        self.timeouts = 0
-        self.throttled = 0.0
-        self.latency_ms = 0.0
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
-        self.cost = 0.0
-        self.first_at: Optional[float] = None
-        self.last_at: Optional[float] = None
-        # --api batch: the ticket's Batch API outcome line, used once by BatchOutcomeLayer.
-        self.prefetched: Optional[str] = None
-        self.batch_answers = 0
-        self.batch_discount = 0.0
-        # The provider's prompt cache: tokens read and written, and what that saved.
-        self.cache_read_tokens = 0
-        self.cache_write_tokens = 0
-        self.cache_saved = 0.0
-        # --endpoints: who answered, and each endpoint's [requests, rate limited, errors].
-        self.endpoint: Optional[str] = None
-        self.model: Optional[str] = None
-        self.by_endpoint: Optional[dict] = None
-
-    def note_endpoint(self, name: Optional[str], err: Optional[errors.ProviderError] = None
-                      ) -> None:
-        """Counts a request sent to the endpoint ``name`` (None: the one endpoint), or its error."""
-        if name is None:
-            return
-        counts = (self.by_endpoint if self.by_endpoint is not None
-                  else self._new_by_endpoint()).setdefault(name, [0, 0, 0])
-        if err is None:
-            counts[0] += 1
-        else:
-            counts[1 if isinstance(err, errors.RateLimited) else 2] += 1
-
-    def _new_by_endpoint(self) -> dict:
-        self.by_endpoint = {}
-        return self.by_endpoint
-
-    def freeze(self) -> CallStats:
-        return CallStats(
-            attempts=self.attempts, retries=self.retries, rate_limited=self.rate_limited,
-            server_errors=self.server_errors, timeouts=self.timeouts,
-            throttled_secs=self.throttled, latency_ms=self.latency_ms,
-            prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
-            cost_usd=self.cost, first_attempt_at=self.first_at, last_attempt_at=self.last_at,
-            batch_answers=self.batch_answers, batch_discount_usd=self.batch_discount,
-            cache_read_tokens=self.cache_read_tokens, cache_write_tokens=self.cache_write_tokens,
-            cache_saved_usd=self.cache_saved,
-            endpoints=tuple((name, *counts) for name, counts in (self.by_endpoint or {}).items()))
-
-    def count_error(self, err: errors.ProviderError) -> None:
-        if isinstance(err, errors.RateLimited):
-            self.rate_limited += 1
-        elif isinstance(err, errors.ServerError):
-            self.server_errors += 1
-        elif isinstance(err, errors.RequestTimeout):
-            self.timeouts += 1
-
-    def exhausted_reason(self, max_retries: int) -> str:
-        """The dead-letter reason of a retryable error that ended the ticket."""
-        return "retries_exhausted" if self.call_attempts > max_retries else "deadline_exceeded"
 
 
 class FlowControl:
@@ -167,8 +85,12 @@ class FlowControl:
         self._secrets = list(secrets)
         self._rng = random.Random(config.seed)
         self._tokens = TokenEstimator()
+        # What the input- and output-token limits are charged, as shares of the prompt (cache
+        # reads are free on some providers) and of max_tokens.
+        self._input_share, self._output_share = ChargedShare(), ChargedShare()
         # Anthropic's input-token limit does not count cache reads: the last answer's reads,
-        # left out of what the limiter is charged for the next request (corrected after it).
+        # left out of what the combined token limit is charged for the next request (corrected
+        # after it).
         self._cache_read_hint = 0
         # Wall-clock time with at least one request waiting for the limiter (the summary's
         # "held back"), as opposed to the per-ticket sum of waits (``trace.throttled``).
@@ -377,12 +299,12 @@ class FlowControl:
         open_interval = self._clock() - self._held_since if self._limiter_waiters else 0.0
         return self._held + open_interval
 
-    async def _acquire(self, tokens: float) -> float:
+    async def _acquire(self, tokens: float, input_tokens: float, output_tokens: float) -> float:
         if self._limiter_waiters == 0:
             self._held_since = self._clock()
         self._limiter_waiters += 1
         try:
-            return await self.limiter.acquire(tokens)
+            return await self.limiter.acquire(tokens, input_tokens, output_tokens)
         finally:
             self._limiter_waiters -= 1
             if self._limiter_waiters == 0:
@@ -390,10 +312,17 @@ class FlowControl:
 
     async def _send(self, request: Request, trace: CallTrace, prompt_estimate: int,
                     spent: List[float]) -> Completion:
+        daily = self.limits.daily
+        if daily.exhausted():
+            raise self._daily_limit()
         limited = prompt_estimate - min(self._cache_read_hint, prompt_estimate)
-        trace.throttled += await self._acquire(limited + request.max_tokens)
+        estimates = (prompt_estimate, self._input_share.of(prompt_estimate),
+                     self._output_share.of(request.max_tokens), limited)
+        trace.throttled += await self._acquire(limited + request.max_tokens, *estimates[1:3])
         if self.stopping():
             raise errors.Interrupted("the run was stopped before this ticket was sent; replay it")
+        if not await daily.take():
+            raise self._daily_limit()
         timeout = min(self.config.request_timeout_secs, trace.deadline - self._clock())
         if timeout <= 0:
             raise errors.RequestTimeout("per-ticket deadline reached before the request")
@@ -444,11 +373,20 @@ class FlowControl:
         self.breaker.on_success(sent)
         self.limiter.observe_limits(self._caller.limits(headers))
         self.limiter.on_success(sent_at=sent)
-        spent[0] = self._account(request, trace, completion, prompt_estimate, sent, limited)
+        spent[0] = self._account(request, trace, completion, estimates, sent)
         return completion
 
+    def _daily_limit(self) -> errors.DailyLimitReached:
+        daily = self.limits.daily
+        whose = ("one cap for every worker" if self.limits.shared
+                 else f"this worker's share: {daily.per_day:g}")
+        return errors.DailyLimitReached(
+            f"--requests_per_day={self.config.job_requests_per_day:g} is used up for today "
+            f"({whose}); it resets in {daily.resets_in() / 3600:.1f} h, at midnight Pacific "
+            "time: replay these tickets (--replay) then")
+
     def _account(self, request: Request, trace: CallTrace, completion: Completion,
-                 prompt_estimate: int, sent: float, limited: Optional[int] = None) -> float:
+                 estimates: tuple, sent: float) -> float:
         """Tokens and cost of an answer; the limiter's and the estimator's corrections.
 
         Returns:
@@ -467,17 +405,23 @@ class FlowControl:
         trace.cache_write_tokens += completion.cache_write_tokens
         trace.cache_saved += c.price.cache_saving(completion.cached_tokens,
                                                   completion.cache_write_tokens, c.cache_ttl)
+        prompt_estimate, input_estimate, output_estimate, limited = estimates
         if completion.prompt_tokens:
             # The provider charges prompt + max_tokens at admission: correct only the prompt.
-            # Anthropic's input-token limit does not count cache reads: the limiter was
-            # charged ``limited`` (the estimate less the last answer's reads), corrected here.
-            charged = completion.prompt_tokens
-            if c.provider == "anthropic":
-                charged -= completion.cached_tokens
-                self._cache_read_hint = completion.cached_tokens
-            self.limiter.correct((prompt_estimate if limited is None else limited) - charged,
-                                 sent_at=sent)
+            # Where cache reads are free (Anthropic) the limiter was charged ``limited`` (the
+            # estimate less the last answer's reads), corrected here.
+            charged = limited_input_tokens(c.provider, completion.prompt_tokens,
+                                           completion.cached_tokens)
+            self._cache_read_hint = completion.prompt_tokens - charged
+            self.limiter.correct(limited - charged, sent_at=sent)
             self._tokens.learn(request.messages, completion.prompt_tokens)
+            self.limiter.correct(input_estimate - charged, sent_at=sent, kind="input_tokens")
+            self._input_share.learn(charged, completion.prompt_tokens)
+        # The output-token limit is charged what was produced (Anthropic settles its max_tokens
+        # reservation so).
+        self.limiter.correct(output_estimate - completion.completion_tokens, sent_at=sent,
+                             kind="output_tokens")
+        self._output_share.learn(completion.completion_tokens, request.max_tokens)
         return cost
 
     def _note_first(self, err: errors.ProviderError) -> None:

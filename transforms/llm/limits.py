@@ -24,6 +24,7 @@ import time
 from typing import Any, Awaitable, Callable, Optional
 
 from transforms.limits.budget import LocalBudget
+from transforms.limits.daily import DailyCap
 from transforms.llm.config import LlmConfig
 from transforms.limits.limiter import AdaptiveRateLimiter, LimitPolicy
 
@@ -41,21 +42,23 @@ SHARED_SLACK = 0.1
 
 @dataclasses.dataclass
 class Limits:
-    """A limiter, a budget, and how to release what they hold.
+    """A limiter, a budget, a daily cap, and how to release what they hold.
 
     Attributes:
       shared: Whether they are the shared quota's (``--shared_quota``).
+      daily: The ``--requests_per_day`` cap (:mod:`transforms.limits.daily`).
     """
     limiter: Any
     budget: Any
     shared: bool = False
     client: Any = None
+    daily: Any = dataclasses.field(default_factory=lambda: DailyCap(0))
 
     def fallback(self) -> dict:
         """How often, and for how long, the shared quota fell back to the static share."""
         if not self.shared:
             return {"events": 0, "secs": 0.0, "now": False}
-        parts = (self.limiter, self.budget)
+        parts = (self.limiter, self.budget, self.daily)
         return {"events": sum(getattr(p, "fallback_events", 0) for p in parts),
                 "secs": max(getattr(p, "fallback_secs", 0.0) for p in parts),
                 "now": any(getattr(p, "using_fallback", False) for p in parts)}
@@ -74,19 +77,23 @@ class Limits:
 
 def local_limits(config: LlmConfig, clock: Callable[[], float] = time.monotonic,
                  sleep: Optional[Sleep] = None) -> Limits:
-    """This worker's static share of the job's limits and budget."""
+    """This worker's static share of the job's limits, daily cap and budget."""
     limiter = AdaptiveRateLimiter(config.worker_requests_per_sec, config.worker_tokens_per_sec,
                                   clock=clock,
                                   policy=LimitPolicy(slice_secs=config.rate_slice_secs),
+                                  input_tokens_per_sec=config.worker_input_tokens_per_sec,
+                                  output_tokens_per_sec=config.worker_output_tokens_per_sec,
                                   **({"sleep": sleep} if sleep else {}))
-    return Limits(limiter, LocalBudget(config.worker_budget_usd))
+    return Limits(limiter, LocalBudget(config.worker_budget_usd),
+                  daily=DailyCap(config.worker_requests_per_day))
 
 
 def shared_limits(config: LlmConfig, quota_name: str,
                   clock: Callable[[], float] = time.monotonic,
                   sleep: Optional[Sleep] = None) -> Limits:
     """The shared quota and budget in ``config.shared_quota``'s Redis (build on the loop)."""
-    from transforms.limits import quota, shared_budget  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    from transforms.limits import daily, quota, shared_budget
 
     local = local_limits(config, clock, sleep)
     client = quota.connect(config.shared_quota)
@@ -94,10 +101,16 @@ def shared_limits(config: LlmConfig, quota_name: str,
         client, quota_name, config.job_requests_per_sec * SHARED_PACE,
         config.job_tokens_per_sec * SHARED_PACE, local.limiter, slack=SHARED_SLACK,
         priority=config.quota_priority, job=config.budget_key or None, clock=clock,
+        input_tokens_per_sec=config.job_input_tokens_per_sec * SHARED_PACE,
+        output_tokens_per_sec=config.job_output_tokens_per_sec * SHARED_PACE,
         **({"sleep": sleep} if sleep else {}))
     budget = local.budget
     if config.job_budget_usd is not None:
         budget = shared_budget.SharedBudget(client, f"{quota_name}|{config.budget_key}",
                                     config.job_budget_usd, config.worker_budget_usd or 0.0,
                                     clock=clock)
-    return Limits(limiter, budget, shared=True, client=client)
+    cap = local.daily
+    if config.job_requests_per_day > 0:
+        cap = daily.SharedDailyCap(client, quota_name, config.job_requests_per_day, local.daily,
+                                   clock=clock)
+    return Limits(limiter, budget, shared=True, client=client, daily=cap)

@@ -18,7 +18,7 @@ import logging
 
 from transforms import errors
 from transforms.llm.caller import Answer, Request
-from transforms.llm.flow import CallTrace
+from transforms.llm.trace import CallTrace
 from transforms.structured import OutputValidator, repair_messages
 
 _LOG = logging.getLogger(__name__)

@@ -30,7 +30,8 @@ from transforms import errors
 from transforms.limits.breaker import CLOSED, OUTAGE_KINDS
 from transforms.llm.caller import Answer, Request
 from transforms.llm.config import LlmConfig
-from transforms.llm.flow import CallTrace, EndpointOut, FlowControl
+from transforms.llm.flow import EndpointOut, FlowControl
+from transforms.llm.trace import CallTrace
 
 PRIMARY, FALLBACK = "primary", "fallback"
 # Without a rate limit an endpoint's capacity is its window: a full window of requests takes

@@ -55,3 +55,31 @@ class TokenEstimator:
         ratio = chars / max(1, prompt_tokens - 3 * len(messages) - 3)
         self.chars_per_token = ((1 - self._weight) * self.chars_per_token
                                 + self._weight * max(1.0, ratio))
+
+
+class ChargedShare:
+    """What a limit is really charged, as a learnt share of what a request could cost.
+
+    The input-token limit of a provider whose prompt-cache reads are free is charged only the
+    uncached part of a prompt; the output-token limit only the tokens produced, not
+    ``max_tokens``. The limiter reserves ``share x`` the upper bound (1 until an answer came,
+    so the first requests reserve it all) and settles with the real charge, so its one-second
+    window is not held for every request in flight by reservations that come back.
+
+    Args:
+      weight: How much each answer moves the share (an exponential moving average).
+    """
+
+    def __init__(self, weight: float = 0.1):
+        self.weight = weight
+        self.value = 1.0
+
+    def of(self, bound: float) -> float:
+        """The reservation for a request whose charge is at most ``bound``."""
+        return bound * self.value
+
+    def learn(self, charged: float, bound: float) -> None:
+        """An answer was charged ``charged`` of at most ``bound``."""
+        if bound > 0:
+            share = min(1.0, max(0.0, charged / bound))
+            self.value += self.weight * (share - self.value)

@@ -5,7 +5,8 @@ OpenAI-compatible server: vLLM, gateways, the simulator),
 :mod:`transforms.llm.providers.openai_batch` (its Files and Batches API),
 :mod:`transforms.llm.providers.anthropic` (Anthropic's Messages API),
 :mod:`transforms.llm.providers.anthropic_batch` (its Message Batches API) and
-:mod:`transforms.llm.providers.gemini` (Google's Gemini API, ``generateContent``).
+:mod:`transforms.llm.providers.gemini` (Google's Gemini API, ``generateContent``) and
+:mod:`transforms.llm.providers.gemini_batch` (its batch mode).
 :func:`provider_caller` builds the caller of ``LlmConfig.provider``. A provider module
 holds the request body, the response and usage parsing, the error mapping to
 :mod:`transforms.errors`, the reading of its limit headers into
@@ -47,6 +48,25 @@ def provider_caller(config, api_key: str):
     return OpenAICaller(config, api_key)
 
 
+#: Providers whose input-token limit does not count prompt-cache reads (Anthropic's ITPM on
+#: most models: ``cache_read_input_tokens`` are free; cache writes and uncached input count).
+#: The one place this rule lives; a provider not named here counts every input token.
+CACHE_READS_FREE = frozenset({"anthropic"})
+
+
+def limited_input_tokens(provider: str, prompt_tokens: int, cached_tokens: int) -> int:
+    """What an answer charged to the provider's input-token limit.
+
+    Args:
+      provider: ``LlmConfig.provider``.
+      prompt_tokens: Every input token of the answer, cached or not.
+      cached_tokens: Those read from the prompt cache.
+    """
+    if provider in CACHE_READS_FREE:
+        return max(0, prompt_tokens - cached_tokens)
+    return prompt_tokens
+
+
 #: The fate of one line of a batch's output: answered, failed for good, or worth another round.
 OK = "ok"
 PERMANENT = "permanent"
@@ -86,17 +106,25 @@ def batch_wire(provider: str):
     if provider == "anthropic":
         from transforms.llm.providers import anthropic_batch
         return anthropic_batch
+    if provider == "gemini":
+        from transforms.llm.providers import gemini_batch
+        return gemini_batch
     from transforms.llm.providers import openai
     return openai
 
 
 def batch_client(config, api_key: str, **kwargs):
     """The Batch API client of ``config.provider`` (an ``LlmConfig``): OpenAI's Files and
-    Batches, or Anthropic's Message Batches; ``kwargs`` go to its constructor."""
+    Batches, Anthropic's Message Batches or Gemini's batch mode; ``kwargs`` go to its
+    constructor."""
     # pylint: disable=import-outside-toplevel
-    if getattr(config, "provider", "openai") == "anthropic":
+    provider = getattr(config, "provider", "openai")
+    if provider == "anthropic":
         from transforms.llm.providers.anthropic_batch import AnthropicBatchClient
         return AnthropicBatchClient(config.base_url, api_key, **kwargs)
+    if provider == "gemini":
+        from transforms.llm.providers.gemini_batch import GeminiBatchClient
+        return GeminiBatchClient(config.base_url, api_key, model=config.model, **kwargs)
     from transforms.llm.providers.openai_batch import BatchClient
     return BatchClient(config.base_url, api_key, **kwargs)
 

@@ -16,8 +16,10 @@ report stay one implementation for every provider.
 * :func:`error_for` — Anthropic's statuses and error types onto our typed errors: 429
   ``rate_limit_error`` and 529 ``overloaded_error`` are retryable (529 counts for the breaker as
   a server error), ``not_found_error`` about a model is ``ModelNotFound``.
-* :func:`limit_headers` — ``anthropic-ratelimit-requests-*`` and ``-input-tokens-*`` as the
-  limiter's ``requests`` and ``tokens`` (reset is an RFC 3339 time).
+* :func:`limit_headers` — ``anthropic-ratelimit-requests-*``, ``-input-tokens-*`` and
+  ``-output-tokens-*`` as the limiter's ``requests``, ``input_tokens`` and ``output_tokens``
+  (and ``-input-tokens-*`` as ``tokens`` too, the combined limit a --tokens_per_minute paces;
+  reset is an RFC 3339 time).
 
 Example::
 
@@ -166,14 +168,16 @@ def _number(value: Optional[str]) -> Optional[float]:
 
 def limit_headers(headers: Optional[Headers],
                   now: Optional[float] = None) -> Dict[str, AnnouncedLimit]:
-    """What ``anthropic-ratelimit-{requests,input-tokens}-{limit,remaining,reset}`` announce,
-    as the limiter's ``requests`` and ``tokens`` (a kind without any of its headers is left out).
+    """What ``anthropic-ratelimit-{requests,input-tokens,output-tokens}-{limit,remaining,reset}``
+    announce, as the limiter's ``requests``, ``input_tokens`` and ``output_tokens`` (and the
+    input tokens as ``tokens`` too); a kind without any of its headers is left out.
     """
     if not headers:
         return {}
     now = time.time() if now is None else now
     out = {}
-    for kind, name in (("requests", "requests"), ("tokens", "input-tokens")):
+    for kind, name in (("requests", "requests"), ("tokens", "input-tokens"),
+                       ("input_tokens", "input-tokens"), ("output_tokens", "output-tokens")):
         prefix = f"anthropic-ratelimit-{name}-"
         values = [headers.get(prefix + part) for part in ("limit", "remaining", "reset")]
         if any(v is not None for v in values):

@@ -1,0 +1,211 @@
+"""Provider limits benchmark of issue 22: each limit as the provider counts it, one at a time.
+
+    python -m benchmarks.providers --smoke         # every key, no figure worth reading (CI)
+    python -m benchmarks.providers --json out.json  # 2,000 tickets per point, ~6 min
+
+Each point runs ``python -m pipeline`` on synthetic tickets (``tools.ticketgen``, seed 1) against
+its own simulator (log-normal latency, median 300 ms, p99 3 s; ``--burst_secs 1``), with the same
+limits given to the pipeline and to the simulator, and ONE of them low enough to bind (the others
+three times what the binding one lets through):
+
+* ``anthropic_requests`` — Anthropic's Messages API (``--anthropic_rpm``), the pipeline with
+  ``--requests_per_minute``;
+* ``anthropic_input`` — ``--anthropic_itpm`` / ``--input_tokens_per_minute`` (cache reads are
+  free; the default system prompt is below the model's cache minimum, so every input token
+  counts);
+* ``anthropic_output`` — ``--anthropic_otpm`` / ``--output_tokens_per_minute`` (``max_tokens``
+  reserved on admission, settled to the tokens produced).
+
+Figures per point: ``utilization`` — the binding limit used in the steady state
+(:func:`benchmarks.run.steady_state`: successes/s x the mean charge of a request ÷ the limit/s);
+``rate_limited_fraction`` — 429s ÷ requests over the whole run; ``lost`` — tickets neither
+answered nor dead-lettered (the summary's ledger); ``ledger_balanced``. Targets: 0 lost, ledger
+balanced, utilization >= 0.95, <= 0.5 % 429s.
+
+Gemini (requests, tokens per minute and requests per day) gets its points in :data:`POINTS` once
+the simulator speaks its wire format: a ``gemini_*`` point is a :class:`Point` with its own
+simulator flags, pipeline flags and charge, and the table and the JSON take it as they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.run import Bench, Simulator, _latency_flags, steady_state
+
+MODEL = "claude-haiku-4-5"
+#: The simulator accepts any key; the pipeline needs one in the provider's variable.
+_KEY_ENV = {"ANTHROPIC_API_KEY": "sk-ant-simulator"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """How big each point is in one mode."""
+    tickets: int
+    requests_per_sec: float  # what the binding limit lets through, in requests per second
+    concurrency: int = 64
+
+
+SMOKE = Sizes(tickets=120, requests_per_sec=30)
+DEFAULT = Sizes(tickets=2000, requests_per_sec=25)
+
+# A synthetic ticket's request, measured (tools.ticketgen, seed 1, the default system prompt):
+# used only to size the limits so that the binding one binds.
+INPUT_PER_REQUEST = 140
+OUTPUT_PER_REQUEST = 150
+
+
+def _charge_requests(stats: dict) -> float:
+    return 1.0
+
+
+def _charge_input(stats: dict) -> float:
+    # What Anthropic's input limit counts: every input token but the cache reads.
+    charged = stats["prompt_tokens"] - stats["cache_read_input_tokens"]
+    return charged / max(1, stats["successful_completions"])
+
+
+def _charge_output(stats: dict) -> float:
+    return stats["completion_tokens"] / max(1, stats["successful_completions"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One provider limit made to bind.
+
+    Attributes:
+      provider: Whose wire format.
+      binding: Which limit binds: ``requests``, ``input_tokens`` or ``output_tokens``.
+      per_request: The binding limit's charge of one request, by the simulator's stats.
+      job_flags: What the pipeline is told of the provider besides the limits.
+    """
+    provider: str
+    binding: str
+    per_request: Callable[[dict], float]
+    job_flags: tuple = ()
+
+
+# Anthropic's limits are buckets refilled continuously, not one-second slices: the limiter's
+# window is told a minute (its bucket still spaces the requests evenly), as docs/throughput.md
+# advises for Anthropic.
+_ANTHROPIC = ("--model", MODEL, "--rate_slice_secs", "60")
+
+POINTS = {
+    "anthropic_requests": Point("anthropic", "requests", _charge_requests, _ANTHROPIC),
+    "anthropic_input": Point("anthropic", "input_tokens", _charge_input, _ANTHROPIC),
+    "anthropic_output": Point("anthropic", "output_tokens", _charge_output, _ANTHROPIC),
+    # "gemini_requests", "gemini_tokens", "gemini_daily": Gemini's points go here.
+}
+
+#: Every key the JSON carries in every mode (the smoke test checks them).
+FIGURES = tuple(f"{name}_{figure}" for name in POINTS
+                for figure in ("utilization", "rate_limited_fraction", "lost"))
+
+
+def _limits(sizes: Sizes, binding: str) -> dict[str, int]:
+    """Per-minute limits with ``binding`` at the point's rate and the others 3x above it."""
+    per_minute = sizes.requests_per_sec * 60
+    natural = {"requests": per_minute, "input_tokens": per_minute * INPUT_PER_REQUEST,
+               "output_tokens": per_minute * OUTPUT_PER_REQUEST}
+    return {kind: round(value * (1 if kind == binding else 3)) for kind, value in natural.items()}
+
+
+def run_point(bench: Bench, sizes: Sizes, name: str) -> dict[str, Any]:
+    """One pipeline run with ``POINTS[name]``'s limit binding; its figures."""
+    point = POINTS[name]
+    limits = _limits(sizes, point.binding)
+    sim_flags = ["--anthropic_rpm", str(limits["requests"]),
+                 "--anthropic_itpm", str(limits["input_tokens"]),
+                 "--anthropic_otpm", str(limits["output_tokens"])]
+    job_flags = [*point.job_flags, "--max_concurrency", str(sizes.concurrency),
+                 "--requests_per_minute", str(limits["requests"]),
+                 "--input_tokens_per_minute", str(limits["input_tokens"]),
+                 "--output_tokens_per_minute", str(limits["output_tokens"])]
+    bench.log(f"  {name}: {sizes.tickets} tickets, limits {limits}")
+    with Simulator(*sim_flags, "--burst_secs", "1", *_latency_flags()) as sim:
+        run, summary = bench.pipeline(sizes.tickets, sim.base_url, *job_flags)
+        stats = sim.stats()
+    steady = steady_state(stats["per_second"])
+    charge = point.per_request(stats)
+    limit_per_sec = limits[point.binding] / 60.0
+    requests = max(1, stats["requests"])
+    lost = summary["read"] - summary["succeeded"] - summary["dead_lettered"]
+    return {f"{name}_utilization": steady["ok_per_sec"] * charge / limit_per_sec,
+            f"{name}_rate_limited_fraction": stats["rate_limited"] / requests,
+            f"{name}_lost": lost,
+            f"{name}_ledger_balanced": bool(summary.get("ledger_balanced")),
+            f"details_{name}": {"limits": limits, "binding": point.binding,
+                                "charge_per_request": round(charge, 1), "steady": steady,
+                                "requests": stats["requests"],
+                                "rate_limited": stats["rate_limited"],
+                                "cache_read_input_tokens": stats["cache_read_input_tokens"],
+                                "throttled_secs": summary.get("throttled_secs"),
+                                "wall_s": round(run.wall_s, 1)}}
+
+
+def format_table(figures: dict[str, Any]) -> str:
+    """The points as a plain-text table: one row per point, its figures and the targets."""
+    header = ("point", "binding", "utilization", "429s", "lost", "ledger")
+    rows = [header]
+    for name, point in POINTS.items():
+        if f"{name}_utilization" not in figures:
+            continue
+        rows.append((name, point.binding, f"{figures[f'{name}_utilization']:.3f}",
+                     f"{figures[f'{name}_rate_limited_fraction']:.2%}",
+                     str(figures[f"{name}_lost"]),
+                     "balanced" if figures.get(f"{name}_ledger_balanced") else "NOT balanced"))
+    rows.append(("target", "", ">= 0.95", "<= 0.50%", "0", "balanced"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+                     for row in rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point: runs the points, prints the table, writes the JSON."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.providers",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true",
+                        help="the smallest counts that yield every key (what CI runs)")
+    parser.add_argument("--only", choices=sorted(POINTS), action="append",
+                        help="run only this point (repeatable)")
+    parser.add_argument("--json", help="write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    sizes = SMOKE if args.smoke else DEFAULT
+    os.environ.update(_KEY_ENV)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    figures: dict[str, Any] = {"mode": "smoke" if args.smoke else "default",
+                               "cpus": os.cpu_count(), "load_average": []}
+    with tempfile.TemporaryDirectory(prefix="ticketflow-providers-") as tmp:
+        bench = Bench(Path(tmp), log=log)
+        for name in args.only or POINTS:
+            figures["load_average"].append(round(os.getloadavg()[0], 2))
+            figures.update(run_point(bench, sizes, name))
+    figures["load_average"].append(round(os.getloadavg()[0], 2))
+    figures["bench_wall_s"] = round(time.perf_counter() - started, 1)
+    figures["details"] = {k: figures.pop(k) for k in list(figures) if k.startswith("details_")}
+    print(format_table(figures))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(figures, indent=2, default=str) + "\n")
+    missing = [key for key in FIGURES if figures.get(key) is None]
+    if missing and not args.only:
+        log(f"missing figures: {', '.join(missing)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
