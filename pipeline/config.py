@@ -22,6 +22,7 @@ from pipeline.options import TicketflowOptions
 from pipeline.stream.config import DEFAULT_MAX_BUFFERING_SECS, StreamConfig, stream_config
 from transforms import errors, secrets, structured
 from transforms.batch import BatchConfig
+from transforms.limits.concurrency import concurrency_setting
 from transforms.llm.config import LlmConfig
 from transforms.llm.providers import batch_wire, provider_of
 from transforms.llm.providers.gemini import KEY_ENVS as GEMINI_KEY_ENVS
@@ -159,7 +160,11 @@ def from_options(options: PipelineOptions) -> JobConfig:
     if not o.output:
         raise ConfigError("--output is required: a directory for results, dead letters and the "
                           "summary, e.g. --output out/run1")
-    for name in ("batch_size", "max_concurrency", "max_tokens", "max_input_chars",
+    try:
+        max_concurrency, adaptive = concurrency_setting(o.max_concurrency)
+    except ValueError as exc:
+        raise ConfigError(f"--{exc}.") from None
+    for name in ("batch_size", "max_tokens", "max_input_chars",
                  "num_key_shards", "request_timeout_secs", "max_ticket_secs",
                  "progress_interval_secs"):
         _positive(name, getattr(o, name))
@@ -263,7 +268,8 @@ def from_options(options: PipelineOptions) -> JobConfig:
         temperature=o.temperature,
         max_tokens=o.max_tokens,
         request_timeout_secs=o.request_timeout_secs,
-        max_concurrency=o.max_concurrency,
+        max_concurrency=max_concurrency,
+        adaptive_concurrency=adaptive,
         max_ticket_secs=o.max_ticket_secs,
         worker_requests_per_sec=o.requests_per_minute * share / 60.0,
         worker_tokens_per_sec=o.tokens_per_minute * share / 60.0,

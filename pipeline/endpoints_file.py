@@ -182,15 +182,20 @@ def _entry(node, index: int, fail) -> EndpointEntry:
         quota_key=text("quota_key"), role=role, line=node.start_mark.line + 1)
 
 
-def concurrency_of(value: Any, default: int) -> int:
-    """An endpoint's window: its number, or the job's ``--max_concurrency``.
+def concurrency_of(value: Any, base) -> dict:
+    """An endpoint's window: its number, ``auto`` (its own adaptive controller,
+    :mod:`transforms.limits.concurrency`), or the job's ``--max_concurrency`` (None).
 
-    TODO(adaptive concurrency): ``auto`` is the one place to connect the adaptive concurrency
-    controller; until then it is the job's fixed ``--max_concurrency``.
+    Returns:
+      The ``LlmConfig`` fields: ``max_concurrency`` and ``adaptive_concurrency``.
     """
-    if value is None or value == AUTO:
-        return default
-    return int(value)
+    from transforms.limits.concurrency import (  # pylint: disable=import-outside-toplevel
+        concurrency_setting)
+    if value is None:
+        return {"max_concurrency": base.max_concurrency,
+                "adaptive_concurrency": base.adaptive_concurrency}
+    ceiling, adaptive = concurrency_setting(str(value))
+    return {"max_concurrency": ceiling, "adaptive_concurrency": adaptive}
 
 
 def endpoint_configs(entries: List[EndpointEntry], base, *, share: float, pricing,
@@ -221,7 +226,7 @@ def endpoint_configs(entries: List[EndpointEntry], base, *, share: float, pricin
         out.append(dataclasses.replace(
             base, base_url=base_url, model=model, provider=provider, api_key_env=api_key_env,
             public_api_key=public_key, api_key_secret=None if public_key else base.api_key_secret,
-            max_concurrency=concurrency_of(e.max_concurrency, base.max_concurrency),
+            **concurrency_of(e.max_concurrency, base),
             worker_requests_per_sec=rpm * share / 60.0, worker_tokens_per_sec=tpm * share / 60.0,
             job_requests_per_sec=rpm / 60.0, job_tokens_per_sec=tpm / 60.0,
             quota_key=e.quota_key or (f"{base.quota_key}|{e.name}" if base.quota_key else None),

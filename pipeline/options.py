@@ -112,8 +112,10 @@ class TicketflowOptions(PipelineOptions):
                          help="Timeout of one HTTP request.")
 
         limits = parser.add_argument_group("throughput and limits")
-        limits.add_argument("--max_concurrency", type=int, default=32,
-                            help="Most requests in flight per worker process.")
+        limits.add_argument("--max_concurrency", default="32",
+                            help="Most requests in flight per worker process: a number, or "
+                                 "'auto' (found and held at the server's knee from latency "
+                                 "and 503s/timeouts; at most 256) or 'auto:MAX'.")
         limits.add_argument("--requests_per_minute", type=float, default=0.0,
                             help="The provider's request limit for the whole job (0: none).")
         limits.add_argument("--tokens_per_minute", type=float, default=0.0,

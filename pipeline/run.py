@@ -43,8 +43,8 @@ from pipeline.options import TicketflowOptions
 from pipeline import projection as projection_lib
 from pipeline.outputs import completion_times, count_input, ticket_costs
 from pipeline.preflight import UsageError
-from pipeline.summary import (dead_letter_basename, format_summary, results_basename,
-                              summarize)
+from pipeline.summary import (concurrency_figure, dead_letter_basename, format_summary,
+                              results_basename, summarize)
 from transforms import errors
 from transforms import metrics as metrics_lib
 from transforms import sinks
@@ -155,7 +155,9 @@ def _projection(config: config_lib.JobConfig, summary: dict,
     settings = projection_lib.Settings(
         requests_per_minute=config.requests_per_minute,
         tokens_per_minute=config.tokens_per_minute, max_tokens=config.llm.max_tokens,
-        max_concurrency=config.llm.max_concurrency, worker_processes=config.worker_processes,
+        # auto: what it held (time-weighted median), not its ceiling
+        max_concurrency=summary["concurrency"].get("p50") or config.llm.max_concurrency,
+        worker_processes=config.worker_processes,
         price=price, batch_price=config.batch_api.price, cpu_secs_per_ticket=cpu_per_ticket,
         cache_ttl=config.llm.cache_ttl)
     costs = ticket_costs(config.output, results_basename(config), dead_letter_basename(config))
@@ -409,6 +411,7 @@ def run(argv: Optional[List[str]] = None) -> int:
         if chunked is not None:
             summary["chunks"] = chunked.chunks
             summary["not_read"] = chunked.not_read
+        summary["concurrency"] = concurrency_figure(config)
         if config.sample:
             summary["sample"] = config.sample
             summary["projection"] = _projection(config, summary, cpu.per_ticket())

@@ -22,6 +22,7 @@ from pipeline.outputs import count_written
 from pipeline.projection import projection_rows
 from transforms import errors
 from transforms import metrics as metrics_lib
+from transforms.limits import concurrency as concurrency_lib
 from transforms.sinks import DEAD_LETTER_BASENAME, RESULTS_BASENAME
 
 
@@ -42,6 +43,33 @@ def results_basename(config: config_lib.JobConfig, chunk: Optional[int] = None) 
 def dead_letter_basename(config: config_lib.JobConfig, chunk: Optional[int] = None) -> str:
     """Like :func:`results_basename`, for dead letters."""
     return f"{DEAD_LETTER_BASENAME}-{config.run_id}{_chunk_suffix(chunk)}"
+
+
+def concurrency_figure(config: config_lib.JobConfig) -> dict:
+    """The summary's ``concurrency``: the fixed number, or what ``auto`` chose over time.
+
+    ``auto``'s figure (:meth:`transforms.limits.concurrency.AdaptiveConcurrency.figure`) is read
+    from the controller of the endpoint when the workers ran in the driver's process (the local
+    runners' default); otherwise only the mode and the ceiling are known here. With
+    ``--endpoints``, the first endpoint's figure, and every endpoint's under ``by_endpoint``.
+    """
+    llm = config.llm
+    endpoints = llm.endpoints or (llm,)
+    live = concurrency_lib.live_figures()
+    figures = {}
+    for endpoint in endpoints:
+        if endpoint.adaptive_concurrency is None:
+            figures[endpoint.figure_key()] = {"mode": "fixed",
+                                              "final": endpoint.max_concurrency}
+            continue
+        figure = live.get(endpoint.figure_key())
+        figures[endpoint.figure_key()] = (
+            {**figure, "ceiling": endpoint.max_concurrency} if figure is not None else
+            {"mode": "auto", "ceiling": endpoint.max_concurrency,
+             "note": "the workers ran in other processes: no figure in the driver"})
+    first = next((f for f in figures.values() if f["mode"] == "auto"),
+                 next(iter(figures.values())))
+    return {**first, "by_endpoint": figures} if llm.endpoints else first
 
 
 def summarize(counts: dict, config: config_lib.JobConfig, wall_secs: float,
@@ -156,6 +184,14 @@ def _billed_twice(batch: dict) -> str:
     return text
 
 
+def _concurrency_row(figure: Optional[dict]) -> list:
+    if not figure or figure.get("mode") != "auto" or "final" not in figure:
+        return []
+    return [("concurrency", f"auto: {figure['final']} at the end (p50 {figure['p50']}, "
+                            f"{figure['min']}..{figure['max']}; {figure['drops']} drops, "
+                            f"{figure['probes']} probes)")]
+
+
 def cache_line(figures: dict) -> str:
     """The prompt cache's tokens and savings, in words (the summary's and the report's)."""
     saved = figures.get("cache_saved_usd") or 0.0
@@ -187,6 +223,7 @@ def format_summary(summary: dict) -> str:
         ("latency", f"p50 {summary.get('latency_ms_p50')} ms, p90 {summary.get('latency_ms_p90')}"
                     f" ms, p99 {summary.get('latency_ms_p99')} ms (max "
                     f"{summary.get('latency_ms_max')} ms)"),
+        *_concurrency_row(summary.get("concurrency")),
         ("wall time", f"{summary['wall_secs']} s ({summary['tickets_per_sec']} tickets/s)"),
         ("ledger", "balanced: read == succeeded + dead lettered + skipped, and matches the files"
          if summary["ledger_balanced"] else

@@ -60,6 +60,17 @@ _HELP = {
               "OpenAI; empty = any model name is served.",
     "max_concurrency": "Requests in flight beyond this get 503 overloaded (Anthropic's route: "
                        "529 overloaded_error); 0 = unlimited.",
+    "server_model": "What answers chat completions: 'api' (a hosted API: --latency_*, limits) or "
+                    "'gpu' (a GPU-like server with continuous batching: --gpu_*; throughput "
+                    "has a knee at --gpu_max_batch, 503 when its queue is full).",
+    "gpu_max_batch": "--server_model gpu: sequences decoded at once (the knee).",
+    "gpu_decode_ms": "--server_model gpu: one decoding step's time with one sequence (ms).",
+    "gpu_decode_ms_per_seq": "--server_model gpu: what each further sequence adds to a step "
+                             "(ms).",
+    "gpu_prefill_ms_per_token": "--server_model gpu: prefill time per prompt token, paid in the "
+                                "step that admits the sequence (ms).",
+    "gpu_queue": "--server_model gpu: sequences that may wait for a place in the batch; a "
+                 "request beyond gets 503 overloaded.",
     "log_requests": "Log one line per request to stderr (off by default: it costs throughput).",
     "batch_secs": "Batch API: seconds from a batch's creation to its completion; 0 = done by "
                   "the next poll.",
@@ -114,6 +125,12 @@ class SimulatorConfig:
     api_key: str = ""
     models: str = ""
     max_concurrency: int = 0
+    server_model: str = "api"
+    gpu_max_batch: int = 48
+    gpu_decode_ms: float = 10.0
+    gpu_decode_ms_per_seq: float = 0.02
+    gpu_prefill_ms_per_token: float = 0.01
+    gpu_queue: int = 64
     log_requests: bool = False
     batch_secs: float = 2.0
     batch_p_line_fail: float = 0.0
@@ -127,10 +144,13 @@ class SimulatorConfig:
                      "gemini_rpm", "gemini_tpm", "gemini_rpd",
                      "max_concurrency", "latency_median_ms", "latency_p99_ms",
                      "ms_per_output_token", "hang_secs", "batch_secs",
-                     "batch_max_enqueued_tokens", "batch_stall_secs"):
+                     "batch_max_enqueued_tokens", "batch_stall_secs", "gpu_decode_ms",
+                     "gpu_decode_ms_per_seq", "gpu_prefill_ms_per_token", "gpu_queue"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("default_max_tokens", "context_window"):
+        if self.server_model not in ("api", "gpu"):
+            raise ValueError(f"server_model must be 'api' or 'gpu', got {self.server_model!r}")
+        for name in ("default_max_tokens", "context_window", "gpu_max_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.burst_secs <= 60:

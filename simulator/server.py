@@ -44,6 +44,7 @@ from simulator.content import (
     support_reply,
     truncate_to_tokens,
 )
+from simulator.gpu import GpuModel, GpuSettings
 from simulator.faults import (NO_MARKERS, AttemptCounter, FaultDraw, Markers,
                               conversation_root, find_markers)
 from simulator.gemini import GeminiRoutes
@@ -268,6 +269,11 @@ class Simulator:
         # OpenAI's automatic prompt cache: cached_tokens for repeated prefixes of 1,024+ tokens.
         self.prompt_cache = OpenAIPromptCache(clock)
         self.batches = BatchStore(config, self.answer, self.stats, clock, wall_clock)
+        #: ``--server_model gpu``: the batch scheduler that times chat completions.
+        self.gpu = GpuModel(GpuSettings(
+            config.gpu_max_batch, config.gpu_decode_ms, config.gpu_decode_ms_per_seq,
+            config.gpu_prefill_ms_per_token, config.gpu_queue)) \
+            if config.server_model == "gpu" else None
         self._batch_routes = BatchRoutes(self.batches, self.authorized)
         self.anthropic = AnthropicRoutes(config, self.stats, self._faults, self.latency_secs,
                                          self._fail_attempts, self._invalid_attempts, clock,
@@ -318,6 +324,8 @@ class Simulator:
         self._invalid_attempts.clear()
         self.batches.reset()
         self.anthropic.reset()
+        if self.gpu is not None:
+            self.gpu.reset()
         self.gemini.reset()
         self.prompt_cache.clear()
 
@@ -462,8 +470,12 @@ class Simulator:
         cached, cache_keys = self.prompt_cache.lookup(chat.model, chat.cache_key, chat.messages)
         body["usage"]["prompt_tokens_details"] = {"cached_tokens": min(cached, n_prompt)}
         n_completion = body["usage"]["completion_tokens"]
-        delay = self.latency_secs(n_completion)
-        if delay > 0:
+        if self.gpu is not None:
+            if not await self.gpu.generate(n_prompt, n_completion):
+                outcome[0] = 503
+                return self._error(503, "The server is overloaded: its queue is full, please "
+                                        "try again later.", "server_error", "overloaded")
+        elif (delay := self.latency_secs(n_completion)) > 0:
             await asyncio.sleep(delay)
         body["created"] = int(self._wall_clock())
         if request.transport is None or request.transport.is_closing():
@@ -634,7 +646,14 @@ class Simulator:
 
     async def handle_stats(self, request: web.Request) -> web.Response:
         """``GET /stats``: the counters (see ``Stats.snapshot``)."""
-        return web.Response(body=_dumps(self.stats.snapshot()), content_type=_JSON)
+        return web.Response(body=_dumps(self.snapshot()), content_type=_JSON)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The body of ``GET /stats``: the counters, and the GPU model's when it runs."""
+        body = self.stats.snapshot()
+        if self.gpu is not None:
+            body["gpu"] = self.gpu.snapshot()
+        return body
 
     async def handle_reset(self, request: web.Request) -> web.Response:
         """``POST /reset``: zero stats, rate-limit windows and marker counters."""
@@ -708,7 +727,7 @@ class SimulatorHandle:
 
     def stats(self) -> dict[str, Any]:
         """Returns the same dict as ``GET /stats``."""
-        return self._call(self.simulator.stats.snapshot)
+        return self._call(self.simulator.snapshot)
 
     def reset(self) -> None:
         """Same as ``POST /reset``: zero stats, rate-limit windows and marker counters."""

@@ -139,3 +139,23 @@ def test_smoke_providers_benchmark_writes_every_figure(tmp_path):
         assert name in proc.stdout, f"{name} not in the printed table"
         # Not a timing: no ticket is lost and the ledger balances on any machine.
         assert figures[f"{name}_lost"] == 0 and figures[f"{name}_ledger_balanced"] is True
+
+
+@pytest.mark.timeout(600)
+def test_smoke_adaptive_benchmark_writes_every_figure(tmp_path):
+    """``python -m benchmarks.adaptive --smoke``: auto and the fixed settings, every key."""
+    from benchmarks.adaptive import FIGURES as ADAPTIVE_FIGURES
+
+    out = tmp_path / "adaptive.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.adaptive", "--smoke", "--json",
+                           str(out)], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    for key in ADAPTIVE_FIGURES:
+        # A busy runner may never reach 95 % of the peak in a smoke run's seconds: None then.
+        assert isinstance(figures.get(key), (int, float)) or (
+            key == "auto_secs_to_95pct_peak" and key in figures), f"{key} missing"
+        assert key in proc.stdout, f"{key} not in the printed table"
+    assert figures["details"]["details_auto"]["concurrency_by_time"]
+    assert figures["load_average"], "no load average recorded"

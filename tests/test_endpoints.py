@@ -15,6 +15,7 @@ from tests.llm_fakes import llm_config as _config
 from transforms import errors
 from transforms.limits.breaker import CLOSED
 from transforms.llm.caller import Request
+from transforms.llm.config import LlmConfig
 from transforms.llm.flow import CallTrace, FlowControl
 from transforms.llm.router import Endpoint, Router
 from transforms.llm.stop import StopSignal
@@ -59,9 +60,12 @@ def test_a_good_file_reads_every_field():
     assert (cheap.name, cheap.role, cheap.line) == ("endpoint3", "fallback", 15)
 
 
-def test_auto_concurrency_is_the_jobs_window_for_now():
-    assert concurrency_of(AUTO, 32) == 32 and concurrency_of(None, 8) == 8
-    assert concurrency_of(4, 32) == 4
+def test_auto_concurrency_is_an_adaptive_controller_of_the_endpoint():
+    base = LlmConfig(base_url="http://x/v1", max_concurrency=8)
+    auto = concurrency_of(AUTO, base)
+    assert auto["max_concurrency"] == 256 and auto["adaptive_concurrency"] is not None
+    assert concurrency_of(None, base) == {"max_concurrency": 8, "adaptive_concurrency": None}
+    assert concurrency_of(4, base) == {"max_concurrency": 4, "adaptive_concurrency": None}
 
 
 @pytest.mark.parametrize("text, line, words", [
@@ -269,10 +273,11 @@ def test_endpoints_file_builds_one_config_per_endpoint(tmp_path, monkeypatch):
     assert (east.endpoint_name, east.max_concurrency, east.public_api_key) == ("east", 16, None)
     assert east.job_requests_per_sec == 10.0 and east.quota_key == "east-quota"
     assert (west.provider, west.api_key_env, west.max_concurrency) == (
-        "anthropic", "ANTHROPIC_API_KEY", 8)  # auto: the job's window, for now
+        "anthropic", "ANTHROPIC_API_KEY", 256)  # auto: its own controller, up to 256
+    assert west.adaptive_concurrency is not None and east.adaptive_concurrency is None
     assert west.job_requests_per_sec == 2.0  # not in the file: the job's --requests_per_minute
     assert cheap.endpoint_role == "fallback" and cheap.model == "gpt-4o-mini"
-    assert config.llm.max_concurrency == 16 + 8 + 8 and config.llm.base_url == east.base_url
+    assert config.llm.max_concurrency == 16 + 256 + 8 and config.llm.base_url == east.base_url
     dumped = json.dumps(config_lib.redacted(config))
     assert "sk-east" not in dumped and '"name": "west"' in dumped
     with pytest.raises(config_lib.ConfigError, match="does not go with --base_url"):

@@ -31,6 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.projection import projection_rows
 from pipeline.report.quota import SOURCE_FILES, SOURCE_LIVE, Quota, quota_data, quota_section
 from pipeline.report.quota import origin as quota_origin
+from pipeline.report.concurrency import concurrency_section
 from pipeline.report.stream import StreamData, stream_data, stream_section
 from pipeline.report.svg import (BAD, OK, WARN, Histogram, Timeline, bars_svg, figure, fmt,
                                  latency_svg, throughput_svg)
@@ -167,6 +168,7 @@ def render(summary: dict, timeline: Timeline, histogram: Histogram,
         figure("throughput", "Tickets finished per second (blue: all; red: dead-lettered).",
                 throughput_svg(timeline)),
         *(stream_section(stream) if stream is not None else []),
+        *concurrency_section(summary),
         *quota_section(quota, summary),
         "<h2>Latency</h2>",
         figure("latency", "Latency of successful requests (log-spaced buckets); dashed: "

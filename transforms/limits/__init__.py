@@ -10,6 +10,8 @@
 * :mod:`transforms.limits.budget` — ``--max_cost_usd`` of one worker process;
   :mod:`transforms.limits.shared_budget` — one budget for the job in the shared quota's Redis;
 * :mod:`transforms.limits.breaker` — the circuit breaker that waits out a provider outage;
+* :mod:`transforms.limits.concurrency` — ``--max_concurrency auto``: the in-flight limit chosen
+  from latency against a no-load baseline and from drops (503, overload, timeouts);
 * :mod:`transforms.limits.trial` — the endpoint's trial: a few requests until one succeeds, and
   none once they show a wrong base URL, model or key.
 

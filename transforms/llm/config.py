@@ -23,6 +23,7 @@ import re
 from typing import Optional, Tuple
 
 from transforms import errors
+from transforms.limits.concurrency import AdaptiveSettings
 from transforms.pricing import Price
 from transforms.retry import RetryPolicy
 from transforms.structured import StructuredOutput
@@ -64,7 +65,10 @@ class LlmConfig:
       budget_key: Names the job-wide budget in the shared quota's Redis (the run id), and the
         job's own lane in the shared quota.
       max_outage_secs: How long tickets wait for a provider that is down.
-      max_concurrency: Requests in flight per worker process.
+      max_concurrency: Requests in flight per worker process (with ``adaptive_concurrency``:
+        the most the controller may choose).
+      adaptive_concurrency: ``--max_concurrency auto``: the settings of the controller that
+        chooses the limit (:mod:`transforms.limits.concurrency`); None: the fixed number.
       dispatch: ``continuous`` (keep the window full) or ``barrier`` (a benchmark baseline).
     """
     base_url: Optional[str]
@@ -80,6 +84,7 @@ class LlmConfig:
     max_tokens: int = 256
     request_timeout_secs: float = 60.0
     max_concurrency: int = 32
+    adaptive_concurrency: Optional[AdaptiveSettings] = None
     max_ticket_secs: float = 600.0
     worker_requests_per_sec: float = 0.0
     worker_tokens_per_sec: float = 0.0
@@ -127,6 +132,7 @@ class LlmConfig:
         """
         flow = (self.base_url, self.model, self.api_key_env, self.api_key_secret,
                 self.public_api_key is not None, self.request_timeout_secs, self.max_concurrency,
+                self.adaptive_concurrency,
                 self.worker_requests_per_sec, self.worker_tokens_per_sec,
                 self.worker_input_tokens_per_sec, self.worker_output_tokens_per_sec,
                 self.worker_requests_per_day, self.job_input_tokens_per_sec,
@@ -138,6 +144,10 @@ class LlmConfig:
                 self.job_tokens_per_sec, self.job_budget_usd, self.budget_key,
                 self.max_outage_secs, self.endpoints, self.endpoint_name, self.endpoint_role)
         return "engine-" + hashlib.sha256(repr(flow).encode()).hexdigest()[:16]
+
+    def figure_key(self) -> str:
+        """Names the endpoint in figures: its ``--endpoints`` name, else base URL and model."""
+        return self.endpoint_name or f"{self.base_url or _OPENAI_URL} {self.model}"
 
     def fingerprint(self) -> str:
         """Identifies the whole configuration (the step: prompt, schema and store included)."""

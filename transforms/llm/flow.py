@@ -32,6 +32,7 @@ from typing import Awaitable, Callable, List, Optional
 from transforms import errors
 from transforms import metrics as metrics_lib
 from transforms.limits.breaker import CLOSED, OUTAGE_KINDS, CircuitBreaker, OutageTooLong
+from transforms.limits import concurrency as adaptive
 from transforms.limits.trial import REFUSE, SEND, EndpointTrial
 from transforms.llm.caller import Answer, Caller, Completion, Request
 from transforms.llm.config import LlmConfig, misconfigured_message
@@ -107,7 +108,15 @@ class FlowControl:
         """Makes the loop-bound parts; call once, on the loop that will run the requests."""
         c = self.config
         loop = asyncio.get_running_loop()
-        self._semaphore = asyncio.Semaphore(c.max_concurrency)
+        #: ``--max_concurrency auto``: this endpoint's controller (None: a fixed window).
+        self.concurrency: Optional[adaptive.AdaptiveConcurrency] = None
+        if c.adaptive_concurrency is not None:
+            self.concurrency = adaptive.AdaptiveConcurrency(c.adaptive_concurrency,
+                                                            clock=self._clock)
+            adaptive.register(c.figure_key(), self.concurrency)
+            self._semaphore = adaptive.ConcurrencyGate(self.concurrency)
+        else:
+            self._semaphore = asyncio.Semaphore(c.max_concurrency)
         self._stopped = asyncio.Event()
         self.limits = self._make_limits(c, clock=self._clock, sleep=self.sleep)
         self.limiter, self.budget = self.limits.limiter, self.limits.budget
@@ -327,12 +336,16 @@ class FlowControl:
         trace.first_at = trace.first_at or now
         trace.last_at = now
         sent = self._clock()
+        controller = self.concurrency
+        stamp = controller.on_sent() if controller is not None else None
+        signal = adaptive.IGNORE  # what the controller learns from this request
         # A task of its own, so that an abort (after --drain_secs) cancels just the request.
         call = asyncio.ensure_future(self._caller.call(params, timeout))
         self._in_flight.add(call)
         metrics_lib.live_in_flight(1)
         try:
             completion, headers = await call
+            signal = adaptive.OK
         except asyncio.CancelledError:
             if call.cancelled() and self._stop.aborting():
                 raise errors.Interrupted(
@@ -340,6 +353,8 @@ class FlowControl:
                     "flight; replay it") from None
             raise
         except errors.ProviderError as err:
+            if isinstance(err, (errors.ServerError, errors.RequestTimeout)):
+                signal = adaptive.DROP  # 5xx / overloaded / timeout: past the knee
             self._note_first(err)
             trace.count_error(err)
             trace.note_endpoint(self.config.endpoint_name, err)
@@ -350,6 +365,10 @@ class FlowControl:
         finally:
             self._in_flight.discard(call)
             metrics_lib.live_in_flight(-1)
+            if controller is not None:
+                controller.on_done(stamp, self._clock() - sent,
+                                   completion.completion_tokens if signal == adaptive.OK
+                                   and completion.usage_known else 0, signal)
         trace.latency_ms = (self._clock() - sent) * 1000.0
         self.breaker.on_success(sent)
         self.limiter.observe_limits(self._caller.limits(headers))

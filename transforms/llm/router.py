@@ -65,6 +65,11 @@ class Endpoint:
         paused = max(0.0, getattr(local, "paused_until", 0.0) - now)
         return max(paused, self.flow.breaker.ready_in())
 
+    def window(self) -> int:
+        """Its in-flight limit now: the fixed number, or what ``auto`` chose."""
+        adaptive = getattr(self.flow, "concurrency", None)
+        return adaptive.limit if adaptive is not None else self.config.max_concurrency
+
     def wait_secs(self, tokens: float) -> float:
         """About how long a new ticket would wait here, with what is already routed here."""
         c = self.config
@@ -74,7 +79,7 @@ class Endpoint:
         # has answered is preferred meanwhile (a dead one is not waited for in a queue).
         wait = _WINDOW_SECS if self.flow.trial.full() else 0.0
         if c.worker_requests_per_sec <= 0 and c.worker_tokens_per_sec <= 0:
-            return wait + queued / c.max_concurrency * _WINDOW_SECS  # no rate limit: the window
+            return wait + queued / self.window() * _WINDOW_SECS  # no rate limit: the window
         rate_wait = 0.0
         if c.worker_requests_per_sec > 0:
             rate_wait = queued / (c.worker_requests_per_sec * factor)
@@ -126,8 +131,7 @@ class Router:
         for group in (self.primaries, self.fallbacks):
             choices = [e for e in group if e not in avoid and e.out_for(now) <= 0]
             if choices:
-                return min(choices, key=lambda e: (e.wait_secs(tokens),
-                                                   -e.config.max_concurrency))
+                return min(choices, key=lambda e: (e.wait_secs(tokens), -e.window()))
         return None
 
     def outage_secs(self) -> float:
