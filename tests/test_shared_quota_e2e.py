@@ -7,7 +7,6 @@ Everything end to end: ``python -m pipeline`` subprocesses, the simulator as the
 
 from __future__ import annotations
 
-import collections
 import datetime
 import subprocess
 import sys
