@@ -479,3 +479,18 @@ def test_acquire_serves_in_order_and_a_cancelled_waiter_leaves_the_queue():
     names = [name for name, _ in served]
     assert names == [0, 1, 3, 4, "after"]
     assert not limiter._queue
+
+
+def test_a_slice_that_holds_whole_requests_is_the_window():
+    """300/min is 5 a second: a 1 s window, as the provider's slice (a 2 s window let 6 into
+    one slice: 429s, cuts, 0.76 of the limit); 2.5 a second would round down to 2, so it gets
+    a window of 10 requests; a large share keeps the slice."""
+    from transforms.limits.limiter import slice_length
+    from transforms.limits.policy import LimitPolicy
+
+    policy = LimitPolicy()
+    assert slice_length(5.0, policy) == 1.0
+    assert slice_length(7.2, policy) == 1.0       # 7 of 7.2: 97 % kept
+    assert slice_length(2.5, policy) == 4.0       # 2 of 2.5 would lose 20 %
+    assert slice_length(0.3, policy) == pytest.approx(10 / 0.3)
+    assert slice_length(20.0, policy) == 1.0

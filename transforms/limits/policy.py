@@ -68,8 +68,10 @@ class LimitPolicy:
       slice_margin_secs: Our window is this much longer, for arrival jitter. A slice edge widens
         it by its ``retry-after`` (how early we were), at least x ``margin_growth``, up to
         ``max_slice_margin_secs``; each success takes ``margin_decay`` of the excess back.
-      slice_min_requests: A window holds at least this many mean requests (a small share of the
-        limit gets a longer window rather than being rounded down to whole requests).
+      slice_min_requests, slice_whole_fraction: A slice that holds whole requests is the window
+        (at least ``slice_whole_fraction`` of its share once rounded down); one that does not
+        gets a window of at least ``slice_min_requests`` mean requests rather than being
+        rounded down (:func:`transforms.limits.limiter.slice_length`).
       short_retry_after_secs: A 429 asking for at most this (or nothing) may be a slice edge...
       isolated_429s: ...if at most this many (or ``isolated_fraction`` of the requests sent)
         came in ``learn_window_secs``, at the configured rate. Else: a lower limit.
@@ -92,6 +94,7 @@ class LimitPolicy:
     margin_growth: float = 1.5
     margin_decay: float = 0.004
     slice_min_requests: float = 10.0
+    slice_whole_fraction: float = 0.95
     short_retry_after_secs: float = 2.0
     isolated_429s: int = 2
     isolated_fraction: float = 0.03
