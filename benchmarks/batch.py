@@ -1,7 +1,7 @@
 """Batch API benchmark: what ``--api batch`` saves, and what its path costs in time.
 
     python -m benchmarks.batch --quick               # the sample only, one run each (~1 min)
-    python -m benchmarks.batch --json out/batch.json # + 3,000 synthetic tickets, 3 runs each (~5 min)
+    python -m benchmarks.batch --json out/batch.json # + 3,000 synthetic, 3 runs each (~5 min)
     python -m benchmarks.batch --quick --provider anthropic   # one provider only
 
 Each provider's Batch API (``--provider``, repeatable; all three by default) is measured side by
