@@ -14,7 +14,19 @@ three times what the binding one lets through):
   free; the default system prompt is below the model's cache minimum, so every input token
   counts);
 * ``anthropic_output`` — ``--anthropic_otpm`` / ``--output_tokens_per_minute`` (``max_tokens``
-  reserved on admission, settled to the tokens produced).
+  reserved on admission, settled to the tokens produced);
+* ``gemini_requests`` — Gemini's ``generateContent`` (``--gemini_rpm``), the pipeline with
+  ``--provider gemini --model gemini-2.5-flash`` and ``--requests_per_minute``;
+* ``gemini_tokens`` — ``--gemini_tpm`` (every input token, cached or not), the pipeline told
+  it as ``--input_tokens_per_minute``, as docs/throughput.md advises;
+* ``gemini_tokens_as_tpm`` — the same limit told as ``--tokens_per_minute``, as the Gemini
+  section of docs/providers.md says: that flag charges the prompt and ``max_tokens``, an
+  OpenAI-style count, so the job stays far below Gemini's input-only limit (a figure, not a
+  target).
+
+Anthropic's and Gemini's limits are buckets of a minute's capacity refilled continuously
+(``simulator.buckets.TokenBucket``): the simulator's ``--burst_secs`` bounds only its OpenAI
+route, so it changes nothing here; the pipeline's limiter is told ``--rate_slice_secs 60``.
 
 Figures per point: ``utilization`` — the binding limit used in the steady state
 (:func:`benchmarks.run.steady_state`: successes/s x the mean charge of a request ÷ the limit/s);
@@ -22,9 +34,10 @@ Figures per point: ``utilization`` — the binding limit used in the steady stat
 answered nor dead-lettered (the summary's ledger); ``ledger_balanced``. Targets: 0 lost, ledger
 balanced, utilization >= 0.95, <= 0.5 % 429s.
 
-Gemini (requests, tokens per minute and requests per day) gets its points in :data:`POINTS` once
-the simulator speaks its wire format: a ``gemini_*`` point is a :class:`Point` with its own
-simulator flags, pipeline flags and charge, and the table and the JSON take it as they are.
+A point is a :class:`Point`: which simulator flag and which pipeline flag carry each limit,
+and the binding limit's charge of one request; the table and the JSON take it as it is.
+Gemini's requests per day is not a point: a day's cap is not a rate to use up
+(``tests/test_provider_limits.py`` covers it).
 """
 
 from __future__ import annotations
@@ -43,8 +56,9 @@ from typing import Any
 from benchmarks.run import Bench, Simulator, _latency_flags, steady_state
 
 MODEL = "claude-haiku-4-5"
+GEMINI_MODEL = "gemini-2.5-flash"
 #: The simulator accepts any key; the pipeline needs one in the provider's variable.
-_KEY_ENV = {"ANTHROPIC_API_KEY": "sk-ant-simulator"}
+_KEY_ENV = {"ANTHROPIC_API_KEY": "sk-ant-simulator", "GEMINI_API_KEY": "gemini-simulator"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +88,11 @@ def _charge_input(stats: dict) -> float:
     return charged / max(1, stats["successful_completions"])
 
 
+def _charge_prompt(stats: dict) -> float:
+    # What Gemini's token limit counts: every input token, cached or not.
+    return stats["prompt_tokens"] / max(1, stats["successful_completions"])
+
+
 def _charge_output(stats: dict) -> float:
     return stats["completion_tokens"] / max(1, stats["successful_completions"])
 
@@ -87,23 +106,41 @@ class Point:
       binding: Which limit binds: ``requests``, ``input_tokens`` or ``output_tokens``.
       per_request: The binding limit's charge of one request, by the simulator's stats.
       job_flags: What the pipeline is told of the provider besides the limits.
+      sim_limits: (simulator flag, limit) for each limit the provider enforces.
+      job_limits: (pipeline flag, limit) for each limit the pipeline is told.
     """
     provider: str
     binding: str
     per_request: Callable[[dict], float]
     job_flags: tuple = ()
+    sim_limits: tuple = (("--anthropic_rpm", "requests"), ("--anthropic_itpm", "input_tokens"),
+                         ("--anthropic_otpm", "output_tokens"))
+    job_limits: tuple = (("--requests_per_minute", "requests"),
+                         ("--input_tokens_per_minute", "input_tokens"),
+                         ("--output_tokens_per_minute", "output_tokens"))
 
 
 # Anthropic's limits are buckets refilled continuously, not one-second slices: the limiter's
 # window is told a minute (its bucket still spaces the requests evenly), as docs/throughput.md
 # advises for Anthropic.
 _ANTHROPIC = ("--model", MODEL, "--rate_slice_secs", "60")
+# Gemini's limits are the same kind of bucket on the simulator; it enforces no output limit.
+_GEMINI = ("--provider", "gemini", "--model", GEMINI_MODEL, "--rate_slice_secs", "60")
+_GEMINI_SIM = (("--gemini_rpm", "requests"), ("--gemini_tpm", "input_tokens"))
+_GEMINI_JOB = (("--requests_per_minute", "requests"),
+               ("--input_tokens_per_minute", "input_tokens"))
+_GEMINI_JOB_TPM = (("--requests_per_minute", "requests"), ("--tokens_per_minute", "input_tokens"))
 
 POINTS = {
     "anthropic_requests": Point("anthropic", "requests", _charge_requests, _ANTHROPIC),
     "anthropic_input": Point("anthropic", "input_tokens", _charge_input, _ANTHROPIC),
     "anthropic_output": Point("anthropic", "output_tokens", _charge_output, _ANTHROPIC),
-    # "gemini_requests", "gemini_tokens", "gemini_daily": Gemini's points go here.
+    "gemini_requests": Point("gemini", "requests", _charge_requests, _GEMINI,
+                             _GEMINI_SIM, _GEMINI_JOB),
+    "gemini_tokens": Point("gemini", "input_tokens", _charge_prompt, _GEMINI,
+                           _GEMINI_SIM, _GEMINI_JOB),
+    "gemini_tokens_as_tpm": Point("gemini", "input_tokens", _charge_prompt, _GEMINI,
+                                  _GEMINI_SIM, _GEMINI_JOB_TPM),
 }
 
 #: Every key the JSON carries in every mode (the smoke test checks them).
@@ -123,13 +160,10 @@ def run_point(bench: Bench, sizes: Sizes, name: str) -> dict[str, Any]:
     """One pipeline run with ``POINTS[name]``'s limit binding; its figures."""
     point = POINTS[name]
     limits = _limits(sizes, point.binding)
-    sim_flags = ["--anthropic_rpm", str(limits["requests"]),
-                 "--anthropic_itpm", str(limits["input_tokens"]),
-                 "--anthropic_otpm", str(limits["output_tokens"])]
+    sim_flags = [arg for flag, kind in point.sim_limits for arg in (flag, str(limits[kind]))]
     job_flags = [*point.job_flags, "--max_concurrency", str(sizes.concurrency),
-                 "--requests_per_minute", str(limits["requests"]),
-                 "--input_tokens_per_minute", str(limits["input_tokens"]),
-                 "--output_tokens_per_minute", str(limits["output_tokens"])]
+                 *(arg for flag, kind in point.job_limits for arg in (flag, str(limits[kind])))]
+    limits = {kind: limits[kind] for _, kind in point.sim_limits}
     bench.log(f"  {name}: {sizes.tickets} tickets, limits {limits}")
     with Simulator(*sim_flags, "--burst_secs", "1", *_latency_flags()) as sim:
         run, summary = bench.pipeline(sizes.tickets, sim.base_url, *job_flags)

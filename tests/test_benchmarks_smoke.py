@@ -123,7 +123,7 @@ def test_smoke_endpoints_benchmark_writes_every_figure(tmp_path):
 
 @pytest.mark.timeout(600)
 def test_smoke_providers_benchmark_writes_every_figure(tmp_path):
-    """``python -m benchmarks.providers --smoke``: each Anthropic limit binding, every key."""
+    """``python -m benchmarks.providers --smoke``: each Anthropic and Gemini limit binding."""
     from benchmarks.providers import FIGURES as PROVIDER_FIGURES
     from benchmarks.providers import POINTS
 
