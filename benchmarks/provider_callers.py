@@ -60,6 +60,7 @@ async def _run(root: str, n: int, concurrency: int) -> dict[str, float]:
     from google import genai
     from google.genai import types
 
+    from transforms.llm.providers.anthropic import AnthropicCaller
     from transforms.llm.providers.gemini import GeminiCaller, generate_body, parse_response
     from transforms.llm.providers.openai import OpenAICaller
 
@@ -71,6 +72,13 @@ async def _run(root: str, n: int, concurrency: int) -> dict[str, float]:
     out["openai_caller"] = await _measure(lambda: openai_caller.call(params, 30.0), n,
                                           concurrency)
     await openai_caller.close()
+
+    claude = AnthropicCaller(LlmConfig(base_url=root, model="claude-haiku-4-5",
+                                       provider="anthropic", max_concurrency=concurrency), "k")
+    await claude.open()
+    cparams = _params("claude-haiku-4-5")
+    out["anthropic_caller"] = await _measure(lambda: claude.call(cparams, 30.0), n, concurrency)
+    await claude.close()
 
     gemini = GeminiCaller(LlmConfig(base_url=root, model="gemini-2.5-flash", provider="gemini",
                                     max_concurrency=concurrency), "k")
