@@ -29,7 +29,7 @@ from typing import Dict, Optional
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import caching
-from transforms.llm.providers import provider_of
+from transforms.llm.providers import limited_input_tokens, provider_of
 from transforms.llm.tokens import estimate_prompt_tokens
 from transforms.pricing import Pricing
 from transforms.prompts import PromptRenderer, TemplateRenderError
@@ -52,6 +52,9 @@ class EstimateInputs:
     expected_completion_tokens: Optional[int] = None
     requests_per_minute: float = 0.0
     tokens_per_minute: float = 0.0
+    input_tokens_per_minute: float = 0.0
+    output_tokens_per_minute: float = 0.0
+    requests_per_day: float = 0.0
     extra_prompt_tokens: int = 0
     prompt_template: Optional[str] = None
     prompt_prefix: Optional[str] = None
@@ -148,6 +151,15 @@ def estimate(inputs: EstimateInputs) -> Dict:
         if provider == "anthropic":
             charged -= cache.read_tokens
         bounds["tokens_per_minute"] = charged / inputs.tokens_per_minute * 60
+    if inputs.input_tokens_per_minute:  # Anthropic's and Gemini's own input limit
+        charged = limited_input_tokens(provider, prompt_tokens, cache.read_tokens)
+        bounds["input_tokens_per_minute"] = charged / inputs.input_tokens_per_minute * 60
+    if inputs.output_tokens_per_minute:  # reserved at admission, settled to the real output
+        bounds["output_tokens_per_minute"] = (completion_tokens / inputs.output_tokens_per_minute
+                                              * 60)
+    # Beyond --requests_per_day a job does not wait for the next day: the rest are dead letters
+    # 'daily_limit', to replay after the reset.
+    over_daily = max(0, tickets - int(inputs.requests_per_day)) if inputs.requests_per_day else 0
     return {
         "read": read,
         "tickets": tickets,
@@ -173,6 +185,7 @@ def estimate(inputs: EstimateInputs) -> Dict:
         "cost_by_model": costs,
         "min_duration_secs": round(max(bounds.values()), 1) if bounds else None,
         "duration_bounds_secs": {k: round(v, 1) for k, v in bounds.items()},
+        "over_requests_per_day": over_daily,
     }
 
 
@@ -203,6 +216,10 @@ def format_estimate(report: Dict) -> str:
     else:
         lines.append("  duration         no rate limit configured: bounded by latency × tickets "
                      "/ --max_concurrency")
+    if report.get("over_requests_per_day"):
+        lines.append(f"  requests/day     {report['over_requests_per_day']} tickets beyond "
+                     "--requests_per_day: dead letters 'daily_limit', to --replay after the "
+                     "provider's day resets")
     lines.append("  cost by model (expected / at most, prompt cache included):")
     for name, cost in sorted(report["cost_by_model"].items(), key=lambda kv: kv[1]["expected_usd"]):
         lines.append(f"    {name:<14} ${cost['expected_usd']:.4f} / ${cost['ceiling_usd']:.4f}")

@@ -179,6 +179,23 @@ def test_estimate_counts_the_prefix_and_prices_the_cache(tmp_path):
     assert "prompt cache" in text and caching.ASSUMPTION in text
 
 
+def test_estimate_bounds_the_duration_by_the_input_and_output_limits_and_the_day(tmp_path):
+    on = _estimate(tmp_path, tokens_per_minute=0, input_tokens_per_minute=60_000,
+                   output_tokens_per_minute=3_000, requests_per_day=40)
+    off = _estimate(tmp_path, tokens_per_minute=0, input_tokens_per_minute=60_000,
+                    prompt_cache=False)
+    bounds = on["duration_bounds_secs"]
+    # Input: without the cache reads (Anthropic does not count them); output: what is expected.
+    assert bounds["input_tokens_per_minute"] == pytest.approx(
+        (on["prompt_tokens"] - on["cache_read_tokens"]) / 1000, abs=0.1)
+    assert bounds["input_tokens_per_minute"] < off["duration_bounds_secs"][
+        "input_tokens_per_minute"] / 3
+    assert bounds["output_tokens_per_minute"] == pytest.approx(
+        on["completion_tokens_expected"] / 50, abs=0.1)
+    assert on["over_requests_per_day"] == 10 and off["over_requests_per_day"] == 0
+    assert "daily_limit" in format_estimate(on)
+
+
 def test_projection_scales_cache_reads_not_the_write():
     summary = {"parse_errors": 0, "duplicates": 0, "succeeded": 10, "dead_lettered": 0,
                "not_sampled": 90, "requests": 10, "prompt_tokens": 22_000,
