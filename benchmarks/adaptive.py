@@ -32,17 +32,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks import figures as figures_lib
+from benchmarks.figures import log
 from benchmarks.run import MAX_TOKENS, Bench, Simulator, run_child
 from pipeline.outputs import parse_utc
 from simulator.gpu import GpuSettings
@@ -240,15 +239,7 @@ def measure(bench: Bench, sizes: Sizes, load: list) -> dict[str, Any]:
 
 def format_table(figures: dict[str, Any]) -> str:
     """The figures and their targets as a plain-text table."""
-    rows = [(key, "—" if figures.get(key) is None else fmt.format(figures[key]), target)
-            for key, fmt, target in _ROWS if key in figures]
-    if figures.get("load_average"):
-        rows.append(("load_average (1 min)", " / ".join(map(str, figures["load_average"])),
-                     "before each run, and at the end"))
-    width, value_width = (max(len(r[i]) for r in rows) for i in (0, 1))
-    lines = [f"{'figure'.ljust(width)}  {'value'.ljust(value_width)}  target"]
-    lines += [f"{a.ljust(width)}  {b.ljust(value_width)}  {c}".rstrip() for a, b, c in rows]
-    return "\n".join(lines)
+    return figures_lib.format_table(_ROWS, figures)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -264,32 +255,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = SMOKE if args.smoke else DEFAULT
 
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    started = time.perf_counter()
-    commit = subprocess.run(["git", "-C", str(_REPO), "describe", "--always", "--dirty"],
-                            capture_output=True, text=True, check=False).stdout.strip()
-    figures: dict[str, Any] = {
-        "mode": "smoke" if args.smoke else "default", "commit": commit, "cpus": os.cpu_count(),
-        "load_average": [],
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    figures = figures_lib.start("smoke" if args.smoke else "default")
     with tempfile.TemporaryDirectory(prefix="ticketflow-adaptive-") as tmp:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         figures.update(measure(Bench(workdir, log=log), sizes, figures["load_average"]))
-    figures["load_average"].append(round(os.getloadavg()[0], 2))
-    figures["bench_wall_s"] = round(time.perf_counter() - started, 1)
-    figures["details"] = {k: figures.pop(k) for k in list(figures) if k.startswith("details_")}
-    print(format_table(figures))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(figures, indent=2, default=str) + "\n")
-    missing = [key for key in FIGURES if key not in figures]
-    if missing:
-        log(f"missing figures: {', '.join(missing)}")
-        return 1
-    return 0
+    return figures_lib.finish(figures, format_table, FIGURES, args.json)
 
 
 if __name__ == "__main__":

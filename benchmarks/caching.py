@@ -29,17 +29,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks import figures as figures_lib
+from benchmarks.figures import log
 from benchmarks.run import Bench, Simulator, _latency_flags, steady_state
 
 _REPO = Path(__file__).resolve().parent.parent
@@ -162,15 +160,7 @@ SCENARIOS = {"anthropic": scenario_anthropic, "openai": scenario_openai}
 
 def format_table(figures: dict[str, Any]) -> str:
     """The figures and their targets as a plain-text table."""
-    rows = [(key, "—" if figures.get(key) is None else fmt.format(figures[key]), target)
-            for key, fmt, target in _ROWS if key in figures]
-    if figures.get("load_average"):
-        rows.append(("load_average (1 min)", " / ".join(map(str, figures["load_average"])),
-                     "before each scenario, and at the end"))
-    width, value_width = (max(len(r[i]) for r in rows) for i in (0, 1))
-    lines = [f"{'figure'.ljust(width)}  {'value'.ljust(value_width)}  target"]
-    lines += [f"{a.ljust(width)}  {b.ljust(value_width)}  {c}".rstrip() for a, b, c in rows]
-    return "\n".join(lines)
+    return figures_lib.format_table(_ROWS, figures)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -188,17 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode_name = "smoke" if args.smoke else "default"
     sizes = SMOKE if args.smoke else DEFAULT
 
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
     # The simulator takes any key; the job needs one in its environment (not a secret).
     os.environ.setdefault("ANTHROPIC_API_KEY", "sk-ant-benchmark")
-    started = time.perf_counter()
-    commit = subprocess.run(["git", "-C", str(_REPO), "describe", "--always", "--dirty"],
-                            capture_output=True, text=True, check=False).stdout.strip()
-    figures: dict[str, Any] = {
-        "mode": mode_name, "commit": commit, "cpus": os.cpu_count(), "load_average": [],
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    figures = figures_lib.start(mode_name)
     with tempfile.TemporaryDirectory(prefix="ticketflow-caching-") as tmp:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -206,21 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prefix.write_text(policy_manual(), encoding="utf-8")
         bench = Bench(workdir, log=log)
         for name in args.only or list(SCENARIOS):
-            figures["load_average"].append(round(os.getloadavg()[0], 2))
-            log(f"{name} (load average {figures['load_average'][-1]:.1f})")
+            figures_lib.note_load(figures, name)
             figures.update(SCENARIOS[name](bench, sizes, prefix))
-    figures["load_average"].append(round(os.getloadavg()[0], 2))
-    figures["bench_wall_s"] = round(time.perf_counter() - started, 1)
-    figures["details"] = {k: figures.pop(k) for k in list(figures) if k.startswith("details_")}
-    print(format_table(figures))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(figures, indent=2, default=str) + "\n")
-    missing = [key for key in FIGURES if key not in figures]
-    if missing and not args.only:
-        log(f"missing figures: {', '.join(missing)}")
-        return 1
-    return 0
+    return figures_lib.finish(figures, format_table, FIGURES, args.json, complete=not args.only)
 
 
 if __name__ == "__main__":

@@ -28,10 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.jobs import Job, Provider, free_port, provider_window
+from benchmarks import figures as figures_lib
+from benchmarks.figures import log
 from benchmarks.run import Bench, _latency_flags, _remove_tree, steady_state
 
 _REPO = Path(__file__).resolve().parent.parent
@@ -207,15 +205,7 @@ _ROWS = (("spread_utilization", "{:.3f}", ">= 0.95 (of the two limits together)"
 
 def format_table(figures: dict[str, Any]) -> str:
     """The figures and their targets as a plain-text table."""
-    rows = [(key, "—" if figures.get(key) is None else fmt.format(figures[key]), target)
-            for key, fmt, target in _ROWS if key in figures]
-    if figures.get("load_average"):
-        rows.append(("load_average (1 min)", " / ".join(map(str, figures["load_average"])),
-                     "before each scenario, and at the end"))
-    width, value_width = (max(len(r[i]) for r in rows) for i in (0, 1))
-    lines = [f"{'figure'.ljust(width)}  {'value'.ljust(value_width)}  target"]
-    lines += [f"{a.ljust(width)}  {b.ljust(value_width)}  {c}".rstrip() for a, b, c in rows]
-    return "\n".join(lines)
+    return figures_lib.format_table(_ROWS, figures)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -232,36 +222,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = SMOKE if args.smoke else DEFAULT
 
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    started = time.perf_counter()
-    commit = subprocess.run(["git", "-C", str(_REPO), "describe", "--always", "--dirty"],
-                            capture_output=True, text=True, check=False).stdout.strip()
-    figures: dict[str, Any] = {
-        "mode": "smoke" if args.smoke else "default", "commit": commit, "cpus": os.cpu_count(),
-        "load_average": [],
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    figures = figures_lib.start("smoke" if args.smoke else "default")
     with tempfile.TemporaryDirectory(prefix="ticketflow-endpoints-") as tmp:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         bench = Bench(workdir, log=log)
         for name in args.only or list(SCENARIOS):
-            figures["load_average"].append(round(os.getloadavg()[0], 2))
-            log(f"{name} (load average {figures['load_average'][-1]:.1f})")
+            figures_lib.note_load(figures, name)
             figures.update(SCENARIOS[name](bench, sizes))
-    figures["load_average"].append(round(os.getloadavg()[0], 2))
-    figures["bench_wall_s"] = round(time.perf_counter() - started, 1)
-    figures["details"] = {k: figures.pop(k) for k in list(figures) if k.startswith("details_")}
-    print(format_table(figures))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(figures, indent=2, default=str) + "\n")
-    missing = [key for key in FIGURES if key not in figures]
-    if missing and not args.only:
-        log(f"missing figures: {', '.join(missing)}")
-        return 1
-    return 0
+    return figures_lib.finish(figures, format_table, FIGURES, args.json, complete=not args.only)
 
 
 if __name__ == "__main__":

@@ -44,15 +44,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks import figures as figures_lib
+from benchmarks.figures import log
 from benchmarks.run import Bench, Simulator, _latency_flags, steady_state
 
 MODEL = "claude-haiku-4-5"
@@ -216,29 +216,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = SMOKE if args.smoke else DEFAULT
     os.environ.update(_KEY_ENV)
 
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    started = time.perf_counter()
-    figures: dict[str, Any] = {"mode": "smoke" if args.smoke else "default",
-                               "cpus": os.cpu_count(), "load_average": []}
+    figures = figures_lib.start("smoke" if args.smoke else "default")
     with tempfile.TemporaryDirectory(prefix="ticketflow-providers-") as tmp:
         bench = Bench(Path(tmp), log=log)
         for name in args.only or POINTS:
-            figures["load_average"].append(round(os.getloadavg()[0], 2))
+            figures_lib.note_load(figures, name)
             figures.update(run_point(bench, sizes, name))
-    figures["load_average"].append(round(os.getloadavg()[0], 2))
-    figures["bench_wall_s"] = round(time.perf_counter() - started, 1)
-    figures["details"] = {k: figures.pop(k) for k in list(figures) if k.startswith("details_")}
-    print(format_table(figures))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(figures, indent=2, default=str) + "\n")
-    missing = [key for key in FIGURES if figures.get(key) is None]
-    if missing and not args.only:
-        log(f"missing figures: {', '.join(missing)}")
-        return 1
-    return 0
+    return figures_lib.finish(figures, format_table, FIGURES, args.json, complete=not args.only)
 
 
 if __name__ == "__main__":

@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 import shutil
 import sys
 import tempfile
@@ -56,6 +54,8 @@ from benchmarks.jobs import Job, fairness, provider_window, source_tree
 from benchmarks.outage import scenario_outage
 from benchmarks.priority import ROWS as PRIORITY_ROWS
 from benchmarks.priority import scenario_priority
+from benchmarks import figures as figures_lib
+from benchmarks.figures import log
 from benchmarks.run import (
     MAX_TOKENS,
     Bench,
@@ -361,12 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode_name = "quick" if args.quick else "smoke" if args.smoke else "default"
     sizes = {"quick": QUICK, "smoke": SMOKE}.get(mode_name, DEFAULT)
 
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    started = time.perf_counter()
-    figures: dict[str, Any] = {"mode": mode_name,
-                               "cpus": os.cpu_count(), "load_average": []}
+    figures = figures_lib.start(mode_name)
     with tempfile.TemporaryDirectory(prefix="ticketflow-quota-") as tmp:
         bench = Bench(Path(tmp), log=log)
         src = None
@@ -374,24 +369,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             src = source_tree(args.baseline_commit, Path(tmp) / "baseline")
             figures["baseline_commit"] = args.baseline_commit
         for name in args.only or DEFAULT_SCENARIOS:
-            figures["load_average"].append(round(os.getloadavg()[0], 2))
-            log(f"{name} (load average {figures['load_average'][-1]:.1f})")
+            figures_lib.note_load(figures, name)
             found = SCENARIOS[name](bench, sizes, src)
             figures.update(found)
             log("    -> " + ", ".join(f"{k}={v:.4g}" for k, v in found.items()
                                       if isinstance(v, (int, float))))
-    figures["load_average"].append(round(os.getloadavg()[0], 2))
-    figures["bench_wall_s"] = round(time.perf_counter() - started, 1)
-    figures["details"] = {k: figures.pop(k) for k in list(figures) if k.startswith("details_")}
-    print(format_table(figures))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(figures, indent=2, default=str) + "\n")
-    missing = [key for key in FIGURES if figures.get(key) is None]
-    if missing and not args.only:
-        log(f"missing figures: {', '.join(missing)}")
-        return 1
-    return 0
+    return figures_lib.finish(figures, format_table, FIGURES, args.json, complete=not args.only)
 
 
 if __name__ == "__main__":

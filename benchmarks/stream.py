@@ -51,10 +51,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime
 import glob
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -66,6 +64,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.jobs import Job, provider_window
+from benchmarks import figures as figures_lib
+from benchmarks.figures import log
 from benchmarks.run import Bench, Simulator, _latency_flags
 from pipeline.outputs import parse_utc
 from pipeline.report.stream import quantile
@@ -506,8 +506,9 @@ def scenario_priority(bench: Bench, sizes: Sizes, server) -> dict[str, Any]:
                 "window_secs": window["seconds"], "ok_by_second": window["ok_by_second"],
                 "backfill_window": mine, "backfill_ran_through": backfill_ran,
                 "requests": stats["requests"], "rate_limited": stats["rate_limited"],
-                "rate_limited_at_secs": [round(stats["started_at"] + b["t"] - run.publisher.started_at)
-                                         for b in stats["per_second"] if b["rate_limited"]],
+                "rate_limited_at_secs": [
+                    round(stats["started_at"] + b["t"] - run.publisher.started_at)
+                    for b in stats["per_second"] if b["rate_limited"]],
                 "exit_code": code, "summary": _ledger(summary)}}
 
 
@@ -517,15 +518,7 @@ SCENARIOS = {"steady": scenario_steady, "overload": scenario_overload,
 
 def format_table(figures: dict[str, Any]) -> str:
     """The figures and their targets as a plain-text table."""
-    rows = [(key, "—" if figures.get(key) is None else fmt.format(figures[key]), target)
-            for key, fmt, target in _ROWS if key in figures]
-    if figures.get("load_average"):
-        rows.append(("load_average (1 min)", " / ".join(map(str, figures["load_average"])),
-                     "before each scenario, and at the end"))
-    width, value_width = (max(len(r[i]) for r in rows) for i in (0, 1))
-    lines = [f"{'figure'.ljust(width)}  {'value'.ljust(value_width)}  target"]
-    lines += [f"{a.ljust(width)}  {b.ljust(value_width)}  {c}".rstrip() for a, b, c in rows]
-    return "\n".join(lines)
+    return figures_lib.format_table(_ROWS, figures)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -548,15 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode_name = "quick" if args.quick else "smoke" if args.smoke else "default"
     sizes = {"quick": QUICK, "smoke": SMOKE}.get(mode_name, DEFAULT)
 
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    started = time.perf_counter()
-    commit = subprocess.run(["git", "-C", str(_REPO), "describe", "--always", "--dirty"],
-                            capture_output=True, text=True, check=False).stdout.strip()
-    figures: dict[str, Any] = {
-        "mode": mode_name, "commit": commit, "cpus": os.cpu_count(), "load_average": [],
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    figures = figures_lib.start(mode_name)
     try:
         server = PubsubServer()  # started by the with below
     except pytest.skip.Exception as exc:  # its helper skips a test; a benchmark fails
@@ -567,21 +552,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         bench = Bench(workdir, log=log)
         for name in args.only or list(SCENARIOS):
-            figures["load_average"].append(round(os.getloadavg()[0], 2))
-            log(f"{name} (load average {figures['load_average'][-1]:.1f})")
+            figures_lib.note_load(figures, name)
             figures.update(SCENARIOS[name](bench, sizes, server))
-    figures["load_average"].append(round(os.getloadavg()[0], 2))
-    figures["bench_wall_s"] = round(time.perf_counter() - started, 1)
-    figures["details"] = {k: figures.pop(k) for k in list(figures) if k.startswith("details_")}
-    print(format_table(figures))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(figures, indent=2, default=str) + "\n")
-    missing = [key for key in FIGURES if key not in figures]
-    if missing and not args.only:
-        log(f"missing figures: {', '.join(missing)}")
-        return 1
-    return 0
+    return figures_lib.finish(figures, format_table, FIGURES, args.json, complete=not args.only)
 
 
 if __name__ == "__main__":
