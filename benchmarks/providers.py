@@ -8,6 +8,9 @@ its own simulator (log-normal latency, median 300 ms, p99 3 s; ``--burst_secs 1`
 limits given to the pipeline and to the simulator, and ONE of them low enough to bind (the others
 three times what the binding one lets through):
 
+* ``openai_requests``, ``openai_tokens`` — the OpenAI chat API (``--rpm``, ``--tpm``: prompt +
+  ``max_tokens``, in one-second slices), the pipeline with ``--requests_per_minute`` and
+  ``--tokens_per_minute``;
 * ``anthropic_requests`` — Anthropic's Messages API (``--anthropic_rpm``), the pipeline with
   ``--requests_per_minute``;
 * ``anthropic_input`` — ``--anthropic_itpm`` / ``--input_tokens_per_minute`` (cache reads are
@@ -53,7 +56,7 @@ from typing import Any
 
 from benchmarks import figures as figures_lib
 from benchmarks.figures import log
-from benchmarks.run import Bench, Simulator, _latency_flags, steady_state
+from benchmarks.run import MAX_TOKENS, Bench, Simulator, _latency_flags, steady_state
 
 MODEL = "claude-haiku-4-5"
 GEMINI_MODEL = "gemini-2.5-flash"
@@ -93,6 +96,11 @@ def _charge_prompt(stats: dict) -> float:
     return stats["prompt_tokens"] / max(1, stats["successful_completions"])
 
 
+def _charge_prompt_and_max(stats: dict) -> float:
+    # What OpenAI's token limit counts at admission: the prompt and max_tokens.
+    return stats["prompt_tokens"] / max(1, stats["successful_completions"]) + MAX_TOKENS
+
+
 def _charge_output(stats: dict) -> float:
     return stats["completion_tokens"] / max(1, stats["successful_completions"])
 
@@ -103,7 +111,8 @@ class Point:
 
     Attributes:
       provider: Whose wire format.
-      binding: Which limit binds: ``requests``, ``input_tokens`` or ``output_tokens``.
+      binding: Which limit binds: ``requests``, ``tokens``, ``input_tokens`` or
+        ``output_tokens``.
       per_request: The binding limit's charge of one request, by the simulator's stats.
       job_flags: What the pipeline is told of the provider besides the limits.
       sim_limits: (simulator flag, limit) for each limit the provider enforces.
@@ -131,7 +140,17 @@ _GEMINI_JOB = (("--requests_per_minute", "requests"),
                ("--input_tokens_per_minute", "input_tokens"))
 _GEMINI_JOB_TPM = (("--requests_per_minute", "requests"), ("--tokens_per_minute", "input_tokens"))
 
+# OpenAI's limits on the simulator: a minute's requests and tokens (prompt + max_tokens) in
+# one-second slices (--burst_secs 1); the limiter keeps its default one-second window.
+_OPENAI = ("--model", "gpt-4o-mini")
+_OPENAI_SIM = (("--rpm", "requests"), ("--tpm", "tokens"))
+_OPENAI_JOB = (("--requests_per_minute", "requests"), ("--tokens_per_minute", "tokens"))
+
 POINTS = {
+    "openai_requests": Point("openai", "requests", _charge_requests, _OPENAI,
+                             _OPENAI_SIM, _OPENAI_JOB),
+    "openai_tokens": Point("openai", "tokens", _charge_prompt_and_max, _OPENAI,
+                           _OPENAI_SIM, _OPENAI_JOB),
     "anthropic_requests": Point("anthropic", "requests", _charge_requests, _ANTHROPIC),
     "anthropic_input": Point("anthropic", "input_tokens", _charge_input, _ANTHROPIC),
     "anthropic_output": Point("anthropic", "output_tokens", _charge_output, _ANTHROPIC),
@@ -152,7 +171,8 @@ def _limits(sizes: Sizes, binding: str) -> dict[str, int]:
     """Per-minute limits with ``binding`` at the point's rate and the others 3x above it."""
     per_minute = sizes.requests_per_sec * 60
     natural = {"requests": per_minute, "input_tokens": per_minute * INPUT_PER_REQUEST,
-               "output_tokens": per_minute * OUTPUT_PER_REQUEST}
+               "output_tokens": per_minute * OUTPUT_PER_REQUEST,
+               "tokens": per_minute * (INPUT_PER_REQUEST + MAX_TOKENS)}
     return {kind: round(value * (1 if kind == binding else 3)) for kind, value in natural.items()}
 
 
