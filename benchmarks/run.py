@@ -426,11 +426,15 @@ def scenario_overhead(bench: Bench, sizes: Sizes) -> dict[str, Any]:
     # Too short a run has no steady state: then the rate with the 1-ticket wall subtracted.
     marginal = (n - 1) / max(1e-9, pipe_n.wall_s - pipe_one.wall_s)
     rate = steady["ok_per_sec"] if steady["seconds"] >= 2 else marginal
+
+    def ratio(base: float) -> float:
+        # At --smoke sizes a baseline's marginal CPU is noise, even <= 0: 1 us at least.
+        return pipe / max(base, 1e-6)
+
     return {"cpu_per_ticket_s": pipe, "baseline_cpu_per_ticket_s": bare,
-            "cpu_per_ticket_ratio": pipe / bare if bare > 0 else None,
+            "cpu_per_ticket_ratio": ratio(bare),
             "sdk_cpu_per_ticket_s": sdk, "bare_aiohttp_cpu_per_ticket_s": aio,
-            "cpu_ratio_vs_sdk": pipe / sdk if sdk > 0 else None,
-            "cpu_ratio_vs_bare_aiohttp": pipe / aio if aio > 0 else None,
+            "cpu_ratio_vs_sdk": ratio(sdk), "cpu_ratio_vs_bare_aiohttp": ratio(aio),
             "tickets_per_sec": rate, "first_request_secs": first.seconds,
             "startup_cpu_s": pipe_one.cpu_s, "baseline_startup_cpu_s": bare_one.cpu_s,
             "details_overhead": {"tickets": n, "pipeline_cpu_s": pipe_n.cpu_s,

@@ -123,9 +123,11 @@ def test_smoke_endpoints_benchmark_writes_every_figure(tmp_path):
 
 @pytest.mark.timeout(600)
 def test_smoke_providers_benchmark_writes_every_figure(tmp_path):
-    """``python -m benchmarks.providers --smoke``: each Anthropic and Gemini limit binding."""
-    from benchmarks.providers import FIGURES as PROVIDER_FIGURES
-    from benchmarks.providers import POINTS
+    """``python -m benchmarks.providers --smoke``: a limit binding on each provider."""
+    from benchmarks.providers import SMOKE_POINTS as POINTS
+    from benchmarks.providers import figures_of
+
+    PROVIDER_FIGURES = figures_of(POINTS)
 
     out = tmp_path / "providers.json"
     proc = subprocess.run([sys.executable, "-m", "benchmarks.providers", "--smoke", "--json",

@@ -136,6 +136,15 @@ _WATCH_ON_PRISM = textwrap.dedent("""
 """)
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def _children(pid: int):
     tasks = Path(f"/proc/{pid}/task")
     return [int(child) for task in tasks.iterdir()
@@ -168,7 +177,11 @@ def test_prism_watches_files_and_stops_on_sigterm(tmp_path):
         assert proc.stdout.read().startswith("cancelled CANCELLED")
         # Beam stopped (and reaped) Prism on the way out; a SIGTERM not handled would have
         # orphaned it for about a minute.
-        assert not [pid for pid in prism_pids if Path(f"/proc/{pid}").exists()]
+        # (It may take the init process a moment to reap it.)
+        deadline = time.monotonic() + 10
+        while [pid for pid in prism_pids if _alive(pid)] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in prism_pids if _alive(pid)]
     finally:
         if proc.poll() is None:
             stop_process(proc)
