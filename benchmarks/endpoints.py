@@ -58,8 +58,8 @@ class Sizes:
 DEFAULT = Sizes(rpm=600, tickets=3000, down_secs=60, primary_rpm=300, fallback_rpm=600,
                 fallback_tickets=600)
 # The smallest run that yields every figure (tests/test_benchmarks_smoke.py): figures mean nothing.
-SMOKE = Sizes(rpm=600, tickets=240, down_secs=4, primary_rpm=300, fallback_rpm=600,
-              fallback_tickets=40)
+SMOKE = Sizes(rpm=600, tickets=120, down_secs=4, primary_rpm=300, fallback_rpm=600,
+              fallback_tickets=24)
 
 FIGURES = ("spread_utilization", "spread_rate_limited_fraction", "spread_share_a",
            "spread_share_b", "spread_dead_letters", "kill_down_secs",
