@@ -81,9 +81,9 @@ DEFAULT = Sizes(rpm=1200, rpm_secs=75, tpm=450_000, util_concurrency=64, concurr
 FULL = dataclasses.replace(DEFAULT, scaling=(10_000, 100_000, 1_000_000))
 # The smallest run that still yields every figure: what CI runs (tests/test_benchmarks_smoke.py)
 # to prove the harness works. Its figures mean nothing.
-SMOKE = Sizes(rpm=1200, rpm_secs=4, tpm=450_000, util_concurrency=64, concurrency=32,
-              concurrency_tickets=150, barrier_tickets=64, overhead_tickets=200,
-              scaling=(200, 400), capacity_secs=1)
+SMOKE = Sizes(rpm=1200, rpm_secs=3, tpm=450_000, util_concurrency=64, concurrency=32,
+              concurrency_tickets=80, barrier_tickets=32, overhead_tickets=200,
+              scaling=(100, 200), capacity_secs=1)
 
 #: Every key the JSON carries (the smoke test checks them).
 FIGURES = ("utilization", "rate_limited_fraction", "tpm_utilization", "concurrency_efficiency",

@@ -17,11 +17,24 @@ EXAMPLES = REPO / "examples"
 
 
 def pytest_collection_modifyitems(config, items):
-    """A test that runs ``python -m pipeline`` (the ``run_pipeline`` fixture) is marked ``e2e``."""
-    del config
+    """A test that runs ``python -m pipeline`` (the ``run_pipeline`` fixture) is marked ``e2e``.
+
+    The slow tests (the benchmarks' smoke runs) are dealt out: ``--dist worksteal`` gives each
+    worker a contiguous quarter of the list, and a worker keeps the tests at the front of its
+    queue (others steal from the back), so each quarter starts with its share of them rather
+    than one worker running them all at the end.
+    """
     for item in items:
         if "run_pipeline" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
+    # On a worker, xdist says how many there are; the order must be the same on each.
+    workers = getattr(config, "workerinput", {}).get("workercount") or 0
+    if workers > 1:
+        slow = [item for item in items if item.get_closest_marker("slow")]
+        rest = [item for item in items if not item.get_closest_marker("slow")]
+        cut = [len(rest) * k // workers for k in range(workers + 1)]
+        items[:] = [item for k in range(workers)
+                    for item in slow[k::workers] + rest[cut[k]:cut[k + 1]]]
 
 
 @pytest.fixture
