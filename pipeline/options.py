@@ -83,8 +83,9 @@ class TicketflowOptions(PipelineOptions):
                          "write; it suits batches and sparse streams).")
         llm.add_argument("--api_key_env", default="OPENAI_API_KEY",
                          help="Name of the environment variable holding the API key "
-                         "(with --provider anthropic the default is ANTHROPIC_API_KEY; with --provider gemini "
-                         "GEMINI_API_KEY, else GOOGLE_API_KEY, as Google's client).")
+                         "(with --provider anthropic the default is ANTHROPIC_API_KEY; with "
+                         "--provider gemini GEMINI_API_KEY, else GOOGLE_API_KEY, as Google's "
+                         "client).")
         llm.add_argument("--api_key_secret", default=None,
                          help="Secret Manager version holding the API key, "
                          "projects/P/secrets/S/versions/V (V a number or latest); read by each "
@@ -291,7 +292,8 @@ def no_job_deadline(options: PipelineOptions) -> None:
     """Beam's portable runner reads the job's state and message streams with
     ``--job_server_timeout`` (300 s by default) as their gRPC deadline: at 5 minutes
     ``wait_until_finish`` fails a job that still runs ("Deadline Exceeded"). A job on a local
-    job server gets a year unless the flag was changed."""
+    job server gets a year unless the flag was changed, or names a job server of its own (one
+    that does not answer must fail within the flag's time)."""
     portable = options.view_as(PortableOptions)
-    if portable.job_server_timeout == 300:
+    if portable.job_server_timeout == 300 and not portable.job_endpoint:
         portable.job_server_timeout = 365 * 24 * 3600

@@ -258,3 +258,12 @@ def test_a_job_on_prism_outlives_the_portable_runners_five_minute_deadline():
     chosen = local_runner_options(PipelineOptions(["--runner", "PrismRunner",
                                                    "--job_server_timeout", "60"]))
     assert chosen.view_as(PortableOptions).job_server_timeout == 60
+
+
+def test_a_job_server_named_by_the_user_keeps_the_flags_deadline():
+    from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
+
+    from pipeline.run import local_runner_options
+    options = local_runner_options(PipelineOptions(["--runner", "PrismRunner",
+                                                    "--job_endpoint", "localhost:1"]))
+    assert options.view_as(PortableOptions).job_server_timeout == 300

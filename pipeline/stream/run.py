@@ -130,10 +130,10 @@ def prepare(options: PipelineOptions,
     process, port = _start_prism(binary, os.path.join(scratch, "prism.log"))
     _PRISM.append(process)
     options.view_as(StandardOptions).runner = "PrismRunner"
+    no_job_deadline(options)  # a job that never ends outlives the default 5-minute deadline
     options.view_as(PortableOptions).job_endpoint = f"localhost:{port}"
     # As for every Prism job (pipeline/run.py, local_runner_options): no bundle splits.
     options.view_as(DebugOptions).add_experiment("prism_disable_sdf_split")
-    no_job_deadline(options)  # a job that never ends outlives the default 5-minute deadline
     stream = dataclasses.replace(stream, stop_file=os.path.join(scratch, "stop"))
     return options, dataclasses.replace(config, stream=stream)
 
