@@ -72,7 +72,7 @@ class Sizes:
     concurrency: int = 64
 
 
-SMOKE = Sizes(tickets=120, requests_per_sec=30)
+SMOKE = Sizes(tickets=60, requests_per_sec=30)
 DEFAULT = Sizes(tickets=2000, requests_per_sec=25)
 
 # A synthetic ticket's request, measured (tools.ticketgen, seed 1, the default system prompt):
