@@ -245,8 +245,3 @@ class AnthropicCaller:
         if self._client is not None:
             await self._client.close()
             self._client = None
-
-
-def anthropic_caller(config: LlmConfig, api_key: str) -> AnthropicCaller:
-    """The caller factory of ``--provider anthropic``."""
-    return AnthropicCaller(config, api_key)

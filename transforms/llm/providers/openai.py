@@ -40,7 +40,7 @@ import orjson
 
 from transforms import errors
 from transforms.limits.limiter import AnnouncedLimit
-from transforms.llm.caller import Caller, Completion, Headers
+from transforms.llm.caller import Completion, Headers
 from transforms.llm.config import LlmConfig
 from transforms.llm.providers import OK, PERMANENT, RETRYABLE, LineOutcome
 
@@ -430,10 +430,3 @@ class OpenAICaller:
         if self._client is not None:
             await self._client.close()
             self._client = None
-
-
-
-def openai_caller(config: LlmConfig, api_key: str) -> Caller:
-    """The default caller factory."""
-    return OpenAICaller(config, api_key)
-
